@@ -1,0 +1,42 @@
+"""The ``rotdet`` command line.
+
+Each subcommand lives next to the code it drives and registers itself here through
+:data:`SUBCOMMANDS`: a name mapped to ``(help, add_arguments, run)``; ``run(args)`` returns the exit
+code. Keeping the table explicit (no plugin discovery) lets a reader see every command in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+import rotdet
+
+Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+SUBCOMMANDS: dict[str, Subcommand] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rotdet", description="Oriented object detection for aerial images.")
+    parser.add_argument("--version", action="version", version=f"rotdet {rotdet.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add_arguments, run) in SUBCOMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub_parser)
+        sub_parser.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "_run", None) is None:
+        parser.print_help()
+        return 0
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
