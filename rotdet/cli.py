@@ -12,10 +12,15 @@ import sys
 from collections.abc import Callable
 
 import rotdet
+from rotdet.data.split import add_split_arguments, run_split
+from rotdet.data.toy import add_make_toy_arguments, run_make_toy
 
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
-SUBCOMMANDS: dict[str, Subcommand] = {}
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "split": ("Cut large DOTA images into patches (mmrotate img_split).", add_split_arguments, run_split),
+    "make-toy": ("Write the synthetic ToyDOTA dataset.", add_make_toy_arguments, run_make_toy),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

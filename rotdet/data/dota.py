@@ -1,0 +1,382 @@
+"""DOTA annotation files: class lists, a forgiving parser, a lossless writer, dataset indexing.
+
+A DOTA ``labelTxt`` file holds optional header lines ``imagesource:<text>`` and ``gsd:<float>``,
+then one object per line: ``x1 y1 x2 y2 x3 y3 x4 y4 class difficulty``. Real files mix LF and CRLF,
+sometimes start with a UTF-8 BOM, end with blank lines or are empty (an image without objects).
+
+Bad input never stops a load halfway: a malformed line is skipped with a warning naming
+``file:line`` and the reason, and a :class:`ParseLog` counts what was skipped; ``strict=True``
+turns the first problem into a :class:`DotaFormatError` instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("rotdet.data")
+
+# mmrotate 0.3.4 DOTADataset.CLASSES order: label i is this tuple's i-th name.
+DOTA_V1_CLASSES: tuple[str, ...] = (
+    "plane",
+    "baseball-diamond",
+    "bridge",
+    "ground-track-field",
+    "small-vehicle",
+    "large-vehicle",
+    "ship",
+    "tennis-court",
+    "basketball-court",
+    "storage-tank",
+    "soccer-ball-field",
+    "roundabout",
+    "harbor",
+    "swimming-pool",
+    "helicopter",
+)
+# DOTA v1.5 adds one class, v2.0 two more, appended in this order (mmrotate 1.x's DOTAv15/DOTAv2).
+DOTA_V15_CLASSES: tuple[str, ...] = DOTA_V1_CLASSES + ("container-crane",)
+DOTA_V2_CLASSES: tuple[str, ...] = DOTA_V15_CLASSES + ("airport", "helipad")
+DOTA_CLASSES: dict[str, tuple[str, ...]] = {
+    "v1.0": DOTA_V1_CLASSES,
+    "v1.5": DOTA_V15_CLASSES,
+    "v2.0": DOTA_V2_CLASSES,
+}
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def get_classes(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """Return a class list: a DOTA version name (``"v1.0"``, ``"v1.5"``, ``"v2.0"``, also ``"dota1.0"``
+    style) or an explicit sequence of names from a config (order = label ids; duplicates rejected)."""
+    if isinstance(spec, str):
+        key = spec.lower().removeprefix("dota").removeprefix("_")
+        key = key if key.startswith("v") else "v" + key
+        if key in ("v1", "v2"):
+            key += ".0"
+        if key not in DOTA_CLASSES:
+            raise ValueError(f"unknown DOTA class list {spec!r}; expected one of {', '.join(DOTA_CLASSES)}")
+        return DOTA_CLASSES[key]
+    names = tuple(str(c) for c in spec)
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"a class list must be non-empty with unique names, got {names!r}")
+    return names
+
+
+class DotaFormatError(ValueError):
+    """A malformed DOTA label line, raised in ``strict`` mode; the message names ``file:line``."""
+
+
+@dataclass
+class SkippedLine:
+    path: str
+    lineno: int
+    reason: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.lineno}: {self.reason}: {self.text!r}"
+
+
+@dataclass
+class ParseLog:
+    """Collects the lines skipped while reading one or many label files."""
+
+    skipped: list[SkippedLine] = field(default_factory=list)
+    files: int = 0
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return f"read {self.files} label file(s), no line skipped"
+        reasons = Counter(s.reason.split(" (")[0] for s in self.skipped)
+        n_files = len({s.path for s in self.skipped})
+        detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+        n = len(self.skipped)
+        return f"read {self.files} label file(s), skipped {n} line(s) in {n_files} file(s): {detail}"
+
+
+@dataclass
+class DotaAnnotation:
+    """The objects of one label file.
+
+    polygons: float32 [N, 8] (DOTA vertex order, as read); names: N class names;
+    difficulties: int64 [N]; imagesource / gsd: the header values, None when absent.
+    """
+
+    polygons: np.ndarray
+    names: list[str]
+    difficulties: np.ndarray
+    imagesource: str | None = None
+    gsd: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @staticmethod
+    def empty() -> DotaAnnotation:
+        return DotaAnnotation(np.zeros((0, 8), np.float32), [], np.zeros((0,), np.int64))
+
+    def select(self, index: np.ndarray | Sequence[int]) -> DotaAnnotation:
+        """The subset at integer ``index`` (headers kept)."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        return DotaAnnotation(
+            self.polygons[index],
+            [self.names[i] for i in index],
+            self.difficulties[index],
+            self.imagesource,
+            self.gsd,
+        )
+
+    def labels(self, classes: Sequence[str]) -> np.ndarray:
+        """int64 [N] label ids of the names in ``classes`` (KeyError for an unknown name)."""
+        index = {c: i for i, c in enumerate(classes)}
+        return np.array([index[n] for n in self.names], dtype=np.int64)
+
+
+def _decode(raw: bytes, path: str) -> str:
+    try:
+        return raw.decode("utf-8-sig")  # strips a BOM when there is one
+    except UnicodeDecodeError:
+        logger.warning("%s: not UTF-8, decoded as latin-1", path)
+        return raw.decode("latin-1")
+
+
+def _parse_header(line: str) -> tuple[str, str] | None:
+    head, sep, value = line.partition(":")
+    key = head.strip().lower()
+    if sep and key in ("imagesource", "gsd") and len(line.split()) <= 2:
+        return key, value.strip()
+    return None
+
+
+def parse_dota_text(
+    text: str,
+    path: str = "<text>",
+    classes: Sequence[str] | None = None,
+    strict: bool = False,
+    log: ParseLog | None = None,
+) -> DotaAnnotation:
+    """Parse the content of one DOTA label file; see :func:`read_dota_txt`."""
+    polys: list[list[float]] = []
+    names: list[str] = []
+    diffs: list[int] = []
+    imagesource: str | None = None
+    gsd: float | None = None
+    known = set(classes) if classes is not None else None
+    text = text.removeprefix("\ufeff")  # a BOM left by an editor, when the caller decoded as plain UTF-8
+
+    def skip(lineno: int, reason: str, line: str) -> None:
+        item = SkippedLine(path, lineno, reason, line)
+        if strict:
+            raise DotaFormatError(str(item))
+        logger.warning("skipped %s", item)
+        if log is not None:
+            log.skipped.append(item)
+
+    # str.splitlines knows CRLF, CR and LF, so mixed line ends need no special case.
+    for lineno, raw_line in enumerate(text.splitlines(), start=1):
+        line = raw_line.strip()
+        if not line:
+            continue
+        header = _parse_header(line)
+        if header is not None:
+            key, value = header
+            if key == "imagesource":
+                imagesource = value
+            else:
+                try:
+                    gsd = float(value)
+                except ValueError:
+                    gsd = None  # DOTA has "gsd:null" in places: the header is optional information
+                if gsd is not None and not math.isfinite(gsd):
+                    gsd = None
+            continue
+        tokens = line.split()
+        # DOTA_devkit reads 9 tokens as difficulty 0; more than 10 is not a DOTA line.
+        if len(tokens) not in (9, 10):
+            skip(lineno, f"wrong token count ({len(tokens)}, expected 10)", raw_line)
+            continue
+        try:
+            coords = [float(t) for t in tokens[:8]]
+        except ValueError:
+            skip(lineno, "non-numeric coordinate", raw_line)
+            continue
+        if not all(math.isfinite(c) for c in coords):
+            skip(lineno, "non-finite coordinate (NaN or inf)", raw_line)
+            continue
+        name = tokens[8]
+        if known is not None and name not in known:
+            skip(lineno, f"unknown class name ({name})", raw_line)
+            continue
+        difficulty = 0
+        if len(tokens) == 10:
+            try:
+                difficulty = int(tokens[9])
+            except ValueError:
+                skip(lineno, f"non-integer difficulty ({tokens[9]})", raw_line)
+                continue
+        polys.append(coords)
+        names.append(name)
+        diffs.append(difficulty)
+
+    if log is not None:
+        log.files += 1
+    return DotaAnnotation(
+        np.array(polys, dtype=np.float32).reshape(-1, 8),
+        names,
+        np.array(diffs, dtype=np.int64),
+        imagesource,
+        gsd,
+    )
+
+
+def read_dota_txt(
+    path: str | os.PathLike,
+    classes: Sequence[str] | None = None,
+    strict: bool = False,
+    log: ParseLog | None = None,
+) -> DotaAnnotation:
+    """Read one DOTA ``labelTxt`` file.
+
+    classes: when given, objects of other class names are skipped (a warning each);
+    strict: raise :class:`DotaFormatError` on the first malformed line instead of skipping it;
+    log: collects skipped lines across calls (see :meth:`ParseLog.summary`).
+    Polygons are float32 as mmrotate reads them; a missing file raises FileNotFoundError.
+    """
+    path = str(path)
+    with open(path, "rb") as f:
+        text = _decode(f.read(), path)
+    return parse_dota_text(text, path, classes=classes, strict=strict, log=log)
+
+
+def format_coord(value: float) -> str:
+    """The shortest text that reads back to the same float32 (``398.0``, ``12.5``), as numpy's
+    ``str(np.float32)`` and so as mmrotate's split tool writes label files."""
+    return str(np.float32(value))
+
+
+def format_dota_text(ann: DotaAnnotation, header: bool = True) -> str:
+    """DOTA label text for ``ann``: headers (when present and ``header``), then one line per object."""
+    lines = []
+    if header and ann.imagesource is not None:
+        lines.append(f"imagesource:{ann.imagesource}")
+    if header and ann.gsd is not None:
+        lines.append(f"gsd:{ann.gsd!r}")
+    for poly, name, diff in zip(ann.polygons, ann.names, ann.difficulties, strict=True):
+        lines.append(" ".join([*(format_coord(v) for v in poly), name, str(int(diff))]))
+    return "".join(line + "\n" for line in lines)
+
+
+def write_dota_txt(path: str | os.PathLike, ann: DotaAnnotation, header: bool = True) -> None:
+    """Write ``ann`` as a DOTA label file (LF line ends, UTF-8, no BOM), atomically: the text goes to
+    a temporary file that is then renamed, so a reader never sees half a file.
+
+    ``read_dota_txt(write_dota_txt(ann))`` gives back the same float32 polygons, names,
+    difficulties and headers.
+    """
+    atomic_write_bytes(path, format_dota_text(ann, header=header).encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and ``os.replace`` (atomic on POSIX)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def find_image(img_dir: str | os.PathLike, stem: str) -> Path | None:
+    """The image file ``stem.<ext>`` in ``img_dir`` (``.png`` first, as mmrotate assumes), or None."""
+    img_dir = Path(img_dir)
+    for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
+        p = img_dir / (stem + ext)
+        if p.is_file():
+            return p
+    return None
+
+
+def list_images(img_dir: str | os.PathLike) -> list[Path]:
+    """Image files of ``img_dir`` (by extension, case-insensitive), sorted by name."""
+    return sorted(p for p in Path(img_dir).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def load_dota_infos(
+    ann_dir: str | os.PathLike | None,
+    img_dir: str | os.PathLike,
+    classes: Sequence[str],
+    version: str = "oc",
+    difficulty: int = 100,
+    strict: bool = False,
+    log: ParseLog | None = None,
+    skip_empty_files: bool = False,
+) -> list[dict]:
+    """Index a DOTA split as mmrotate 0.3.4's ``DOTADataset.load_annotations`` does.
+
+    For each label file (sorted by name; when ``ann_dir`` is None or holds no ``.txt``, the images
+    of ``img_dir`` without annotations: the test phase) one dict::
+
+        {"id": "P0001__1024__0___0", "filename": <image path>, "ann": {
+            "bboxes": float32 [N, 5] obbs in ``version``, "labels": int64 [N],
+            "polygons": float32 [N, 8] the original polygons, "difficulties": int64 [N]}}
+
+    Objects whose polygon gives a degenerate box (poly2obb_np's drop, e.g. an edge under 2 px) and
+    objects with difficulty > ``difficulty`` are dropped, as mmrotate does. ``skip_empty_files``
+    drops label files of size 0 before parsing, as mmrotate does whenever ``filter_empty_gt`` is on
+    (also in test mode: its validation set has no empty patches).
+    """
+    from rotdet.structures import check_version, poly2obb_np
+
+    check_version(version)
+    own_log = log if log is not None else ParseLog()
+    infos: list[dict] = []
+    ann_files = sorted(Path(ann_dir).glob("*.txt")) if ann_dir is not None else []
+    if not ann_files:
+        for img in list_images(img_dir):
+            infos.append({"id": img.stem, "filename": str(img), "ann": _empty_ann()})
+        return infos
+    for ann_file in ann_files:
+        if skip_empty_files and ann_file.stat().st_size == 0:
+            continue
+        stem = ann_file.stem
+        img = find_image(img_dir, stem)
+        ann = read_dota_txt(ann_file, classes=classes, strict=strict, log=own_log)
+        keep_diff = ann.difficulties <= difficulty
+        ann = ann.select(np.nonzero(keep_diff)[0])
+        if len(ann):
+            obbs, keep = poly2obb_np(ann.polygons, version)
+            ann = ann.select(np.nonzero(keep)[0])
+            obbs = np.asarray(obbs, dtype=np.float32).reshape(-1, 5)
+        else:
+            obbs = np.zeros((0, 5), np.float32)
+        infos.append(
+            {
+                "id": stem,
+                "filename": str(img) if img is not None else str(Path(img_dir) / (stem + ".png")),
+                "ann": {
+                    "bboxes": obbs,
+                    "labels": ann.labels(classes),
+                    "polygons": ann.polygons.astype(np.float32),
+                    "difficulties": ann.difficulties,
+                },
+            }
+        )
+    if log is None and own_log.skipped:
+        logger.warning(own_log.summary())
+    return infos
+
+
+def _empty_ann() -> dict:
+    return {
+        "bboxes": np.zeros((0, 5), np.float32),
+        "labels": np.zeros((0,), np.int64),
+        "polygons": np.zeros((0, 8), np.float32),
+        "difficulties": np.zeros((0,), np.int64),
+    }
