@@ -24,7 +24,9 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rotdet", description="Oriented object detection for aerial images.")
+    parser = argparse.ArgumentParser(
+        prog="rotdet", description="Oriented object detection for aerial images."
+    )
     parser.add_argument("--version", action="version", version=f"rotdet {rotdet.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help_text, add_arguments, run) in SUBCOMMANDS.items():

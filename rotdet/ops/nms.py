@@ -1,0 +1,200 @@
+"""Greedy non-maximum suppression of rotated boxes in pure PyTorch.
+
+Greedy NMS visits boxes by descending score and keeps a box unless a box kept before it overlaps it
+by IoU **strictly greater** than the threshold (mmcv's CUDA kernel, which trained and tested the
+seed's models; mmcv's CPU kernel uses >=, we follow CUDA on every device). Among equal scores the
+box with the lower input index comes first, so results are deterministic on every device.
+
+The greedy order is sequential, but its result is reached in a few parallel rounds. Sorted boxes
+are taken in blocks; a block first loses the boxes that an already-kept box suppresses, then the
+"suppresses" relation inside the block (an edge list, only pairs whose horizontal boxes overlap are
+tested) is resolved in rounds: a box whose higher-ranked neighbours are all suppressed is kept, a
+box with a kept higher-ranked neighbour is suppressed. Each round decides at least the first
+undecided box, and on detector outputs a handful of rounds decide all. Only kept boxes are compared
+with later blocks, so a cluster of thousands of near-identical boxes costs little, and memory stays
+bounded by the block size whatever the number of boxes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rotdet.ops.iou import _MASK_ELEMS_PER_CHUNK, _aligned_overlaps, circumscribed_xyxy, hbb_overlap_pairs
+
+__all__ = ["nms_rotated", "batched_nms_rotated", "multiclass_nms_rotated"]
+
+# Blocks start small and double up to the cap: within a block every pair of alive boxes is tested,
+# so small first blocks keep a dense cluster cheap (its first kept box then clears later blocks),
+# while the cap bounds memory and few, large blocks keep the launch count low on sparse input.
+_FIRST_BLOCK = 256
+_MAX_BLOCK = 4096
+
+_UNDECIDED, _KEPT, _SUPPRESSED = 0, 1, 2
+
+
+def _overlapping_pairs(
+    boxes: Tensor,
+    xyxy: Tensor,
+    labels: Tensor | None,
+    rows_idx: Tensor,
+    cols_idx: Tensor,
+    iou_thr: float,
+    upper_triangle: bool,
+) -> tuple[Tensor, Tensor]:
+    """Pairs (positions in ``rows_idx`` and ``cols_idx``) with IoU > ``iou_thr`` and equal labels."""
+    found_rows, found_cols = [], []
+    rows_per_chunk = max(1, _MASK_ELEMS_PER_CHUNK // max(1, cols_idx.numel()))
+    col_xyxy = xyxy[cols_idx]
+    for start in range(0, rows_idx.numel(), rows_per_chunk):
+        chunk = rows_idx[start : start + rows_per_chunk]
+        r, c = hbb_overlap_pairs(xyxy[chunk], col_xyxy, row_start=start, upper_triangle=upper_triangle)
+        r += start
+        if labels is not None:
+            same = labels[rows_idx[r]] == labels[cols_idx[c]]
+            r, c = r[same], c[same]
+        if r.numel() == 0:
+            continue
+        over = _aligned_overlaps(boxes[rows_idx[r]], boxes[cols_idx[c]], "iou") > iou_thr
+        found_rows.append(r[over])
+        found_cols.append(c[over])
+    if not found_rows:
+        empty = torch.zeros(0, dtype=torch.long, device=boxes.device)
+        return empty, empty
+    return torch.cat(found_rows), torch.cat(found_cols)
+
+
+def _resolve_greedy(state: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+    """Greedy NMS decisions inside a block, from its "src suppresses dst" edges (src ranked first).
+
+    Args:
+        state: ``[B]`` int8, ``_SUPPRESSED`` for boxes already suppressed, else ``_UNDECIDED``.
+        src, dst: ``[E]`` positions in the block, ``src < dst``, pairs with IoU above threshold.
+
+    Returns:
+        ``[B]`` bool, the kept boxes.
+    """
+    num = state.numel()
+    while True:
+        # Edges into decided boxes, or from suppressed ones, can no longer change anything.
+        live = (state[dst] == _UNDECIDED) & (state[src] != _SUPPRESSED)
+        src, dst = src[live], dst[live]
+        src_state = state[src]
+        has_kept_pred = torch.zeros(num, dtype=torch.int32, device=state.device)
+        has_kept_pred.index_add_(0, dst, (src_state == _KEPT).to(torch.int32))
+        has_open_pred = torch.zeros(num, dtype=torch.int32, device=state.device)
+        has_open_pred.index_add_(0, dst, (src_state == _UNDECIDED).to(torch.int32))
+        undecided = state == _UNDECIDED
+        state = torch.where(undecided & (has_kept_pred > 0), _SUPPRESSED, state)
+        state = torch.where(undecided & (has_kept_pred == 0) & (has_open_pred == 0), _KEPT, state)
+        if not bool((state == _UNDECIDED).any()):
+            return state == _KEPT
+
+
+def _greedy_nms_sorted(boxes: Tensor, labels: Tensor | None, iou_thr: float) -> Tensor:
+    """Positions (ascending) of the boxes kept by greedy NMS of boxes already sorted by rank."""
+    n = boxes.shape[0]
+    xyxy = circumscribed_xyxy(boxes.to(torch.float64))
+    kept = torch.zeros(0, dtype=torch.long, device=boxes.device)
+    start, size = 0, _FIRST_BLOCK
+    while start < n:
+        block = torch.arange(start, min(n, start + size), device=boxes.device)
+        start, size = start + size, min(2 * size, _MAX_BLOCK)
+        state = torch.full((block.numel(),), _UNDECIDED, dtype=torch.int8, device=boxes.device)
+        if kept.numel():
+            _, hit = _overlapping_pairs(boxes, xyxy, labels, kept, block, iou_thr, upper_triangle=False)
+            state[hit] = _SUPPRESSED
+        alive = block[state == _UNDECIDED]
+        src, dst = _overlapping_pairs(boxes, xyxy, labels, alive, alive, iou_thr, upper_triangle=True)
+        alive_pos = alive - block[0]
+        kept_mask = _resolve_greedy(state, alive_pos[src], alive_pos[dst])
+        kept = torch.cat((kept, block[kept_mask]))
+    return kept
+
+
+def _check_boxes(boxes: Tensor, scores: Tensor) -> None:
+    if boxes.dim() != 2 or boxes.shape[1] != 5:
+        raise ValueError(f"boxes must be [N, 5], got {tuple(boxes.shape)}")
+    if scores.shape != boxes.shape[:1]:
+        raise ValueError(f"scores must be [N] with N = {boxes.shape[0]}, got {tuple(scores.shape)}")
+
+
+def batched_nms_rotated(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thr: float) -> Tensor:
+    """Class-wise greedy rotated NMS: boxes only suppress boxes with the same ``idxs`` value.
+
+    Args:
+        boxes: ``[N, 5]`` rotated boxes ``(cx, cy, w, h, theta)``.
+        scores: ``[N]`` scores.
+        idxs: ``[N]`` integer class (or image) ids.
+        iou_thr: a box is suppressed when its IoU with a kept box of its class is > ``iou_thr``.
+
+    Returns:
+        ``[K]`` int64 indices of the kept boxes, by descending score (ties: lower index first).
+    """
+    _check_boxes(boxes, scores)
+    if idxs.shape != scores.shape:
+        raise ValueError(f"idxs must be [N] with N = {boxes.shape[0]}, got {tuple(idxs.shape)}")
+    return _nms(boxes, scores, idxs, iou_thr)
+
+
+def nms_rotated(boxes: Tensor, scores: Tensor, iou_thr: float) -> Tensor:
+    """Greedy rotated NMS over all boxes; see :func:`batched_nms_rotated` for the arguments."""
+    _check_boxes(boxes, scores)
+    return _nms(boxes, scores, None, iou_thr)
+
+
+def _nms(boxes: Tensor, scores: Tensor, idxs: Tensor | None, iou_thr: float) -> Tensor:
+    if boxes.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    # A stable sort gives the documented tie-break: equal scores keep input order.
+    order = torch.sort(scores, descending=True, stable=True).indices
+    labels = None if idxs is None else idxs.to(boxes.device)[order]
+    return order[_greedy_nms_sorted(boxes[order], labels, iou_thr)]
+
+
+def multiclass_nms_rotated(
+    boxes: Tensor,
+    scores: Tensor,
+    score_thr: float,
+    iou_thr: float,
+    max_per_img: int = -1,
+    score_factors: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """mmrotate's ``multiclass_nms_rotated``: score filter, class-wise rotated NMS, cap.
+
+    Args:
+        boxes: ``[N, 5]`` boxes shared by all classes, or ``[N, C * 5]`` one box per class.
+        scores: ``[N, C]`` class scores, without mmrotate's trailing background column.
+        score_thr: candidates need a score strictly above it (before ``score_factors``).
+        iou_thr: class-wise NMS suppresses at IoU strictly above it.
+        max_per_img: keep at most this many (the best), all if <= 0.
+        score_factors: optional ``[N]`` factors multiplied into the scores after the filter.
+
+    Returns:
+        ``dets [K, 6]`` (box and score), ``labels [K]`` (0-based, int64) and ``inds [K]``, the
+        index of each detection in the flattened ``[N * C]`` candidates (``n * C + c``), all by
+        descending score.
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be [N, C], got {tuple(scores.shape)}")
+    num, num_classes = scores.shape
+    if boxes.shape == (num, 5):
+        per_class = boxes[:, None, :].expand(num, num_classes, 5)
+    elif boxes.shape == (num, num_classes * 5):
+        per_class = boxes.view(num, num_classes, 5)
+    else:
+        raise ValueError(
+            f"boxes must be [N, 5] or [N, C*5] for scores {tuple(scores.shape)}, got {tuple(boxes.shape)}"
+        )
+    flat_scores = scores.reshape(-1)
+    inds = (flat_scores > score_thr).nonzero().squeeze(1)
+    cand_boxes = per_class.reshape(-1, 5)[inds]
+    cand_scores = flat_scores[inds]
+    if score_factors is not None:
+        cand_scores = cand_scores * score_factors[inds // num_classes]
+    labels = inds % num_classes
+    keep = _nms(cand_boxes, cand_scores, labels, iou_thr)
+    if max_per_img > 0:
+        keep = keep[:max_per_img]
+    dets = torch.cat((cand_boxes[keep], cand_scores[keep, None]), dim=1)
+    return dets, labels[keep], inds[keep]
