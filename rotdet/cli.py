@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 
 import rotdet
+from rotdet.data.browse import add_browse_arguments, run_browse
 from rotdet.data.split import add_split_arguments, run_split
 from rotdet.data.toy import add_make_toy_arguments, run_make_toy
 
@@ -20,6 +21,7 @@ Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[arg
 SUBCOMMANDS: dict[str, Subcommand] = {
     "split": ("Cut large DOTA images into patches (mmrotate img_split).", add_split_arguments, run_split),
     "make-toy": ("Write the synthetic ToyDOTA dataset.", add_make_toy_arguments, run_make_toy),
+    "browse": ("Draw the annotations of a few samples to PNG.", add_browse_arguments, run_browse),
 }
 
 

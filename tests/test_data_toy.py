@@ -52,3 +52,17 @@ def test_large_scene_geometry():
     h, w = img.shape[:2]
     outside = (p[..., 0] < 0) | (p[..., 0] > w) | (p[..., 1] < 0) | (p[..., 1] > h)
     assert outside.any()  # some objects cross the border
+
+
+def test_browse_draws_samples(tmp_path):
+    make_toy_dota(tmp_path / "toy", 2, "small", seed=2)
+    out = tmp_path / "drawn"
+    toy = tmp_path / "toy"
+    rc = cli_main(
+        ["browse", "--ann-dir", str(toy / "labelTxt"), "--img-dir", str(toy / "images"),
+         "--out", str(out), "-n", "1", "--classes", "toy", "--version", "le135"]
+    )  # fmt: skip
+    assert rc == 0 and [p.name for p in out.iterdir()] == ["T0000.png"]
+    drawn = cv2.imread(str(out / "T0000.png"))
+    src = cv2.imread(str(tmp_path / "toy" / "images" / "T0000.png"))
+    assert drawn.shape == src.shape and (drawn != src).any()
