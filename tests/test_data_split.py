@@ -114,6 +114,13 @@ def test_clip_of_simple_quadrilaterals_matches_shapely(pts):
     )
 
 
+def test_polygon_area_is_shapely_bit_for_bit():
+    polys = (np.random.default_rng(0).random((2000, 4, 2)) * 3000).astype(np.float32)
+    np.testing.assert_array_equal(
+        polygon_area(polys), shapely.area(shapely.polygons(polys.astype(np.float64)))
+    )
+
+
 def test_self_intersecting_polygon_uses_signed_ring_area():
     bowtie = np.array([[0, 0], [10, 10], [10, 0], [0, 10]], np.float64)  # two lobes of opposite turn
     assert polygon_area(bowtie[None])[0] == 0.0
@@ -198,6 +205,10 @@ def test_resume_atomic_and_unreadable(tmp_path):
     assert not list(out.rglob("*.tmp"))  # only renamed, complete files
     marker = json.loads((out / ".done" / "P0001.json").read_text())
     assert len(marker["names"]) == 4
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "P0001.jpg").write_bytes(b"")
+    with pytest.raises(ValueError, match="two images named 'P0001'"):
+        split_dataset([img_dir, tmp_path / "other"], None, out, cfg, progress=False)
     with pytest.raises(ValueError, match="other settings"):
         split_dataset([img_dir], [ann_dir], out, SplitConfig(sizes=[100], gaps=[50]), progress=False)
 

@@ -113,9 +113,17 @@ def sliding_windows(
 
 
 def polygon_area(polys: np.ndarray) -> np.ndarray:
-    """Absolute shoelace area of polygons ``[N, K, 2]`` (float64 [N])."""
-    x, y = polys[..., 0].astype(np.float64), polys[..., 1].astype(np.float64)
-    return 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=-1) - np.roll(x, -1, axis=-1) * y, axis=-1))
+    """Absolute area of polygons ``[N, K, 2]`` (float64 [N]) by the shoelace formula, in GEOS's
+    form (x taken relative to the first vertex, ``sum x_i (y_{i-1} - y_{i+1})``): bit for bit the
+    ``Polygon.area`` of shapely, which mmrotate uses for the iof's denominator."""
+    p = np.asarray(polys, dtype=np.float64)
+    x, y = p[..., 0], p[..., 1]
+    xs = x - x[..., :1]
+    k = p.shape[-2]
+    total = np.zeros(p.shape[:-2])
+    for i in range(1, k):  # the first vertex's term is 0 (xs = 0); summed in GEOS's order
+        total = total + xs[..., i] * (y[..., i - 1] - y[..., (i + 1) % k])
+    return np.abs(total / 2.0)
 
 
 def clip_polygons(polys: np.ndarray, rects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,6 +191,12 @@ def poly_window_iof(polys: np.ndarray, windows: np.ndarray, eps: float = 1e-6) -
     where the polygon's bounding box overlaps the window with positive area, and the polygon area
     is rounded to float32 and clipped to ``eps`` before dividing — so an object fully inside a window
     whose float64 area rounds *up* in float32 gets an iof just below 1, exactly as in mmrotate.
+
+    The polygon area is shapely's bit for bit (GEOS's formula). The intersection area is computed
+    to within a few ulps of the exact value; GEOS's own overlay is noisier and orders its ring
+    differently, so when the exact iof equals the threshold (possible with integer DOTA coordinates:
+    about 1 pair in 20,000 overlapping ones at 0.7 on the DOTA samples) mmrotate's decision is float
+    noise (usually just below) while ours is the exact one (kept). Everywhere else the decisions agree.
     """
     polys = np.asarray(polys, dtype=np.float32).reshape(-1, 8)
     windows = np.asarray(windows).reshape(-1, 4)
@@ -203,7 +217,12 @@ def poly_window_iof(polys: np.ndarray, windows: np.ndarray, eps: float = 1e-6) -
     inter[inside] = area[pi[inside]]
     cut = ~inside
     if cut.any():
-        clipped, _ = clip_polygons(pts[pi[cut]], windows[wi[cut]])
+        # Clip in window coordinates (an exact shift for integer windows): smaller numbers, less
+        # rounding in the intersection points and the area.
+        origin = windows[wi[cut], :2].astype(np.float64)
+        size = (windows[wi[cut], 2:] - windows[wi[cut], :2]).astype(np.float64)
+        local = pts[pi[cut]] - origin[:, None, :]
+        clipped, _ = clip_polygons(local, np.concatenate([np.zeros_like(size), size], axis=1))
         inter[cut] = polygon_area(clipped)
     out[pi, wi] = inter
     unions = np.clip(area.astype(np.float32), eps, np.inf)[:, None]
@@ -391,9 +410,19 @@ def split_dataset(
         )
     atomic_write_bytes(cfg_file, cfg_text.encode())
 
+    for stale in itertools.chain(
+        *((out_dir / sub).glob(".*.tmp") for sub in ("images", "annfiles", ".done"))
+    ):
+        stale.unlink(missing_ok=True)  # left by an interrupted run; their files are redone
+
     jobs = []
+    seen: dict[str, Path] = {}
     for img_dir, ann_dir in zip(img_dirs, ann_dirs, strict=True):
         for img in list_images(img_dir):
+            if img.stem in seen:
+                # mmrotate would silently write both images' patches under the same names
+                raise ValueError(f"two images named {img.stem!r}: {seen[img.stem]} and {img}")
+            seen[img.stem] = img
             ann = Path(ann_dir) / (img.stem + ".txt") if ann_dir is not None else None
             jobs.append((str(img), str(ann) if ann is not None else None, str(out_dir), cfg))
     results = []
@@ -428,7 +457,7 @@ def add_split_arguments(parser) -> None:
     parser.add_argument(
         "--ann-dirs", nargs="+", default=None, help="their labelTxt directories (omit for test)"
     )
-    parser.add_argument("--out", required=True, help="output directory (images/, annfiles/)")
+    parser.add_argument("--out", "--save-dir", required=True, help="output directory (images/, annfiles/)")
     parser.add_argument(
         "--preset", choices=sorted(SPLIT_PRESETS), default="ss", help="mmrotate's ss or ms setting"
     )
