@@ -7,7 +7,7 @@ import numpy as np
 
 from rotdet.cli import main as cli_main
 from rotdet.data.dota import read_dota_txt
-from rotdet.data.toy import TOY_CLASSES, make_toy_dota, make_toy_image
+from rotdet.data.toy import TOY_CLASSES, ensure_toy_dota, make_toy_dota, make_toy_image
 
 
 def _digest(root):
@@ -66,3 +66,11 @@ def test_browse_draws_samples(tmp_path):
     drawn = cv2.imread(str(out / "T0000.png"))
     src = cv2.imread(str(tmp_path / "toy" / "images" / "T0000.png"))
     assert drawn.shape == src.shape and (drawn != src).any()
+
+
+def test_ensure_toy_dota_generates_once(tmp_path):
+    ids = ensure_toy_dota(tmp_path, 2, "small", seed=4)
+    stamp = (tmp_path / "images" / "T0000.png").stat().st_mtime_ns
+    assert ensure_toy_dota(tmp_path, 2, "small", seed=4) == ids == ["T0000", "T0001"]
+    assert (tmp_path / "images" / "T0000.png").stat().st_mtime_ns == stamp  # not regenerated
+    assert ensure_toy_dota(tmp_path, 3, "small", seed=4) == ["T0000", "T0001", "T0002"]

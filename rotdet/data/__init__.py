@@ -31,7 +31,7 @@ from rotdet.data.split import (
     split_dataset,
     split_image,
 )
-from rotdet.data.toy import TOY_CLASSES, make_toy_dota, make_toy_image
+from rotdet.data.toy import TOY_CLASSES, ensure_toy_dota, make_toy_dota, make_toy_image
 from rotdet.data.transforms import (
     IMG_NORM_CFG,
     ImageReadError,
@@ -57,6 +57,7 @@ __all__ = [
     "TOY_CLASSES",
     "build_pipeline",
     "collate",
+    "ensure_toy_dota",
     "get_classes",
     "load_dota_infos",
     "load_image",

@@ -324,6 +324,40 @@ def make_toy_dota(
     return ids
 
 
+def ensure_toy_dota(
+    out_dir: str | os.PathLike,
+    num_images: int = 8,
+    flavour: str = "small",
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+) -> list[str]:
+    """ToyDOTA on demand: generate into ``out_dir`` unless a complete set with the same settings is
+    already there (recorded in ``out_dir/toydota.json``, written last). Returns the image ids."""
+    import json
+
+    out = Path(out_dir)
+    manifest = out / "toydota.json"
+    settings = {
+        "num_images": num_images,
+        "flavour": flavour,
+        "seed": seed,
+        "size": list(size) if size else None,
+    }
+    if manifest.is_file():
+        try:
+            done = json.loads(manifest.read_text())
+        except ValueError:
+            done = {}
+        ids = done.get("ids", [])
+        if done.get("settings") == settings and all(
+            (out / "images" / f"{i}.png").is_file() and (out / "labelTxt" / f"{i}.txt").is_file() for i in ids
+        ):
+            return ids
+    ids = make_toy_dota(out, num_images, flavour, seed, size)
+    atomic_write_bytes(manifest, json.dumps({"settings": settings, "ids": ids}).encode())
+    return ids
+
+
 def add_make_toy_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output directory (images/, labelTxt/)")
     parser.add_argument("-n", "--num-images", type=int, default=8, help="number of scenes")
