@@ -387,7 +387,8 @@ def split_dataset(
 
     Resumable: images finished by an earlier run with the same settings are skipped; a different
     setting in an existing ``out_dir`` is an error (mixing two splits would be silent corruption).
-    Returns a summary ``{"images", "patches", "skipped", "failed": [messages]}``.
+    Returns a summary ``{"images", "patches", "skipped" (already done), "failed": [messages],
+    "skipped_label_lines"}``.
     """
     from tqdm import tqdm
 
@@ -449,6 +450,9 @@ def split_dataset(
         "patches": sum(r["patches"] for r in results if r["ok"]),
         "skipped": sum(1 for r in results if r.get("skipped")),
         "failed": failed,
+        "skipped_label_lines": sum(
+            r.get("skipped_lines", 0) for r in results if r["ok"] and not r.get("skipped")
+        ),
     }
 
 
@@ -490,6 +494,11 @@ def run_split(args) -> int:
         f"split {summary['images']} image(s) into {summary['patches']} patch(es)"
         f" ({summary['skipped']} already done) -> {args.out}"
     )
+    if summary["skipped_label_lines"]:
+        print(
+            f"skipped {summary['skipped_label_lines']} malformed label line(s); see the warnings above",
+            file=sys.stderr,
+        )
     for msg in summary["failed"]:
         print(f"could not split: {msg}", file=sys.stderr)
     return 1 if summary["failed"] else 0
