@@ -152,7 +152,7 @@ def test_iou_chunked_path_matches_single_pass(monkeypatch):
     a, b = t32(random_dota_boxes(rng, 300, image=300)), t32(random_dota_boxes(rng, 200, image=300))
     expected = box_iou_rotated(a, b)
     monkeypatch.setattr(iou_module, "_PAIRS_PER_CHUNK", {"cpu": 7})
-    monkeypatch.setattr(iou_module, "_MASK_ELEMS_PER_CHUNK", 1000)
+    monkeypatch.setattr(iou_module, "_MASK_ELEMS_PER_BLOCK", 1000)
     torch.testing.assert_close(box_iou_rotated(a, b), expected, rtol=0, atol=0)
 
 
@@ -211,8 +211,8 @@ def test_nms_multi_block_path(monkeypatch):
     rng = np.random.default_rng(5)
     boxes = random_dota_boxes(rng, 700, image=500, max_size=120)
     scores = rng.random(700).astype(np.float32)
-    monkeypatch.setattr(nms_module, "_FIRST_BLOCK", 8)
-    monkeypatch.setattr(nms_module, "_MAX_BLOCK", 64)
+    monkeypatch.setattr(nms_module, "_FIRST_BLOCK", {"cpu": 8})
+    monkeypatch.setattr(nms_module, "_MAX_BLOCK", {"cpu": 64})
     assert nms_rotated(t32(boxes), t32(scores), 0.1).tolist() == greedy_nms(boxes, scores, 0.1)
 
 

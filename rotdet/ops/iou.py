@@ -20,6 +20,9 @@ circumscribed horizontal boxes overlap are computed; the rest are 0 at almost no
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -30,56 +33,62 @@ __all__ = ["box_iou_rotated", "rotated_box_intersection", "hbb_overlap_pairs"]
 # (2**18 pairs: ~30 MB a temporary). Either way memory is bounded whatever N x M is.
 _PAIRS_PER_CHUNK = {"cpu": 1 << 14}
 _PAIRS_PER_CHUNK_DEFAULT = 1 << 18
-# Elements of the N x M horizontal-overlap mask built per step.
-_MASK_ELEMS_PER_CHUNK = 1 << 24
+# Elements of the row-block x column-window horizontal-overlap mask built per step.
+_MASK_ELEMS_PER_BLOCK = 1 << 24
 
 # Corner signs in polygon order: (-w,-h), (+w,-h), (+w,+h), (-w,+h); counter-clockwise in (x, y).
-_CORNER_SIGNS = ((-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0))
+_SIGN_X = (-1.0, 1.0, 1.0, -1.0)
+_SIGN_Y = (-1.0, -1.0, 1.0, 1.0)
+
+# Layout: every per-pair quantity is stored pair-last ([4, K] or [4, 4, K]) so that elementwise
+# kernels run over long contiguous rows of K values, which vectorises well on CPUs; the natural
+# [K, 4, 4] layout has 4-long inner rows and runs several times slower.
 
 
-def _corners(half_w: Tensor, half_h: Tensor, cos: Tensor, sin: Tensor, cx: Tensor, cy: Tensor) -> Tensor:
-    """Corners ``[K, 4, 2]`` of boxes given by half sizes, rotation and centre (all ``[K]``)."""
-    signs = torch.tensor(_CORNER_SIGNS, dtype=half_w.dtype, device=half_w.device)
-    local_x = signs[:, 0] * half_w[:, None]  # [K, 4]
-    local_y = signs[:, 1] * half_h[:, None]
-    x = cx[:, None] + local_x * cos[:, None] - local_y * sin[:, None]
-    y = cy[:, None] + local_x * sin[:, None] + local_y * cos[:, None]
-    return torch.stack((x, y), dim=-1)
+def _corners(half_w: Tensor, half_h: Tensor, cos: Tensor, sin: Tensor, cx: Tensor, cy: Tensor):
+    """Corners ``x, y`` (each ``[4, K]``) of boxes given by half sizes, rotation and centre (``[K]``)."""
+    sx = torch.tensor(_SIGN_X, dtype=half_w.dtype, device=half_w.device)[:, None]
+    sy = torch.tensor(_SIGN_Y, dtype=half_w.dtype, device=half_w.device)[:, None]
+    local_x = sx * half_w
+    local_y = sy * half_h
+    return cx + local_x * cos - local_y * sin, cy + local_x * sin + local_y * cos
 
 
-def _clipped_edges_area(poly: Tensor, clip: Tensor, owns_shared_edges: bool) -> Tensor:
-    """Twice the signed area contributed by the edges of ``poly`` that lie inside ``clip``.
+def _clipped_edges_area(px: Tensor, py: Tensor, qx: Tensor, qy: Tensor, owns_shared_edges: bool) -> Tensor:
+    """Twice the signed area contributed by the edges of polygon P that lie inside polygon Q.
 
     Args:
-        poly: ``[K, 4, 2]`` counter-clockwise convex quadrilaterals whose edges are integrated.
-        clip: ``[K, 4, 2]`` counter-clockwise convex quadrilaterals that clip them.
-        owns_shared_edges: how an edge of ``poly`` lying exactly on a line of ``clip``'s boundary
-            counts: if True it counts when both edges run the same way, else it never counts.
+        px, py: ``[4, K]`` vertices of counter-clockwise convex quadrilaterals P, whose edges are
+            integrated (edge i runs from vertex i to vertex i + 1).
+        qx, qy: ``[4, K]`` vertices of the counter-clockwise convex quadrilaterals Q that clip them.
+        owns_shared_edges: how an edge of P lying exactly on a line of Q's boundary counts: if True
+            it counts when both edges run the same way, else it never counts.
 
     Returns:
         ``[K]``: the sum over the clipped segments ``[s0, s1]`` of ``cross(s0, s1)``.
     """
-    edge = poly.roll(-1, dims=1) - poly  # [K, 4, 2] edge i goes from vertex i to vertex i + 1
-    clip_edge = clip.roll(-1, dims=1) - clip
-    # side[k, v, j] = cross(clip edge j, vertex v - clip vertex j): > 0 strictly inside edge j.
-    ex, ey = clip_edge[:, None, :, 0], clip_edge[:, None, :, 1]  # [K, 1, 4]
-    offset = ex * clip[:, None, :, 1] - ey * clip[:, None, :, 0]
-    d0 = poly[:, :, None, 1] * ex - poly[:, :, None, 0] * ey - offset  # start of edge i vs clip edge j
-    d1 = d0.roll(-1, dims=1)  # end of edge i
+    ex, ey = px.roll(-1, 0) - px, py.roll(-1, 0) - py  # [4, K] edges of P
+    cx, cy = qx.roll(-1, 0) - qx, qy.roll(-1, 0) - qy  # [4, K] edges of Q
+    offset = cx * qy - cy * qx
+    # d0[i, j] = cross(Q edge j, P vertex i - Q vertex j): > 0 strictly inside Q's edge j.
+    d0 = py[:, None] * cx[None] - px[:, None] * cy[None] - offset[None]  # [4 P edges, 4 Q edges, K]
+    d1 = d0.roll(-1, 0)  # the end of P's edge i is vertex i + 1
     if owns_shared_edges:
-        same_way = edge[:, :, None, 0] * ex + edge[:, :, None, 1] * ey > 0
+        same_way = ex[:, None] * cx[None] + ey[:, None] * cy[None] > 0
         outside = ((d0 < 0) & (d1 < 0)) | ((d0 == 0) & (d1 == 0) & ~same_way)
     else:
         outside = (d0 <= 0) & (d1 <= 0)
-    # Where both ends are outside the edge is dropped by `outside`, so t values there do not matter.
+    # Where both ends are outside the edge is dropped by `outside`, so t values there do not matter;
+    # elsewhere an entering or leaving t lies in [0, 1]. Masks are applied by multiplication, which
+    # is several times faster than torch.where on the CPU.
     denom = d0 - d1
-    t_cross = d0 / torch.where(denom == 0, 1.0, denom)
-    t_enter = torch.where(d0 < 0, t_cross, 0.0).amax(dim=2)
-    t_leave = torch.where(d1 < 0, t_cross, 1.0).amin(dim=2)
-    length = (t_leave - t_enter).clamp(min=0) * (~outside.any(dim=2))
+    t_cross = d0 / (denom + (denom == 0))
+    t_enter = (t_cross * (d0 < 0)).amax(dim=1)
+    t_leave = 1 - ((1 - t_cross) * (d1 < 0)).amax(dim=1)
+    dropped = outside[:, 0] | outside[:, 1] | outside[:, 2] | outside[:, 3]
+    length = (t_leave - t_enter).clamp(min=0) * ~dropped
     # cross(p + t0 e, p + t1 e) = (t1 - t0) cross(p, e): one product per edge.
-    edge_cross = poly[..., 0] * edge[..., 1] - poly[..., 1] * edge[..., 0]
-    return (length * edge_cross).sum(dim=1)
+    return (length * (px * ey - py * ex)).sum(dim=0)
 
 
 def rotated_box_intersection(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -92,20 +101,22 @@ def rotated_box_intersection(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         ``[K]`` float64 areas; 0 where either box has a non-positive width or height.
     """
-    a = boxes1.to(torch.float64)
-    b = boxes2.to(torch.float64)
+    ax, ay, aw, ah, at = boxes1.to(torch.float64).T.contiguous()
+    bx, by, bw, bh, bt = boxes2.to(torch.float64).T.contiguous()
     # Work in box a's frame: a becomes axis-aligned at the origin, b is moved and turned with it.
-    cos_a, sin_a = torch.cos(a[:, 4]), torch.sin(a[:, 4])
-    dx, dy = b[:, 0] - a[:, 0], b[:, 1] - a[:, 1]
-    bx = cos_a * dx + sin_a * dy
-    by = -sin_a * dx + cos_a * dy
-    turn = b[:, 4] - a[:, 4]
-    zeros = torch.zeros_like(bx)
-    ones = torch.ones_like(bx)
-    poly_a = _corners(a[:, 2] / 2, a[:, 3] / 2, ones, zeros, zeros, zeros)
-    poly_b = _corners(b[:, 2] / 2, b[:, 3] / 2, torch.cos(turn), torch.sin(turn), bx, by)
-    twice_area = _clipped_edges_area(poly_a, poly_b, True) + _clipped_edges_area(poly_b, poly_a, False)
-    valid = (a[:, 2] > 0) & (a[:, 3] > 0) & (b[:, 2] > 0) & (b[:, 3] > 0)
+    cos_a, sin_a = torch.cos(at), torch.sin(at)
+    dx, dy = bx - ax, by - ay
+    local_x = cos_a * dx + sin_a * dy
+    local_y = cos_a * dy - sin_a * dx
+    turn = bt - at
+    zeros = torch.zeros_like(dx)
+    ones = torch.ones_like(dx)
+    pax, pay = _corners(aw / 2, ah / 2, ones, zeros, zeros, zeros)
+    pbx, pby = _corners(bw / 2, bh / 2, torch.cos(turn), torch.sin(turn), local_x, local_y)
+    twice_area = _clipped_edges_area(pax, pay, pbx, pby, True) + _clipped_edges_area(
+        pbx, pby, pax, pay, False
+    )
+    valid = (aw > 0) & (ah > 0) & (bw > 0) & (bh > 0)
     return torch.where(valid, twice_area.clamp(min=0) / 2, zeros)
 
 
@@ -155,31 +166,57 @@ def circumscribed_xyxy(boxes: Tensor) -> Tensor:
 
 
 def hbb_overlap_pairs(
-    xyxy1: Tensor,
-    xyxy2: Tensor,
-    row_start: int = 0,
-    upper_triangle: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Index pairs ``(i, j)`` whose horizontal boxes overlap or touch.
+    xyxy1: Tensor, xyxy2: Tensor, upper_triangle: bool = False
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Index pairs ``(i, j)`` whose horizontal boxes overlap or touch, in chunks.
+
+    A blocked sweep: rows and columns are sorted by left edge, rows are taken in blocks, and each
+    block is compared (as a dense mask) only with the run of columns whose left edge lies within
+    ``[block's first x1 - widest column, block's largest x2]``. On a large image most disjoint pairs
+    are never looked at; on a small crowded one this is the plain dense mask, which is the fastest
+    test there. The mask of a block never exceeds ``_MASK_ELEMS_PER_BLOCK`` elements.
 
     Args:
-        xyxy1: ``[R, 4]`` boxes of a block of rows, row ``r`` being global row ``row_start + r``.
-        xyxy2: ``[M, 4]`` boxes of the columns.
-        row_start: global index of the first row, for ``upper_triangle``.
-        upper_triangle: keep only pairs with global row < column (for symmetric problems like NMS).
+        xyxy1: ``[N, 4]`` row boxes (x1, y1, x2, y2).
+        xyxy2: ``[M, 4]`` column boxes.
+        upper_triangle: keep only pairs with row < column (when both sides are the same boxes).
 
-    Returns:
-        ``(rows, cols)`` int64 ``[P]`` each, rows local to the block, in row-major order.
+    Yields:
+        ``(rows, cols)`` int64 ``[P]`` index tensors, one block at a time.
     """
-    x1, y1, x2, y2 = xyxy1[:, None, :].unbind(-1)
-    u1, v1, u2, v2 = xyxy2[None, :, :].unbind(-1)
-    mask = (x1 <= u2) & (u1 <= x2) & (y1 <= v2) & (v1 <= y2)
-    if upper_triangle:
-        rows = torch.arange(row_start, row_start + xyxy1.shape[0], device=xyxy1.device)
-        cols = torch.arange(xyxy2.shape[0], device=xyxy1.device)
-        mask &= rows[:, None] < cols[None, :]
-    pairs = mask.nonzero()
-    return pairs[:, 0], pairs[:, 1]
+    n, m = xyxy1.shape[0], xyxy2.shape[0]
+    if n == 0 or m == 0:
+        return
+    row_order = torch.argsort(xyxy1[:, 0])
+    col_order = torch.argsort(xyxy2[:, 0])
+    rows_sorted, cols_sorted = xyxy1[row_order], xyxy2[col_order]
+    left_sorted = cols_sorted[:, 0].contiguous()
+    widest = (xyxy2[:, 2] - xyxy2[:, 0]).max()
+    block = min(n, max(64, _MASK_ELEMS_PER_BLOCK // m))
+    firsts = torch.arange(0, n, block, device=xyxy1.device)
+    # Column window of each row block: left edges in [first row's x1 - widest, block's max x2].
+    right_most = torch.nn.functional.pad(rows_sorted[:, 2], (0, (-n) % block), value=-math.inf)
+    right_most = right_most.view(-1, block).amax(dim=1)
+    lo = torch.searchsorted(left_sorted, (rows_sorted[firsts, 0] - widest).contiguous(), side="left")
+    hi = torch.searchsorted(left_sorted, right_most.contiguous(), side="right")
+    for first, col_lo, col_hi in zip(firsts.tolist(), lo.tolist(), hi.tolist(), strict=True):
+        if col_hi <= col_lo:
+            continue
+        r = rows_sorted[first : first + block, None, :]
+        c = cols_sorted[None, col_lo:col_hi, :]
+        mask = (
+            (r[..., 0] <= c[..., 2])
+            & (c[..., 0] <= r[..., 2])
+            & (r[..., 1] <= c[..., 3])
+            & (c[..., 1] <= r[..., 3])
+        )
+        pairs = mask.nonzero()
+        rows = row_order[first + pairs[:, 0]]
+        cols = col_order[col_lo + pairs[:, 1]]
+        if upper_triangle:
+            keep = rows < cols
+            rows, cols = rows[keep], cols[keep]
+        yield rows, cols
 
 
 def box_iou_rotated(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", aligned: bool = False) -> Tensor:
@@ -217,10 +254,6 @@ def box_iou_rotated(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", aligned: 
     if n == 0 or m == 0:
         return out
     xyxy1, xyxy2 = circumscribed_xyxy(boxes1.to(torch.float64)), circumscribed_xyxy(boxes2.to(torch.float64))
-    rows_per_chunk = max(1, _MASK_ELEMS_PER_CHUNK // m)
-    for start in range(0, n, rows_per_chunk):
-        rows, cols = hbb_overlap_pairs(xyxy1[start : start + rows_per_chunk], xyxy2)
-        rows += start
-        if rows.numel():
-            out[rows, cols] = _aligned_overlaps(boxes1[rows], boxes2[cols], mode).to(out_dtype)
+    for rows, cols in hbb_overlap_pairs(xyxy1, xyxy2):
+        out[rows, cols] = _aligned_overlaps(boxes1[rows], boxes2[cols], mode).to(out_dtype)
     return out
