@@ -365,3 +365,44 @@ def test_points_in_polygons_documented_example_and_boundary_rule():
     assert got == [_kernel_reference(p, square[0].numpy()) for p in points.numpy()]
     with pytest.raises(ValueError, match=r"\[P, 2\]"):
         points_in_polygons(torch.zeros(3), square)
+
+
+# ------------------------------------------------------------------------------ Triton fast path
+
+
+def test_triton_path_is_chosen_only_where_it_can_run(monkeypatch):
+    pytest.importorskip("triton")
+    from rotdet.ops import _triton_iou
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("ROTDET_DISABLE_TRITON", raising=False)
+    assert not _triton_iou.available(torch.device("cpu"))
+    assert _triton_iou.available(torch.device("cuda"))
+    monkeypatch.setenv("ROTDET_DISABLE_TRITON", "1")
+    assert not _triton_iou.available(torch.device("cuda"))
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delenv("ROTDET_DISABLE_TRITON")
+    assert _triton_iou.available(torch.device("cpu"))
+
+
+def test_triton_kernel_passes_the_iou_and_nms_tests_under_the_interpreter():
+    """The CUDA fast path, run by Triton's CPU interpreter, must pass the same IoU and NMS tests."""
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    selection = "not chunked and not properties and not dense_cluster and not triton and not points"
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    env.pop("ROTDET_DISABLE_TRITON", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", selection],
+        cwd=Path(__file__).parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout

@@ -26,6 +26,11 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+try:  # Triton ships with PyTorch's CUDA wheels; without it the PyTorch path runs everywhere.
+    from rotdet.ops import _triton_iou
+except ImportError:  # pragma: no cover - depends on the installation
+    _triton_iou = None
+
 __all__ = ["box_iou_rotated", "rotated_box_intersection", "hbb_overlap_pairs"]
 
 # Pairs handled per vectorised step; each pair holds a few dozen float64 temporaries of 16 values.
@@ -69,9 +74,8 @@ def _clipped_edges_area(px: Tensor, py: Tensor, qx: Tensor, qy: Tensor, owns_sha
     """
     ex, ey = px.roll(-1, 0) - px, py.roll(-1, 0) - py  # [4, K] edges of P
     cx, cy = qx.roll(-1, 0) - qx, qy.roll(-1, 0) - qy  # [4, K] edges of Q
-    offset = cx * qy - cy * qx
     # d0[i, j] = cross(Q edge j, P vertex i - Q vertex j): > 0 strictly inside Q's edge j.
-    d0 = py[:, None] * cx[None] - px[:, None] * cy[None] - offset[None]  # [4 P edges, 4 Q edges, K]
+    d0 = cx[None] * (py[:, None] - qy[None]) - cy[None] * (px[:, None] - qx[None])  # [4 P, 4 Q, K]
     d1 = d0.roll(-1, 0)  # the end of P's edge i is vertex i + 1
     if owns_shared_edges:
         same_way = ex[:, None] * cx[None] + ey[:, None] * cy[None] > 0
@@ -91,8 +95,40 @@ def _clipped_edges_area(px: Tensor, py: Tensor, qx: Tensor, qy: Tensor, owns_sha
     return (length * (px * ey - py * ex)).sum(dim=0)
 
 
+def _relative_pose(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, ...]:
+    """Each pair in the frame of its first box: half sizes of both, b's turn, b's centre (``[K]`` float64)."""
+    ax, ay, aw, ah, at = boxes1.to(torch.float64).T.contiguous()
+    bx, by, bw, bh, bt = boxes2.to(torch.float64).T.contiguous()
+    cos_a, sin_a = torch.cos(at), torch.sin(at)
+    dx, dy = bx - ax, by - ay
+    turn = bt - at
+    return (
+        aw / 2,
+        ah / 2,
+        bw / 2,
+        bh / 2,
+        torch.cos(turn),
+        torch.sin(turn),
+        cos_a * dx + sin_a * dy,
+        cos_a * dy - sin_a * dx,
+    )
+
+
+def _intersection_torch(half_wa, half_ha, half_wb, half_hb, cos, sin, tx, ty) -> Tensor:
+    """The PyTorch path of :func:`rotated_box_intersection`, from the relative pose of each pair."""
+    zeros, ones = torch.zeros_like(tx), torch.ones_like(tx)
+    pax, pay = _corners(half_wa, half_ha, ones, zeros, zeros, zeros)
+    pbx, pby = _corners(half_wb, half_hb, cos, sin, tx, ty)
+    twice = _clipped_edges_area(pax, pay, pbx, pby, True) + _clipped_edges_area(pbx, pby, pax, pay, False)
+    valid = (half_wa > 0) & (half_ha > 0) & (half_wb > 0) & (half_hb > 0)
+    return torch.where(valid, twice.clamp(min=0) / 2, zeros)
+
+
 def rotated_box_intersection(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """Exact intersection areas of aligned pairs of rotated boxes, in float64.
+
+    Runs a fused Triton kernel on CUDA tensors when Triton is installed, else PyTorch ops; both
+    follow the same rules (set ``ROTDET_DISABLE_TRITON=1`` to force the PyTorch path).
 
     Args:
         boxes1: ``[K, 5]`` boxes ``(cx, cy, w, h, theta)``.
@@ -101,23 +137,11 @@ def rotated_box_intersection(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     Returns:
         ``[K]`` float64 areas; 0 where either box has a non-positive width or height.
     """
-    ax, ay, aw, ah, at = boxes1.to(torch.float64).T.contiguous()
-    bx, by, bw, bh, bt = boxes2.to(torch.float64).T.contiguous()
     # Work in box a's frame: a becomes axis-aligned at the origin, b is moved and turned with it.
-    cos_a, sin_a = torch.cos(at), torch.sin(at)
-    dx, dy = bx - ax, by - ay
-    local_x = cos_a * dx + sin_a * dy
-    local_y = cos_a * dy - sin_a * dx
-    turn = bt - at
-    zeros = torch.zeros_like(dx)
-    ones = torch.ones_like(dx)
-    pax, pay = _corners(aw / 2, ah / 2, ones, zeros, zeros, zeros)
-    pbx, pby = _corners(bw / 2, bh / 2, torch.cos(turn), torch.sin(turn), local_x, local_y)
-    twice_area = _clipped_edges_area(pax, pay, pbx, pby, True) + _clipped_edges_area(
-        pbx, pby, pax, pay, False
-    )
-    valid = (aw > 0) & (ah > 0) & (bw > 0) & (bh > 0)
-    return torch.where(valid, twice_area.clamp(min=0) / 2, zeros)
+    pose = _relative_pose(boxes1, boxes2)
+    if _triton_iou is not None and _triton_iou.available(boxes1.device):
+        return _triton_iou.intersection(*pose)
+    return _intersection_torch(*pose)
 
 
 def _overlap_from_areas(inter: Tensor, area1: Tensor, area2: Tensor, mode: str) -> Tensor:
