@@ -1,0 +1,161 @@
+"""ResNet backbone with mmdet 2.x ``ResNet`` semantics (``style='pytorch'``), built on torchvision's ResNet.
+
+Module names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer3.0.downsample.0`` ...),
+which are also mmdet's ``backbone.*`` names, so mmrotate checkpoint keys map one to one (minus the
+``backbone.`` prefix) and torchvision's ImageNet weights load directly (its ``fc`` is not kept).
+
+Training behaviour as mmdet: ``frozen_stages=k`` freezes the stem (``conv1`` + ``bn1``) when k >= 0 and
+``layer1`` .. ``layer{k}``: their parameters get ``requires_grad=False`` and the modules stay in eval
+mode; ``norm_eval=True`` keeps every BatchNorm in eval mode (running statistics frozen, batch
+statistics unused) whenever ``train()`` is called. BatchNorm affine parameters of unfrozen stages still
+train (mmdet's ``norm_cfg=dict(type='BN', requires_grad=True)``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv_resnet
+
+__all__ = ["ResNetBackbone"]
+
+# depth -> (torchvision builder, ImageNet weights that mmdet's ``torchvision://resnetXX`` resolves to)
+_ARCHS = {
+    18: (tv_resnet.resnet18, tv_resnet.ResNet18_Weights.IMAGENET1K_V1),
+    34: (tv_resnet.resnet34, tv_resnet.ResNet34_Weights.IMAGENET1K_V1),
+    50: (tv_resnet.resnet50, tv_resnet.ResNet50_Weights.IMAGENET1K_V1),
+    101: (tv_resnet.resnet101, tv_resnet.ResNet101_Weights.IMAGENET1K_V1),
+}
+
+
+class ResNetBackbone(nn.Module):
+    """ResNet-18/34/50/101 returning the C2..C5 feature maps selected by ``out_indices``.
+
+    Input [B, 3, H, W]; stage ``i`` (0..3) has stride ``4 * 2**i`` and ``out_channels_per_stage[i]``
+    channels (64/128/256/512 for 18/34, 256/512/1024/2048 for 50/101); its output is
+    [B, C_i, ceil(H / s_i), ceil(W / s_i)] for H, W multiples of 32 (in general the conv arithmetic of
+    a 7x7/2 conv, 3x3/2 max pool and 3x3/2 convs).
+
+    Args:
+        depth: 18, 34, 50 or 101.
+        frozen_stages: -1 freezes nothing, 0 the stem, k >= 1 the stem and ``layer1..layerk``.
+        norm_eval: keep all BatchNorms in eval mode during training.
+        out_indices: which stages (0 = ``layer1`` = C2, ..., 3 = C5) to return, in order.
+        pretrained: load torchvision's ImageNet weights (``IMAGENET1K_V1``); when they cannot be had
+            (offline, corrupt cache) a warning names the failure and the random init is kept.
+        zero_init_residual: zero the last BN weight of every block (mmdet's default is True, but all
+            seed configs set False).
+    """
+
+    def __init__(
+        self,
+        depth: int = 50,
+        frozen_stages: int = 1,
+        norm_eval: bool = True,
+        out_indices: Sequence[int] = (0, 1, 2, 3),
+        pretrained: bool = False,
+        zero_init_residual: bool = False,
+    ) -> None:
+        super().__init__()
+        if depth not in _ARCHS:
+            raise ValueError(f"unsupported ResNet depth {depth}; choose one of {sorted(_ARCHS)}")
+        if not -1 <= frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be in [-1, 4], got {frozen_stages}")
+        out_indices = tuple(int(i) for i in out_indices)
+        if not out_indices or any(not 0 <= i <= 3 for i in out_indices):
+            raise ValueError(f"out_indices must be stage indices in 0..3, got {out_indices}")
+        builder, self._weights = _ARCHS[depth]
+        net = builder(weights=None)
+        self.depth = depth
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.out_indices = out_indices
+        self.zero_init_residual = zero_init_residual
+        self.conv1 = net.conv1
+        self.bn1 = net.bn1
+        self.relu = net.relu
+        self.maxpool = net.maxpool
+        self.layer1 = net.layer1
+        self.layer2 = net.layer2
+        self.layer3 = net.layer3
+        self.layer4 = net.layer4
+        expansion = 1 if depth in (18, 34) else 4
+        self.out_channels_per_stage: list[int] = [64 * expansion * 2**i for i in range(4)]
+        self.out_channels: list[int] = [self.out_channels_per_stage[i] for i in out_indices]
+        self.strides: list[int] = [4 * 2**i for i in out_indices]
+        self.init_weights()
+        self.pretrained_loaded = False
+        if pretrained:
+            self.pretrained_loaded = self.load_pretrained()
+        self._freeze_stages()
+
+    def init_weights(self) -> None:
+        """mmdet's ResNet init: Kaiming normal (fan_out, relu) convs, BatchNorm weight 1 / bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm | nn.GroupNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if self.zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, tv_resnet.Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, tv_resnet.BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def load_pretrained(self) -> bool:
+        """Load torchvision's ImageNet weights; on any failure warn and keep the current weights."""
+        url = self._weights.url
+        try:
+            state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
+        except Exception as exc:  # offline, proxy, corrupt cache, ...: never fatal
+            warnings.warn(
+                f"ResNet-{self.depth}: could not load torchvision's ImageNet weights "
+                f"({self._weights}, {url}): {type(exc).__name__}: {exc}. Continuing with random init "
+                f"(put the file in {torch.hub.get_dir()}/checkpoints to use it offline).",
+                stacklevel=2,
+            )
+            return False
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        self.load_state_dict(state, strict=True)
+        return True
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages >= 0:
+            for m in (self.conv1, self.bn1):
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad = False
+        for i in range(1, self.frozen_stages + 1):
+            layer = getattr(self, f"layer{i}")
+            layer.eval()
+            for p in layer.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True) -> ResNetBackbone:
+        """Switch mode, then re-apply the frozen stages and (when training) ``norm_eval``."""
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[B, 3, H, W] -> the selected stage outputs, e.g. [C2, C3, C4, C5]."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        outs = []
+        for i in range(4):
+            x = getattr(self, f"layer{i + 1}")(x)
+            if i in self.out_indices:
+                outs.append(x)
+            if i >= max(self.out_indices):
+                break
+        return outs
