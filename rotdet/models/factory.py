@@ -1,0 +1,227 @@
+"""``build_model(cfg)``: a config (see :mod:`rotdet.configs`) -> plain detector classes.
+
+Every ``type`` a config may name is handled explicitly below; the only lookup table is
+:data:`DETECTORS` (``RotatedRetinaNet`` / ``R3Det``). Unknown types and unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from rotdet.models.anchors import AnchorGenerator
+from rotdet.models.assigners import ATSSAssigner, MaxIoUAssigner
+from rotdet.models.backbone import ResNetBackbone
+from rotdet.models.coders import DeltaXYWHAOBBoxCoder
+from rotdet.models.detectors import R3Det, RotatedSingleStageDetector
+from rotdet.models.fpn import FPN
+from rotdet.models.heads import RotatedATSSHead, RotatedRetinaHead, TestConfig, TrainConfig
+from rotdet.models.losses import LossSpec
+from rotdet.models.r3det import FeatureRefineModule
+
+__all__ = ["DETECTORS", "build_model"]
+
+
+def _take(cfg: dict, what: str, allowed: set[str], expected_type: set[str] | None = None) -> dict:
+    cfg = dict(cfg)
+    kind = cfg.pop("type", None)
+    if expected_type is not None and kind not in expected_type:
+        raise ValueError(f"{what}: type {kind!r} is not supported; expected one of {sorted(expected_type)}")
+    unknown = set(cfg) - allowed
+    if unknown:
+        raise ValueError(f"{what}: unknown keys {sorted(unknown)}; known: {sorted(allowed)}")
+    return cfg
+
+
+def build_backbone(cfg: dict) -> ResNetBackbone:
+    c = _take(
+        cfg,
+        "backbone",
+        {"depth", "out_indices", "frozen_stages", "norm_eval", "zero_init_residual", "style", "pretrained"},
+        {"ResNet", None},
+    )
+    if c.pop("style", "pytorch") != "pytorch":
+        raise ValueError("backbone: only style='pytorch' ResNets are supported")
+    return ResNetBackbone(**c)
+
+
+def build_neck(cfg: dict, backbone: ResNetBackbone) -> FPN:
+    c = _take(
+        cfg,
+        "neck",
+        {
+            "in_channels",
+            "out_channels",
+            "start_level",
+            "add_extra_convs",
+            "num_outs",
+            "relu_before_extra_convs",
+        },
+        {"FPN", None},
+    )
+    in_channels = c.get("in_channels")
+    if in_channels is None:
+        c["in_channels"] = list(backbone.out_channels)
+    elif list(in_channels) != list(backbone.out_channels):
+        raise ValueError(
+            f"neck.in_channels {list(in_channels)} do not match the ResNet-{backbone.depth} outputs "
+            f"{list(backbone.out_channels)} (set model.neck.in_channels to them, or to null)"
+        )
+    return FPN(**c)
+
+
+def build_anchor_generator(cfg: dict) -> AnchorGenerator | None:
+    c = _take(
+        cfg,
+        "anchor_generator",
+        {"octave_base_scale", "scales_per_octave", "ratios", "strides", "scales", "center_offset"},
+        {"RotatedAnchorGenerator", "PseudoAnchorGenerator"},
+    )
+    if cfg["type"] == "PseudoAnchorGenerator":
+        return None
+    return AnchorGenerator(**c)
+
+
+def build_coder(cfg: dict) -> DeltaXYWHAOBBoxCoder:
+    c = _take(
+        cfg,
+        "bbox_coder",
+        {"angle_range", "norm_factor", "edge_swap", "proj_xy", "target_means", "target_stds"},
+        {"DeltaXYWHAOBBoxCoder"},
+    )
+    return DeltaXYWHAOBBoxCoder(**c)
+
+
+def build_assigner(cfg: dict):
+    kind = cfg.get("type")
+    if kind == "MaxIoUAssigner":
+        c = _take(
+            cfg,
+            "assigner",
+            {
+                "pos_iou_thr",
+                "neg_iou_thr",
+                "min_pos_iou",
+                "ignore_iof_thr",
+                "gt_max_assign_all",
+                "match_low_quality",
+            },
+        )
+        return MaxIoUAssigner(**c)
+    if kind in ("ATSSObbAssigner", "ATSSAssigner"):
+        c = _take(cfg, "assigner", {"topk", "angle_version", "mmcv_cuda_inside_limit"})
+        return ATSSAssigner(**c)
+    raise ValueError(f"assigner: type {kind!r} is not supported; expected MaxIoUAssigner or ATSSObbAssigner")
+
+
+HEAD_TYPES: dict[str, type[RotatedRetinaHead]] = {
+    "RotatedRetinaHead": RotatedRetinaHead,
+    "RotatedATSSHead": RotatedATSSHead,
+    "RotatedRetinaRefineHead": RotatedRetinaHead,
+}
+
+
+def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> RotatedRetinaHead:
+    c = _take(
+        cfg,
+        "bbox_head",
+        {
+            "num_classes",
+            "in_channels",
+            "stacked_convs",
+            "feat_channels",
+            "assign_by_circumhbbox",
+            "anchor_generator",
+            "bbox_coder",
+            "loss_cls",
+            "loss_bbox",
+        },
+        set(HEAD_TYPES),
+    )
+    head_cls = HEAD_TYPES[cfg["type"]]
+    anchor_cfg = c.pop("anchor_generator")
+    anchor_generator = build_anchor_generator(anchor_cfg)
+    if (anchor_generator is None) != (cfg["type"] == "RotatedRetinaRefineHead"):
+        raise ValueError(f"{cfg['type']} cannot use a {anchor_cfg['type']}")
+    assigner, train = None, None
+    if train_cfg is not None:
+        t = _take(train_cfg, "train_cfg", {"assigner", "allowed_border", "pos_weight", "debug"})
+        assigner = build_assigner(t.pop("assigner"))
+        t.pop("debug", None)
+        train = TrainConfig(**t)
+    return head_cls(
+        num_classes=c["num_classes"],
+        in_channels=c.get("in_channels", 256),
+        feat_channels=c.get("feat_channels", 256),
+        stacked_convs=c.get("stacked_convs", 4),
+        anchor_generator=anchor_generator,
+        bbox_coder=build_coder(c["bbox_coder"]),
+        loss_cls=LossSpec.from_cfg(c["loss_cls"]),
+        loss_bbox=LossSpec.from_cfg(c["loss_bbox"]),
+        assigner=assigner,
+        assign_by_circumhbbox=c.get("assign_by_circumhbbox", "oc"),
+        train_cfg=train,
+        test_cfg=TestConfig.from_cfg(test_cfg) if test_cfg is not None else None,
+        strides=anchor_cfg.get("strides", (8, 16, 32, 64, 128)),
+    )
+
+
+def _build_single_stage(model: dict) -> RotatedSingleStageDetector:
+    m = _take(model, "model", {"backbone", "neck", "bbox_head", "train_cfg", "test_cfg"})
+    backbone = build_backbone(m["backbone"])
+    neck = build_neck(m["neck"], backbone)
+    head = build_head(m["bbox_head"], m.get("train_cfg"), m.get("test_cfg"))
+    return RotatedSingleStageDetector(backbone, neck, head)
+
+
+def _build_r3det(model: dict) -> R3Det:
+    m = _take(
+        model,
+        "model",
+        {
+            "backbone",
+            "neck",
+            "bbox_head",
+            "frm_cfgs",
+            "num_refine_stages",
+            "refine_heads",
+            "train_cfg",
+            "test_cfg",
+        },
+    )
+    n = int(m["num_refine_stages"])
+    if len(m["frm_cfgs"]) != n or len(m["refine_heads"]) != n:
+        raise ValueError(f"R3Det: num_refine_stages={n} needs as many frm_cfgs and refine_heads")
+    backbone = build_backbone(m["backbone"])
+    neck = build_neck(m["neck"], backbone)
+    train_cfg = m.get("train_cfg")
+    if train_cfg is not None:
+        train_cfg = _take(train_cfg, "train_cfg", {"s0", "sr", "stage_loss_weights"})
+    test_cfg = m.get("test_cfg")
+    head = build_head(m["bbox_head"], train_cfg["s0"] if train_cfg else None, test_cfg)
+    frms = []
+    for f in m["frm_cfgs"]:
+        f = _take(f, "frm_cfgs", {"in_channels", "featmap_strides", "points", "mmcv_yx"})
+        frms.append(FeatureRefineModule(**f))
+    refine = [
+        build_head(h, train_cfg["sr"][i] if train_cfg else None, test_cfg)
+        for i, h in enumerate(m["refine_heads"])
+    ]
+    weights = train_cfg.get("stage_loss_weights") if train_cfg else None
+    return R3Det(backbone, neck, head, frms, refine, stage_loss_weights=weights)
+
+
+DETECTORS: dict[str, Callable[[dict], nn.Module]] = {
+    "RotatedRetinaNet": _build_single_stage,
+    "R3Det": _build_r3det,
+}
+
+
+def build_model(cfg: dict) -> nn.Module:
+    """The detector of a config dict (the whole config or its ``model`` part)."""
+    model = cfg["model"] if "model" in cfg else cfg
+    kind = model.get("type")
+    if kind not in DETECTORS:
+        raise ValueError(f"model type {kind!r} is not supported; expected one of {sorted(DETECTORS)}")
+    return DETECTORS[kind](model)

@@ -1,0 +1,404 @@
+"""Dense rotated detection heads: Rotated RetinaNet, Rotated ATSS and R3Det's refine head.
+
+The layers (and their state-dict names) are mmrotate 0.3.4's ``RotatedRetinaHead``: two towers of
+``stacked_convs`` x (3x3 conv + ReLU) named ``cls_convs.i.conv`` / ``reg_convs.i.conv``, then
+``retina_cls`` (``A * num_classes`` sigmoid logits, channel ``a * C + c``) and ``retina_reg``
+(``A * 5`` deltas, channel ``a * 5 + k``), all 3x3.
+
+The head has two separate paths (as detectron2's dense detectors):
+
+* training -- :meth:`RotatedRetinaHead.loss`: anchors and valid flags, per-image assignment (on the
+  ground truths' circumscribed hbb or on the obb), regression targets from the box coder, then the
+  sigmoid focal loss and the L1 / SmoothL1 loss, each summed per FPN level and divided by the number
+  of positive anchors (at least 1 per image) exactly as mmdet's ``AnchorHead.loss``;
+* inference -- :meth:`RotatedRetinaHead.predict`: per level the ``nms_pre`` anchors with the best
+  class score, decoding with the centre clamp to the image, optional rescale to the original image,
+  then class-wise rotated NMS.
+
+:class:`RotatedATSSHead` only changes the assignment (ATSS with the per-level anchor counts).
+R3Det's refine head is a :class:`RotatedRetinaHead` with one anchor per location whose anchors are
+given by the caller (the boxes refined by the previous stage).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rotdet.models.anchors import AnchorGenerator
+from rotdet.models.coders import DeltaXYWHAOBBoxCoder
+from rotdet.models.losses import LossSpec, reduce_by_avg_factor
+from rotdet.ops import multiclass_nms_rotated
+
+__all__ = [
+    "ConvReLU",
+    "RotatedATSSHead",
+    "RotatedRetinaHead",
+    "TestConfig",
+    "TrainConfig",
+    "rotated_anchor_inside_flags",
+]
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """mmrotate's dense-head ``test_cfg``."""
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    nms_pre: int = 2000
+    score_thr: float = 0.05
+    iou_thr: float = 0.1
+    max_per_img: int = 2000
+    min_bbox_size: float = 0
+
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> TestConfig:
+        cfg = dict(cfg)
+        nms = cfg.pop("nms", None)
+        if nms is not None:
+            cfg["iou_thr"] = nms["iou_thr"]
+        return cls(**cfg)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The non-assigner part of mmrotate's dense-head ``train_cfg``."""
+
+    allowed_border: float = -1
+    pos_weight: float = -1
+
+
+class ConvReLU(nn.Module):
+    """3x3 conv + ReLU (mmcv's ``ConvModule`` without norm; the conv is named ``conv`` as there)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.conv(x))
+
+
+def rotated_anchor_inside_flags(
+    anchors: Tensor, valid_flags: Tensor, img_shape: Sequence[int], allowed_border: float = -1
+) -> Tensor:
+    """mmrotate's ``rotated_anchor_inside_flags``: valid anchors whose centre is within the image
+    (grown by ``allowed_border``); ``allowed_border < 0`` keeps every valid anchor."""
+    if allowed_border < 0:
+        return valid_flags
+    img_h, img_w = int(img_shape[0]), int(img_shape[1])
+    cx, cy = anchors[:, 0], anchors[:, 1]
+    return (
+        valid_flags
+        & (cx >= -allowed_border)
+        & (cy >= -allowed_border)
+        & (cx < img_w + allowed_border)
+        & (cy < img_h + allowed_border)
+    )
+
+
+def _levels_to_flat(outputs: Sequence[Tensor], channels: int) -> Tensor:
+    """Per-level ``[B, A * channels, H, W]`` -> ``[B, sum(H W A), channels]`` in (y, x, a) order."""
+    batch = outputs[0].shape[0]
+    return torch.cat([o.permute(0, 2, 3, 1).reshape(batch, -1, channels) for o in outputs], dim=1)
+
+
+class RotatedRetinaHead(nn.Module):
+    """mmrotate's ``RotatedRetinaHead`` (also the base of the ATSS and refine heads).
+
+    Args:
+        num_classes: number of object classes (sigmoid classification, no background channel).
+        in_channels, feat_channels, stacked_convs: tower shape.
+        anchor_generator: grid anchors; ``None`` for a head whose anchors come from the caller
+            (R3Det's refine head), then ``strides`` gives the levels and there is one anchor per
+            location.
+        bbox_coder: the delta coder of targets and predictions.
+        loss_cls, loss_bbox: the two losses (``LossSpec``).
+        assigner: the training assigner (``None`` for an inference-only head).
+        assign_by_circumhbbox: angle version of the ground truths' circumscribed hbb the assigner
+            sees, or ``None`` to assign on the obb (mmrotate's head default is ``'oc'``).
+        train_cfg, test_cfg: see :class:`TrainConfig` / :class:`TestConfig`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int = 256,
+        feat_channels: int = 256,
+        stacked_convs: int = 4,
+        anchor_generator: AnchorGenerator | None = None,
+        bbox_coder: DeltaXYWHAOBBoxCoder | None = None,
+        loss_cls: LossSpec | None = None,
+        loss_bbox: LossSpec | None = None,
+        assigner=None,
+        assign_by_circumhbbox: str | None = "oc",
+        train_cfg: TrainConfig | None = None,
+        test_cfg: TestConfig | None = None,
+        strides: Sequence[int] = (8, 16, 32, 64, 128),
+    ) -> None:
+        super().__init__()
+        self.num_classes = int(num_classes)
+        self.in_channels, self.feat_channels = int(in_channels), int(feat_channels)
+        if anchor_generator is None:
+            # One caller-given anchor per location; the generator only supplies valid flags.
+            self.anchor_generator = AnchorGenerator(strides=strides, scales=[1.0], ratios=[1.0])
+            self.anchors_from_caller = True
+        else:
+            self.anchor_generator = anchor_generator
+            self.anchors_from_caller = False
+        self.num_anchors = self.anchor_generator.num_base_anchors
+        self.bbox_coder = bbox_coder if bbox_coder is not None else DeltaXYWHAOBBoxCoder()
+        self.loss_cls = loss_cls if loss_cls is not None else LossSpec("FocalLoss")
+        self.loss_bbox = loss_bbox if loss_bbox is not None else LossSpec("L1Loss")
+        self.assigner = assigner
+        self.assign_by_circumhbbox = assign_by_circumhbbox
+        self.train_cfg = train_cfg if train_cfg is not None else TrainConfig()
+        self.test_cfg = test_cfg if test_cfg is not None else TestConfig()
+
+        self.cls_convs = nn.ModuleList()
+        self.reg_convs = nn.ModuleList()
+        for i in range(stacked_convs):
+            chn = self.in_channels if i == 0 else self.feat_channels
+            self.cls_convs.append(ConvReLU(chn, self.feat_channels))
+            self.reg_convs.append(ConvReLU(chn, self.feat_channels))
+        self.retina_cls = nn.Conv2d(self.feat_channels, self.num_anchors * self.num_classes, 3, padding=1)
+        self.retina_reg = nn.Conv2d(self.feat_channels, self.num_anchors * 5, 3, padding=1)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """mmdet's init: every conv Normal(0, 0.01) with zero bias; ``retina_cls`` bias for prior 0.01."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+        nn.init.constant_(self.retina_cls.bias, float(-math.log((1 - 0.01) / 0.01)))
+
+    # ------------------------------------------------------------------ network
+    def forward_single(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        cls_feat, reg_feat = x, x
+        for conv in self.cls_convs:
+            cls_feat = conv(cls_feat)
+        for conv in self.reg_convs:
+            reg_feat = conv(reg_feat)
+        return self.retina_cls(cls_feat), self.retina_reg(reg_feat)
+
+    def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Per level ``cls_scores [B, A*C, H, W]`` (logits) and ``bbox_preds [B, A*5, H, W]``."""
+        outs = [self.forward_single(x) for x in feats]
+        return [o[0] for o in outs], [o[1] for o in outs]
+
+    # ------------------------------------------------------------------ anchors
+    def grid_anchors(self, featmap_sizes: Sequence[tuple[int, int]], device) -> list[Tensor]:
+        """Per level the grid anchors ``[H*W*A, 5]`` (float32)."""
+        return self.anchor_generator.grid_anchors(featmap_sizes, device=device, dtype=torch.float32)
+
+    def _image_anchors(
+        self, featmap_sizes: Sequence[tuple[int, int]], batch: int, device, anchors: Sequence[Tensor] | None
+    ) -> Tensor:
+        """``[B, N, 5]`` anchors of every image (all levels): the grid, or the caller's per-level
+        ``[B, H*W*A, 5]`` boxes."""
+        if anchors is None:
+            if self.anchors_from_caller:
+                raise ValueError("this head needs its anchors from the caller")
+            flat = torch.cat(self.grid_anchors(featmap_sizes, device))
+            return flat[None].expand(batch, -1, -1)
+        return torch.cat([a.reshape(batch, -1, 5) for a in anchors], dim=1).detach().float()
+
+    # ------------------------------------------------------------------ training
+    def _assign(self, anchors: Tensor, num_level_anchors: list[int], gt_boxes: Tensor, gt_labels: Tensor):
+        from rotdet.models.assigners import assign_targets_boxes
+
+        return self.assigner.assign(
+            anchors, assign_targets_boxes(gt_boxes, self.assign_by_circumhbbox), gt_labels
+        )
+
+    @torch.no_grad()
+    def get_targets(
+        self,
+        anchors: Tensor,
+        num_level_anchors: list[int],
+        featmap_sizes: Sequence[tuple[int, int]],
+        gt_boxes: Sequence[Tensor],
+        gt_labels: Sequence[Tensor],
+        metas: Sequence[dict],
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+        """Labels ``[B, N]`` (``num_classes`` = background), label weights ``[B, N]``, box targets and
+        weights ``[B, N, 5]`` and mmdet's ``num_total_pos`` (sum over images of ``max(pos, 1)``)."""
+        if self.assigner is None:
+            raise RuntimeError("this head was built without an assigner (no train_cfg)")
+        batch, num = anchors.shape[:2]
+        device = anchors.device
+        labels = torch.full((batch, num), self.num_classes, dtype=torch.long, device=device)
+        label_weights = anchors.new_zeros(batch, num)
+        bbox_targets = anchors.new_zeros(batch, num, 5)
+        bbox_weights = anchors.new_zeros(batch, num, 5)
+        num_total_pos = 0
+        for i in range(batch):
+            valid = torch.cat(self.anchor_generator.valid_flags(featmap_sizes, metas[i]["pad_shape"], device))
+            inside = rotated_anchor_inside_flags(
+                anchors[i], valid, metas[i]["img_shape"], self.train_cfg.allowed_border
+            )
+            inside_idx = inside.nonzero().squeeze(1)
+            sub = anchors[i][inside_idx]
+            counts = [
+                int(c) for c in torch.stack([f.sum() for f in inside.split(num_level_anchors)]).tolist()
+            ]
+            gts = gt_boxes[i].to(device=device, dtype=torch.float32)
+            gls = gt_labels[i].to(device=device, dtype=torch.long)
+            result = self._assign(sub, counts, gts, gls)
+            gt_inds = result.gt_inds
+            pos = (gt_inds > 0).nonzero().squeeze(1)
+            neg = (gt_inds == 0).nonzero().squeeze(1)
+            if pos.numel() > 0:
+                pos_gt = gt_inds[pos] - 1
+                pos_idx = inside_idx[pos]
+                bbox_targets[i, pos_idx] = self.bbox_coder.encode(sub[pos], gts[pos_gt]).to(anchors.dtype)
+                bbox_weights[i, pos_idx] = 1.0
+                labels[i, pos_idx] = gls[pos_gt]
+                pw = self.train_cfg.pos_weight
+                label_weights[i, pos_idx] = 1.0 if pw <= 0 else float(pw)
+            if neg.numel() > 0:
+                label_weights[i, inside_idx[neg]] = 1.0
+            num_total_pos += max(int(pos.numel()), 1)
+        return labels, label_weights, bbox_targets, bbox_weights, num_total_pos
+
+    def loss(
+        self,
+        cls_scores: Sequence[Tensor],
+        bbox_preds: Sequence[Tensor],
+        gt_boxes: Sequence[Tensor],
+        gt_labels: Sequence[Tensor],
+        metas: Sequence[dict],
+        anchors: Sequence[Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """``{"loss_cls": [L], "loss_bbox": [L]}``: per-level losses (float32), as mmdet's lists.
+
+        ``anchors``: per level ``[B, H*W, 5]`` caller-given anchors (R3Det's refine head)."""
+        featmap_sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        batch, device = cls_scores[0].shape[0], cls_scores[0].device
+        all_anchors = self._image_anchors(featmap_sizes, batch, device, anchors)
+        num_level_anchors = [h * w * self.num_anchors for h, w in featmap_sizes]
+        labels, label_weights, bbox_targets, bbox_weights, num_pos = self.get_targets(
+            all_anchors, num_level_anchors, featmap_sizes, gt_boxes, gt_labels, metas
+        )
+        with torch.autocast(device_type=device.type, enabled=False):
+            logits = _levels_to_flat([c.float() for c in cls_scores], self.num_classes)
+            deltas = _levels_to_flat([b.float() for b in bbox_preds], 5)
+            cls_el = self.loss_cls.elementwise(logits, labels) * label_weights[..., None]
+            box_el = self.loss_bbox.elementwise(deltas, bbox_targets) * bbox_weights
+            loss_cls = [
+                self.loss_cls.loss_weight * reduce_by_avg_factor(x, num_pos)
+                for x in cls_el.split(num_level_anchors, dim=1)
+            ]
+            loss_bbox = [
+                self.loss_bbox.loss_weight * reduce_by_avg_factor(x, num_pos)
+                for x in box_el.split(num_level_anchors, dim=1)
+            ]
+        return {"loss_cls": torch.stack(loss_cls), "loss_bbox": torch.stack(loss_bbox)}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict(
+        self,
+        cls_scores: Sequence[Tensor],
+        bbox_preds: Sequence[Tensor],
+        metas: Sequence[dict],
+        rescale: bool = False,
+        anchors: Sequence[Tensor] | None = None,
+        cfg: TestConfig | None = None,
+        with_nms: bool = True,
+    ) -> list[dict[str, Tensor]]:
+        """Per image ``{"boxes": [K, 5], "scores": [K], "labels": [K]}`` by descending score.
+
+        With ``with_nms=False``: ``{"boxes": [M, 5], "scores": [M, C]}``, the candidates that go
+        into NMS (mmrotate's ``_get_bboxes_single(with_nms=False)`` without the background column).
+        """
+        cfg = cfg if cfg is not None else self.test_cfg
+        featmap_sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        batch, device = cls_scores[0].shape[0], cls_scores[0].device
+        if anchors is None:
+            level_anchors = [a[None].expand(batch, -1, -1) for a in self.grid_anchors(featmap_sizes, device)]
+        else:
+            level_anchors = [a.reshape(batch, -1, 5).float() for a in anchors]
+        results = []
+        for i in range(batch):
+            img_shape = metas[i]["img_shape"]
+            boxes_l, scores_l = [], []
+            for cls, reg, anc in zip(cls_scores, bbox_preds, level_anchors, strict=True):
+                scores = cls[i].float().permute(1, 2, 0).reshape(-1, self.num_classes).sigmoid()
+                deltas = reg[i].float().permute(1, 2, 0).reshape(-1, 5)
+                anc_i = anc[i]
+                if 0 < cfg.nms_pre < scores.shape[0]:
+                    top = scores.max(dim=1).values.topk(cfg.nms_pre).indices
+                    anc_i, deltas, scores = anc_i[top], deltas[top], scores[top]
+                boxes_l.append(self.bbox_coder.decode(anc_i, deltas, max_shape=img_shape))
+                scores_l.append(scores)
+            boxes = torch.cat(boxes_l)
+            scores = torch.cat(scores_l)
+            if rescale:
+                sf = torch.as_tensor(metas[i]["scale_factor"], dtype=boxes.dtype, device=device).reshape(-1)
+                boxes = torch.cat([boxes[:, :4] / sf.expand(4), boxes[:, 4:]], dim=1)
+            if not with_nms:
+                results.append({"boxes": boxes, "scores": scores})
+                continue
+            dets, labels, _ = multiclass_nms_rotated(
+                boxes, scores, cfg.score_thr, cfg.iou_thr, cfg.max_per_img
+            )
+            results.append({"boxes": dets[:, :5], "scores": dets[:, 5], "labels": labels})
+        return results
+
+    # ------------------------------------------------------------------ R3Det helpers
+    @torch.no_grad()
+    def filter_bboxes(self, cls_scores: Sequence[Tensor], bbox_preds: Sequence[Tensor]) -> list[Tensor]:
+        """mmrotate's ``filter_bboxes``: per level ``[B, H*W, 5]``, at each location the anchor with
+        the best class score decoded (no centre clamp), detached."""
+        featmap_sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        batch = cls_scores[0].shape[0]
+        out = []
+        for cls, reg, anc in zip(
+            cls_scores, bbox_preds, self.grid_anchors(featmap_sizes, cls_scores[0].device), strict=True
+        ):
+            a = self.num_anchors
+            score = cls.float().permute(0, 2, 3, 1).reshape(batch, -1, a, self.num_classes).max(dim=-1).values
+            best = score.argmax(dim=-1, keepdim=True)  # [B, HW, 1]
+            pred = reg.float().permute(0, 2, 3, 1).reshape(batch, -1, a, 5)
+            best_pred = pred.gather(2, best[..., None].expand(-1, -1, -1, 5)).squeeze(2)
+            anchors = anc.reshape(-1, a, 5)[None].expand(batch, -1, -1, -1)
+            best_anchor = anchors.gather(2, best[..., None].expand(-1, -1, -1, 5)).squeeze(2)
+            boxes = torch.stack([self.bbox_coder.decode(best_anchor[i], best_pred[i]) for i in range(batch)])
+            out.append(boxes.detach())
+        return out
+
+    @torch.no_grad()
+    def refine_bboxes(
+        self, bbox_preds: Sequence[Tensor], rois: Sequence[Tensor] | None = None
+    ) -> list[Tensor]:
+        """Per level ``[B, H*W, 5]``: the head's deltas applied to its anchors (``rois`` for a refine
+        head, the grid anchors otherwise; one anchor per location), detached."""
+        batch = bbox_preds[0].shape[0]
+        if rois is None:
+            featmap_sizes = [tuple(b.shape[-2:]) for b in bbox_preds]
+            grid = self.grid_anchors(featmap_sizes, bbox_preds[0].device)
+            rois = [g[None].expand(batch, -1, -1) for g in grid]
+        out = []
+        for reg, roi in zip(bbox_preds, rois, strict=True):
+            pred = reg.float().permute(0, 2, 3, 1).reshape(batch, -1, 5)
+            out.append(torch.stack([self.bbox_coder.decode(roi[i], pred[i]) for i in range(batch)]).detach())
+        return out
+
+
+class RotatedATSSHead(RotatedRetinaHead):
+    """mmrotate's ``RotatedATSSHead``: the RetinaNet head with ATSS assignment (per-level counts of
+    the anchors inside the image passed to the assigner)."""
+
+    def _assign(self, anchors: Tensor, num_level_anchors: list[int], gt_boxes: Tensor, gt_labels: Tensor):
+        from rotdet.models.assigners import assign_targets_boxes
+
+        return self.assigner.assign(
+            anchors, num_level_anchors, assign_targets_boxes(gt_boxes, self.assign_by_circumhbbox), gt_labels
+        )

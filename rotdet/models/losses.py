@@ -1,0 +1,83 @@
+"""Detection losses with mmdet 2.x's definitions and reductions.
+
+All losses here are element-wise losses multiplied by element-wise weights, summed and divided by
+``avg_factor + eps`` (``eps`` = float32 epsilon), which is mmdet's ``weight_reduce_loss`` with
+``reduction='mean'`` and an ``avg_factor`` (the number of positive anchors in a dense head).
+They are computed in float32, also under autocast.
+
+* :func:`sigmoid_focal_loss`: mmdet's ``FocalLoss(use_sigmoid=True)`` (its ``py_sigmoid_focal_loss``
+  formula: ``BCEWithLogits * (alpha t + (1 - alpha)(1 - t)) * |t - sigmoid(x)|^gamma``); labels equal
+  to ``num_classes`` are background (all-zero one-hot row).
+* :func:`l1_loss`, :func:`smooth_l1_loss`: mmdet's ``L1Loss`` / ``SmoothL1Loss(beta)``.
+
+Use :class:`LossSpec` (built from a config dict) to apply a loss by name with its ``loss_weight``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["LossSpec", "l1_loss", "sigmoid_focal_loss", "smooth_l1_loss"]
+
+_EPS = torch.finfo(torch.float32).eps
+
+
+def sigmoid_focal_loss(logits: Tensor, labels: Tensor, gamma: float = 2.0, alpha: float = 0.25) -> Tensor:
+    """Element-wise focal loss ``[N, C]`` of ``logits [N, C]`` against ``labels [N]`` in ``[0, C]``."""
+    num_classes = logits.shape[-1]
+    target = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(logits.dtype)
+    p = logits.sigmoid()
+    pt = (1 - p) * target + p * (1 - target)
+    focal_weight = (alpha * target + (1 - alpha) * (1 - target)) * pt.pow(gamma)
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="none") * focal_weight
+
+
+def l1_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Element-wise ``|pred - target|``."""
+    return (pred - target).abs()
+
+
+def smooth_l1_loss(pred: Tensor, target: Tensor, beta: float = 1.0) -> Tensor:
+    """Element-wise smooth L1 (Huber / beta), mmdet's form: ``0.5 d^2 / beta`` below ``beta``."""
+    diff = (pred - target).abs()
+    return torch.where(diff < beta, 0.5 * diff * diff / beta, diff - 0.5 * beta)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A loss from a config: ``type`` (FocalLoss, L1Loss, SmoothL1Loss), its parameters and weight."""
+
+    type: str
+    loss_weight: float = 1.0
+    gamma: float = 2.0
+    alpha: float = 0.25
+    beta: float = 1.0
+
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> LossSpec:
+        cfg = dict(cfg)
+        kind = cfg.pop("type")
+        if kind not in ("FocalLoss", "L1Loss", "SmoothL1Loss"):
+            raise ValueError(f"unknown loss type {kind!r}; known: FocalLoss, L1Loss, SmoothL1Loss")
+        if kind == "FocalLoss" and not cfg.pop("use_sigmoid", True):
+            raise ValueError("only the sigmoid FocalLoss is supported")
+        return cls(type=kind, **cfg)
+
+    def elementwise(self, pred: Tensor, target: Tensor) -> Tensor:
+        """Unweighted, unreduced loss (``target`` = labels for the focal loss)."""
+        if self.type == "FocalLoss":
+            out = sigmoid_focal_loss(pred, target, self.gamma, self.alpha)
+        elif self.type == "L1Loss":
+            out = l1_loss(pred, target)
+        else:
+            out = smooth_l1_loss(pred, target, self.beta)
+        return out
+
+
+def reduce_by_avg_factor(loss: Tensor, avg_factor: float) -> Tensor:
+    """mmdet's ``loss.sum() / (avg_factor + eps)``."""
+    return loss.sum() / (avg_factor + _EPS)

@@ -1,0 +1,168 @@
+"""Load mmrotate 0.3.4 checkpoints (the eight seed configurations) into rotdet models.
+
+An mmrotate checkpoint is a ``.pth`` with ``state_dict`` (and ``meta``, maybe ``optimizer``), or a
+bare state dict. It is read with ``torch.load(weights_only=True)``: nothing in it can run code. The
+only globals allowed beyond torch's defaults are numpy's scalar and dtype reconstructors (mmcv's
+``meta`` may hold numpy scalars); anything else is refused with an error naming it.
+
+Names: rotdet keeps mmrotate's module names (``backbone.*`` = torchvision's = mmdet's ResNet,
+``bbox_head.cls_convs.i.conv``, ``bbox_head.retina_cls``, R3Det's ``feat_refine_module.i.*`` and
+``refine_head.i.*``) except the FPN, whose convs are plain ``nn.Conv2d``:
+``neck.lateral_convs.i.conv.weight`` -> ``neck.lateral_convs.i.weight`` (same for ``fpn_convs``).
+The conversion requires zero missing and zero unexpected keys and equal shapes.
+
+CLI: ``rotdet convert IN.pth OUT.pth --config NAME`` writes ``{"state_dict", "meta"}`` with rotdet
+names (``meta``: config name, source file, mmrotate's ``CLASSES`` when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "add_convert_arguments",
+    "convert_checkpoint",
+    "load_mmrotate_checkpoint",
+    "load_mmrotate_into",
+    "mmrotate_to_rotdet_key",
+    "mmrotate_to_rotdet_state_dict",
+    "rotdet_to_mmrotate_key",
+    "run_convert",
+]
+
+_NECK_CONV = re.compile(r"^(neck\.(?:lateral_convs|fpn_convs)\.\d+)\.conv\.(weight|bias)$")
+_NECK_PLAIN = re.compile(r"^(neck\.(?:lateral_convs|fpn_convs)\.\d+)\.(weight|bias)$")
+
+
+def mmrotate_to_rotdet_key(key: str) -> str:
+    """rotdet's name of an mmrotate state-dict key."""
+    m = _NECK_CONV.match(key)
+    return f"{m.group(1)}.{m.group(2)}" if m else key
+
+
+def rotdet_to_mmrotate_key(key: str) -> str:
+    """mmrotate's name of a rotdet state-dict key."""
+    m = _NECK_PLAIN.match(key)
+    return f"{m.group(1)}.conv.{m.group(2)}" if m else key
+
+
+def _safe_globals() -> list:
+    """numpy reconstructors mmcv's ``meta`` may need (plain data, no code)."""
+    allowed: list = [np.dtype]
+    multiarray = getattr(np, "_core", None) or np.core
+    allowed.append(multiarray.multiarray.scalar)
+    allowed.append(multiarray.multiarray._reconstruct)
+    allowed.append(np.ndarray)
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return allowed
+
+
+def load_mmrotate_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
+    """``(state_dict, meta)`` of an mmrotate checkpoint (``meta`` is ``{}`` for a bare state dict)."""
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # pragma: no cover - best effort diagnostics
+            unsafe = []
+        raise ValueError(
+            f"{path}: refusing to unpickle objects outside the allow-list {unsafe or ''} "
+            f"(weights_only=True): {exc}"
+        ) from exc
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
+    if "state_dict" in obj:
+        state, meta = obj["state_dict"], obj.get("meta") or {}
+    else:
+        state, meta = obj, {}
+    if not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path}: the state dict holds non-tensor values")
+    # mmcv strips "module." when saving; accept checkpoints saved from a wrapped model too
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state, dict(meta)
+
+
+def mmrotate_to_rotdet_state_dict(state: Mapping[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """mmrotate's state dict renamed for ``model``; raises unless keys and shapes match exactly."""
+    ours = model.state_dict()
+    mapped = {mmrotate_to_rotdet_key(k): v for k, v in state.items()}
+    missing = sorted(set(ours) - set(mapped))
+    unexpected = sorted(set(mapped) - set(ours))
+    wrong = sorted(k for k in set(ours) & set(mapped) if tuple(ours[k].shape) != tuple(mapped[k].shape))
+    if missing or unexpected or wrong:
+
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"missing: {show([rotdet_to_mmrotate_key(k) for k in missing])}")
+        if unexpected:
+            parts.append(f"unexpected: {show([rotdet_to_mmrotate_key(k) for k in unexpected])}")
+        if wrong:
+            parts.append(
+                "shape mismatch: "
+                + show([f"{k} {tuple(mapped[k].shape)} vs {tuple(ours[k].shape)}" for k in wrong])
+            )
+        raise ValueError("checkpoint does not fit the model (" + "; ".join(parts) + ")")
+    return {k: mapped[k].to(dtype=ours[k].dtype) for k in ours}
+
+
+def load_mmrotate_into(model: nn.Module, path: str | os.PathLike) -> dict:
+    """Load an mmrotate checkpoint into ``model`` (strict); returns its ``meta``."""
+    state, meta = load_mmrotate_checkpoint(path)
+    model.load_state_dict(mmrotate_to_rotdet_state_dict(state, model), strict=True)
+    return meta
+
+
+def convert_checkpoint(
+    src: str | os.PathLike, dst: str | os.PathLike, config: str, overrides: list[str] | None = None
+) -> dict:
+    """Convert ``src`` (mmrotate) to a rotdet checkpoint at ``dst`` for the named config; returns its meta."""
+    from rotdet.configs import load_config
+    from rotdet.models.factory import build_model
+
+    cfg = load_config(config, ["model.backbone.pretrained=false", *(overrides or [])])
+    model = build_model(cfg)
+    state, src_meta = load_mmrotate_checkpoint(src)
+    converted = mmrotate_to_rotdet_state_dict(state, model)
+    meta = {
+        "config": cfg["name"],
+        "converted_from": "mmrotate 0.3.4",
+        "source_file": os.path.basename(str(src)),
+    }
+    for key in ("CLASSES", "epoch", "iter", "mmcv_version"):
+        if key in src_meta:
+            value = src_meta[key]
+            meta[key] = list(value) if isinstance(value, tuple) else value
+    torch.save({"state_dict": converted, "meta": meta}, dst)
+    return meta
+
+
+def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", help="mmrotate 0.3.4 checkpoint (.pth with state_dict, or a bare state dict)")
+    parser.add_argument("dst", help="where to write the rotdet checkpoint")
+    parser.add_argument("--config", required=True, help="rotdet config name (one of the seed configs)")
+    parser.add_argument("--cfg-options", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    try:
+        meta = convert_checkpoint(args.src, args.dst, args.config, args.cfg_options)
+    except (ValueError, OSError, KeyError) as exc:
+        print(f"rotdet convert: {exc}")
+        return 1
+    print(f"wrote {args.dst} ({meta['config']}, 0 missing / 0 unexpected keys)")
+    return 0

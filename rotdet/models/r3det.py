@@ -1,0 +1,61 @@
+"""R3Det's Feature Refinement Module (mmrotate 0.3.4 ``FeatureRefineModule``).
+
+Per FPN level: ``f = conv_5_1(conv_1_5(x)) + conv_1_1(x)`` (a 1x5 then a 5x1 conv, plus a 1x1
+conv, no activation), then ``x + rotated_feature_align(f, refined_boxes, 1 / stride)``, where
+:func:`rotdet.ops.rotated_feature_align` returns ``f`` plus the bilinear samples of ``f`` at the
+refined boxes' points. mmrotate samples one point (the centre, in mmcv's transposed (y, x) reading
+of the box, see :mod:`rotdet.ops.feature_align`); ``points=5`` (centre + corners, the paper's
+variant) and ``mmcv_yx=False`` are opt-in options that change the model.
+
+The rest of R3Det (first stage, ``filter_bboxes``, refine heads) lives in
+:class:`rotdet.models.detectors.R3Det` and :class:`rotdet.models.heads.RotatedRetinaHead`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from rotdet.ops.feature_align import rotated_feature_align
+
+__all__ = ["FeatureRefineModule"]
+
+
+class FeatureRefineModule(nn.Module):
+    """mmrotate's ``FeatureRefineModule`` (state-dict names ``conv_5_1``, ``conv_1_5``, ``conv_1_1``)."""
+
+    def __init__(
+        self,
+        in_channels: int = 256,
+        featmap_strides: Sequence[int] = (8, 16, 32, 64, 128),
+        points: int = 1,
+        mmcv_yx: bool = True,
+    ) -> None:
+        super().__init__()
+        if points not in (1, 5):
+            raise ValueError(f"points must be 1 or 5, got {points}")
+        self.featmap_strides = list(featmap_strides)
+        self.points, self.mmcv_yx = points, mmcv_yx
+        self.conv_5_1 = nn.Conv2d(in_channels, in_channels, kernel_size=(5, 1), padding=(2, 0))
+        self.conv_1_5 = nn.Conv2d(in_channels, in_channels, kernel_size=(1, 5), padding=(0, 2))
+        self.conv_1_1 = nn.Conv2d(in_channels, in_channels, kernel_size=1)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """mmcv ``normal_init(std=0.01)``: weights Normal(0, 0.01), biases 0."""
+        for conv in (self.conv_5_1, self.conv_1_5, self.conv_1_1):
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, feats: Sequence[Tensor], rois: Sequence[Tensor]) -> list[Tensor]:
+        """``feats``: per level ``[B, C, H, W]``; ``rois``: per level ``[B, H*W, 5]`` refined boxes."""
+        if len(feats) != len(self.featmap_strides) or len(rois) != len(feats):
+            raise ValueError(
+                f"{len(feats)} levels / {len(rois)} roi levels for {len(self.featmap_strides)} strides"
+            )
+        out = []
+        for x, boxes, stride in zip(feats, rois, self.featmap_strides, strict=True):
+            f = self.conv_5_1(self.conv_1_5(x)) + self.conv_1_1(x)
+            out.append(x + rotated_feature_align(f, boxes, 1 / stride, self.points, self.mmcv_yx))
+        return out
