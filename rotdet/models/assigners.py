@@ -1,0 +1,514 @@
+"""Anchor assigners with the rules of mmdet 2.x ``MaxIoUAssigner`` and mmrotate 0.3.4 ``ATSSObbAssigner``.
+
+An assigner labels each anchor as negative (``0``), ignored (``-1``) or positive for ground truth
+``k`` (``k + 1``). Both assigners here compute rotated IoU the way mmrotate's ``RBboxOverlaps2D``
+does: widths and heights of both sides clamped to at least ``1e-3`` before the IoU, which is then
+taken in the dtype of the first argument (float32 for float32 boxes), so threshold tests such as
+``iou >= 0.5`` compare the same float32 numbers as mmdet does.
+
+Neither assigner builds the anchors x ground-truths matrices mmrotate builds:
+
+* :class:`MaxIoUAssigner` only computes the IoU of pairs whose circumscribed horizontal boxes
+  touch (every other IoU is exactly 0) and derives mmdet's per-anchor and per-ground-truth maxima,
+  and its low-quality matches, from those pairs.
+* :class:`ATSSAssigner` computes centre distances level by level in chunks of ground truths, keeps
+  the ``topk`` nearest anchors per level and ground truth, and computes IoUs and the point-in-polygon
+  test for those candidate pairs only (at most ``topk * levels * M`` of them).
+
+In the ``_hbb`` configs (and both R3Det first stages) the assigner sees the circumscribed
+horizontal box of each ground truth while the regression target stays the rotated box; heads get
+the boxes to assign with from :func:`assign_targets_boxes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from rotdet.ops import box_iou_rotated, circumscribed_xyxy, points_in_polygons
+from rotdet.ops.iou import hbb_overlap_pairs
+from rotdet.structures import check_version, obb2hbb, obb2poly
+
+__all__ = [
+    "MMCV_CUDA_INSIDE_LIMIT",
+    "ATSSAssigner",
+    "AssignResult",
+    "MaxIoUAssigner",
+    "assign_targets_boxes",
+    "mmrotate_gt_polygons",
+    "rbbox_overlaps",
+]
+
+# mmrotate's RBboxOverlaps2D clamps w and h of both sides to this before calling box_iou_rotated.
+_MIN_SIZE = 1e-3
+# ATSSObbAssigner's "minus infinity" for anchors no ground truth claims; it is also what mmrotate
+# reports as the max overlap of those anchors, so we report it too.
+_ATSS_NEG_INF = -100000000.0
+# mmcv 1.7.2's points_in_polygons CUDA launch: at most 4096 blocks of 512 threads, and the kernel body
+# ends with ``return`` inside its grid-stride loop, so every thread handles only its first index.
+MMCV_CUDA_INSIDE_LIMIT = 4096 * 512
+# Anchor x ground-truth distance entries per step of the ATSS candidate search (float32 temporaries
+# of this many values, a few of them alive at once: ~16 MB each).
+_DIST_ELEMS_PER_CHUNK = 1 << 22
+
+
+@dataclass
+class AssignResult:
+    """Result of assigning ``N`` anchors to ``num_gts`` ground truths (mmdet's ``AssignResult``).
+
+    Attributes:
+        num_gts: number of ground truths ``M``.
+        gt_inds: ``[N]`` int64: ``0`` negative, ``-1`` ignored, ``k + 1`` positive for ground truth ``k``.
+        max_overlaps: ``[N]`` float: the IoU behind the decision. MaxIoU: each anchor's best IoU
+            (``-1`` where ignored). ATSS: the assigned IoU for positives and ``-1e8`` elsewhere, as
+            mmrotate reports it. Zeros when there is no ground truth or no anchor.
+        labels: ``[N]`` int64 class of the assigned ground truth, ``-1`` where not positive; ``None``
+            when no ground-truth labels were given.
+    """
+
+    num_gts: int
+    gt_inds: Tensor
+    max_overlaps: Tensor
+    labels: Tensor | None = None
+
+    @property
+    def num_preds(self) -> int:
+        return int(self.gt_inds.numel())
+
+    @property
+    def pos_inds(self) -> Tensor:
+        """``[P]`` int64 indices of positive anchors."""
+        return torch.nonzero(self.gt_inds > 0).flatten()
+
+    @property
+    def neg_inds(self) -> Tensor:
+        """``[Q]`` int64 indices of negative anchors."""
+        return torch.nonzero(self.gt_inds == 0).flatten()
+
+
+def _labels_of(gt_inds: Tensor, gt_labels: Tensor | None) -> Tensor | None:
+    """Class of each anchor's ground truth, ``-1`` where not positive (``None`` without labels)."""
+    if gt_labels is None:
+        return None
+    labels = torch.full_like(gt_inds, -1)
+    pos = gt_inds > 0
+    labels[pos] = gt_labels.to(device=gt_inds.device, dtype=torch.long)[gt_inds[pos] - 1]
+    return labels
+
+
+def _empty_result(num_gts: int, num_anchors: int, like: Tensor, gt_labels: Tensor | None) -> AssignResult:
+    """mmdet/mmrotate's answer when there is no ground truth or no anchor: all negative, overlaps 0."""
+    gt_inds = torch.zeros(num_anchors, dtype=torch.long, device=like.device)
+    labels = None if gt_labels is None else torch.full_like(gt_inds, -1)
+    dtype = like.dtype if like.is_floating_point() else torch.float32
+    return AssignResult(num_gts, gt_inds, torch.zeros(num_anchors, dtype=dtype, device=like.device), labels)
+
+
+def _clamp_sizes(boxes: Tensor) -> Tensor:
+    """Copy of ``boxes [K, 5]`` with w and h clamped to at least 1e-3 (RBboxOverlaps2D)."""
+    out = boxes[:, :5].detach().clone()
+    out[:, 2:4] = out[:, 2:4].clamp(min=_MIN_SIZE)
+    return out
+
+
+def rbbox_overlaps(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", aligned: bool = False) -> Tensor:
+    """mmrotate's ``RBboxOverlaps2D``: exact rotated IoU/IoF after clamping w, h to >= 1e-3.
+
+    Args:
+        boxes1: ``[N, 5]`` (or ``[N, 6]`` with a trailing score, which is dropped).
+        boxes2: ``[M, 5]`` (``M == N`` when ``aligned``).
+
+    Returns:
+        ``[N, M]`` (``[N]`` when aligned) in the dtype of ``boxes1``.
+    """
+    boxes2 = boxes2.to(boxes1.device)
+    if boxes1.shape[0] == 0 or boxes2.shape[0] == 0:
+        shape = (boxes1.shape[0],) if aligned else (boxes1.shape[0], boxes2.shape[0])
+        return boxes1.new_zeros(shape)
+    return box_iou_rotated(_clamp_sizes(boxes1), _clamp_sizes(boxes2), mode=mode, aligned=aligned)
+
+
+def assign_targets_boxes(gt_boxes: Tensor, assign_by_circumhbbox: str | None) -> Tensor:
+    """The ground-truth boxes an assigner sees (mmrotate ``RotatedAnchorHead._get_targets_single``).
+
+    Args:
+        gt_boxes: ``[M, 5]`` rotated ground truths (the regression targets, unchanged by this).
+        assign_by_circumhbbox: an angle version (``"oc"``, ``"le90"``, ``"le135"``): assign on the
+            circumscribed horizontal box ``obb2hbb(gt_boxes, version)``, mmrotate's head default and
+            what the ``_hbb`` configs and both R3Det first stages use; ``None``: assign on the obb.
+
+    Returns:
+        ``[M, 5]`` boxes for the assigner.
+    """
+    if assign_by_circumhbbox is None:
+        return gt_boxes
+    return obb2hbb(gt_boxes, assign_by_circumhbbox)
+
+
+# ------------------------------------------------------------------------------------------- MaxIoU
+class MaxIoUAssigner:
+    """mmdet 2.x ``MaxIoUAssigner`` on rotated IoU (``iou_calculator=RBboxOverlaps2D``).
+
+    Rules, in mmdet's order, with ``IoU`` the ground-truth x anchor overlaps (``-1`` for every
+    ground truth at anchors ignored by ``ignore_iof_thr``):
+
+    1. every anchor starts ignored (``-1``);
+    2. anchors whose best IoU lies in ``[0, neg_iou_thr)`` (or in ``[lo, hi)`` for a tuple) -> ``0``;
+    3. anchors whose best IoU is ``>= pos_iou_thr`` -> the first ground truth reaching that best;
+    4. low-quality matches (``match_low_quality``): ground truths are visited in index order and each
+       whose best IoU is ``>= min_pos_iou`` takes every anchor whose IoU with it equals that best
+       (``gt_max_assign_all``) or only its first such anchor; later ground truths overwrite earlier
+       ones. With ``min_pos_iou = 0`` a ground truth that overlaps no anchor at all takes every
+       anchor (all tie at 0) -- mmdet's behaviour, kept.
+
+    Only pairs whose circumscribed horizontal boxes touch are computed; every other IoU is exactly 0
+    and is accounted for without being stored, so memory grows with the overlapping pairs, not N x M.
+    """
+
+    def __init__(
+        self,
+        pos_iou_thr: float,
+        neg_iou_thr: float | tuple[float, float],
+        min_pos_iou: float = 0.0,
+        gt_max_assign_all: bool = True,
+        match_low_quality: bool = True,
+        ignore_iof_thr: float = -1,
+        ignore_wrt_candidates: bool = True,
+    ) -> None:
+        if isinstance(neg_iou_thr, tuple | list) and len(neg_iou_thr) != 2:
+            raise ValueError(f"neg_iou_thr tuple must have 2 values, got {neg_iou_thr!r}")
+        self.pos_iou_thr = pos_iou_thr
+        self.neg_iou_thr = tuple(neg_iou_thr) if isinstance(neg_iou_thr, tuple | list) else neg_iou_thr
+        self.min_pos_iou = min_pos_iou
+        self.gt_max_assign_all = gt_max_assign_all
+        self.match_low_quality = match_low_quality
+        self.ignore_iof_thr = ignore_iof_thr
+        self.ignore_wrt_candidates = ignore_wrt_candidates
+
+    def __repr__(self) -> str:
+        return (
+            f"MaxIoUAssigner(pos_iou_thr={self.pos_iou_thr}, neg_iou_thr={self.neg_iou_thr}, "
+            f"min_pos_iou={self.min_pos_iou}, gt_max_assign_all={self.gt_max_assign_all}, "
+            f"match_low_quality={self.match_low_quality}, ignore_iof_thr={self.ignore_iof_thr})"
+        )
+
+    def _ignored_anchors(self, anchors: Tensor, gt_boxes_ignore: Tensor | None) -> Tensor:
+        """``[N]`` bool: anchors mmdet ignores because they lie in an ignore region (IoF > thr)."""
+        ignored = torch.zeros(anchors.shape[0], dtype=torch.bool, device=anchors.device)
+        if self.ignore_iof_thr > 0 and gt_boxes_ignore is not None and gt_boxes_ignore.numel() > 0:
+            if self.ignore_wrt_candidates:
+                iof = rbbox_overlaps(anchors, gt_boxes_ignore, mode="iof").amax(dim=1)
+            else:
+                iof = rbbox_overlaps(gt_boxes_ignore.to(anchors), anchors, mode="iof").amax(dim=0)
+            ignored = iof > self.ignore_iof_thr
+        return ignored
+
+    def assign(
+        self,
+        anchors: Tensor,
+        gt_boxes: Tensor,
+        gt_labels: Tensor | None = None,
+        gt_boxes_ignore: Tensor | None = None,
+    ) -> AssignResult:
+        """Assign ``N`` anchors to ``M`` ground truths.
+
+        Args:
+            anchors: ``[N, 5]`` rotated anchors (or predicted boxes, for R3Det's refine stage).
+            gt_boxes: ``[M, 5]`` rotated ground truths (already :func:`assign_targets_boxes`-converted).
+            gt_labels: ``[M]`` int classes, or None.
+            gt_boxes_ignore: ``[K, 5]`` ignore regions, used only when ``ignore_iof_thr > 0``.
+
+        Returns:
+            :class:`AssignResult` with ``gt_inds``, ``max_overlaps`` and ``labels`` of length ``N``.
+        """
+        n, m = anchors.shape[0], gt_boxes.shape[0]
+        device = anchors.device
+        gt_boxes = gt_boxes.to(device)
+        if n == 0 or m == 0:
+            # mmdet: empty overlaps -> all 0 (also for anchors when there are no ground truths).
+            return _empty_result(m, n, _overlaps_dtype_probe(gt_boxes), gt_labels)
+
+        ignored = self._ignored_anchors(anchors, gt_boxes_ignore)
+        any_kept = bool((~ignored).any())
+        # Sparse IoU: (gt, anchor, iou) for touching pairs with iou > 0; a pair left out has IoU 0,
+        # or -1 if its anchor is ignored.
+        g_idx, a_idx, iou = _positive_pairs(gt_boxes, anchors)
+        keep = ~ignored[a_idx]
+        g_idx, a_idx, iou = g_idx[keep], a_idx[keep], iou[keep]
+        dtype = iou.dtype
+
+        # Per anchor: best IoU (first ground truth reaching it, as torch.max does).
+        max_overlaps = torch.zeros(n, dtype=dtype, device=device)
+        max_overlaps.scatter_reduce_(0, a_idx, iou, reduce="amax", include_self=True)
+        at_max = iou == max_overlaps[a_idx]
+        argmax = torch.full((n,), m, dtype=torch.long, device=device)
+        argmax.scatter_reduce_(0, a_idx[at_max], g_idx[at_max], reduce="amin", include_self=True)
+        # Best 0 (or -1 for ignored): every ground truth ties, the first one (0) is the argmax.
+        argmax = torch.where(max_overlaps > 0, argmax, torch.zeros_like(argmax))
+        max_overlaps = torch.where(ignored, -torch.ones_like(max_overlaps), max_overlaps)
+
+        # Per ground truth: best IoU over all anchors. Kept anchors outside every pair give 0, so the
+        # best is max(0, pair max) -- unless every anchor is ignored, when all entries are -1.
+        gt_max = torch.full((m,), 0.0 if any_kept else -1.0, dtype=dtype, device=device)
+        gt_max.scatter_reduce_(0, g_idx, iou, reduce="amax", include_self=True)
+
+        gt_inds = torch.full((n,), -1, dtype=torch.long, device=device)
+        if isinstance(self.neg_iou_thr, tuple):
+            lo, hi = self.neg_iou_thr
+            gt_inds[(max_overlaps >= lo) & (max_overlaps < hi)] = 0
+        else:
+            gt_inds[(max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)] = 0
+        pos = max_overlaps >= self.pos_iou_thr
+        gt_inds[pos] = argmax[pos] + 1
+
+        if self.match_low_quality:
+            eligible = gt_max >= self.min_pos_iou  # [M]
+            # Later ground truths overwrite earlier ones: each anchor takes the largest eligible
+            # index among the ground truths it ties with at their best.
+            winner = torch.full((n,), -1, dtype=torch.long, device=device)
+            positive_best = eligible & (gt_max > 0)
+            if self.gt_max_assign_all:
+                ties = positive_best[g_idx] & (iou == gt_max[g_idx])
+                winner.scatter_reduce_(0, a_idx[ties], g_idx[ties], reduce="amax", include_self=True)
+            else:
+                # The first anchor at the best: the smallest anchor index among the tying pairs.
+                ties = positive_best[g_idx] & (iou == gt_max[g_idx])
+                first = torch.full((m,), n, dtype=torch.long, device=device)
+                first.scatter_reduce_(0, g_idx[ties], a_idx[ties], reduce="amin", include_self=True)
+                gts = torch.nonzero(positive_best).flatten()
+                winner.scatter_reduce_(0, first[gts], gts, reduce="amax", include_self=True)
+            # A best of 0 means IoU 0 with every kept anchor: all kept anchors tie. A best of -1
+            # (every anchor ignored) ties every anchor.
+            for best_value, tied in ((0.0, ~ignored), (-1.0, torch.ones_like(ignored))):
+                gts = torch.nonzero(eligible & (gt_max == best_value)).flatten()
+                if gts.numel() == 0:
+                    continue
+                if self.gt_max_assign_all:
+                    winner = torch.where(tied, torch.maximum(winner, gts.max()), winner)
+                else:
+                    # Each such gt takes only the first tied anchor.
+                    first_tied = int(torch.nonzero(tied).flatten()[0])
+                    winner[first_tied] = max(int(winner[first_tied]), int(gts.max()))
+            matched = winner >= 0
+            gt_inds[matched] = winner[matched] + 1
+
+        return AssignResult(m, gt_inds, max_overlaps, _labels_of(gt_inds, gt_labels))
+
+
+def _overlaps_dtype_probe(boxes: Tensor) -> Tensor:
+    """A tensor carrying the dtype mmdet's empty overlaps would have (that of the first IoU argument)."""
+    return boxes if boxes.is_floating_point() else boxes.float()
+
+
+def _positive_pairs(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``(i, j, iou)`` for every pair with ``RBboxOverlaps2D(boxes1, boxes2)[i, j] > 0``.
+
+    ``iou`` is in the dtype of ``boxes1`` (float32 for float32 input), computed exactly like the dense
+    matrix; pairs whose circumscribed horizontal boxes do not touch have IoU 0 and are never computed.
+    """
+    c1, c2 = _clamp_sizes(boxes1), _clamp_sizes(boxes2.to(boxes1))
+    x1, x2 = circumscribed_xyxy(c1.to(torch.float64)), circumscribed_xyxy(c2.to(torch.float64))
+    rows, cols, vals = [], [], []
+    for r, c in hbb_overlap_pairs(x1, x2):
+        v = box_iou_rotated(c1[r], c2[c], aligned=True)
+        keep = v > 0
+        rows.append(r[keep])
+        cols.append(c[keep])
+        vals.append(v[keep])
+    if not rows:
+        empty = torch.zeros(0, dtype=torch.long, device=boxes1.device)
+        dtype = boxes1.dtype if boxes1.is_floating_point() else torch.float32
+        return empty, empty, torch.zeros(0, dtype=dtype, device=boxes1.device)
+    return torch.cat(rows), torch.cat(cols), torch.cat(vals)
+
+
+# --------------------------------------------------------------------------------------------- ATSS
+def mmrotate_gt_polygons(gt_boxes: Tensor, version: str) -> Tensor:
+    """The polygons ``[M, 8]`` mmrotate's ATSSObbAssigner tests anchor centres against.
+
+    ``obb2poly(gt, angle_version)`` with mmrotate's per-version arithmetic, reproduced operation for
+    operation because a centre exactly on a polygon edge is decided by the float32 corner values:
+    ``oc`` adds the half-edge vectors to the centre; ``le90``/``le135`` rotate the corner offsets with
+    a batched 2x2 ``matmul`` and then add the centre. The corner order is the same in all three.
+    """
+    check_version(version)
+    if version == "oc":
+        return obb2poly(gt_boxes)
+    n = gt_boxes.shape[0]
+    if n == 0:
+        return gt_boxes.new_zeros((0, 8))
+    cx, cy, w, h, theta = gt_boxes.unbind(1)
+    left, top, right, bottom = -w * 0.5, -h * 0.5, w * 0.5, h * 0.5
+    rects = torch.stack([left, right, right, left, top, top, bottom, bottom], 0).reshape(2, 4, n)
+    sin, cos = torch.sin(theta), torch.cos(theta)
+    rot = torch.stack([cos, -sin, sin, cos], 0).reshape(2, 2, n)
+    polys = rot.permute(2, 0, 1).matmul(rects.permute(2, 0, 1))  # [n, 2, 4]: rows x, y of corners
+    polys = polys.permute(2, 1, 0).reshape(-1, n).transpose(1, 0).clone()  # [n, 8] x0 y0 x1 y1 ...
+    polys[:, ::2] += cx.unsqueeze(1)
+    polys[:, 1::2] += cy.unsqueeze(1)
+    return polys.contiguous()
+
+
+def _nearest_k(points: Tensor, centres: Tensor, k: int) -> Tensor:
+    """Indices ``[C, k]`` of the ``k`` anchor centres nearest each ground-truth centre.
+
+    Args:
+        points: ``[n, 2]`` anchor centres of one level.
+        centres: ``[C, 2]`` ground-truth centres.
+
+    Distances are mmrotate's float32 ``sqrt(dx^2 + dy^2)``. Among anchors tied at the k-th distance
+    the lowest indices are taken -- what CUDA ``torch.topk`` (the radix select that trained the
+    released models) does; CPU ``topk`` breaks such ties in an unspecified order. Each row is sorted
+    by distance, ties by index, like a sorted ``topk``.
+    """
+    # Same float32 operations as mmrotate's (a - b).pow(2).sum(-1).sqrt(), one coordinate at a time
+    # (x * x + y * y rounds exactly like a two-element sum of squares) to avoid a [C, n, 2] temporary.
+    dx = points[None, :, 0] - centres[:, None, 0]
+    dy = points[None, :, 1] - centres[:, None, 1]
+    d = (dx * dx + dy * dy).sqrt()  # [C, n]
+    del dx, dy
+    vals, idx = d.topk(k, dim=1, largest=False)
+    kth = vals[:, -1:]  # the k-th smallest distance: the same whatever topk does with ties
+    # topk's set is only ambiguous where more than k anchors lie within the k-th distance; redo those
+    # rows by the rule: all anchors below the k-th distance, then the tied ones in index order.
+    ambiguous = torch.nonzero((d <= kth).sum(dim=1) > k).flatten()
+    if ambiguous.numel() > 0:
+        rows, row_kth = d[ambiguous], kth[ambiguous]
+        below = rows < row_kth
+        at_kth = rows == row_kth
+        room = k - below.sum(dim=1, keepdim=True)
+        chosen = below | (at_kth & (at_kth.cumsum(dim=1) <= room))
+        idx[ambiguous] = chosen.nonzero()[:, 1].view(-1, k)  # row-major: indices ascending per row
+    # Order each row by distance, ties by index (a deterministic stand-in for a sorted topk).
+    idx = idx.sort(dim=1).values
+    order = torch.sort(torch.gather(d, 1, idx), dim=1, stable=True).indices
+    return torch.gather(idx, 1, order)
+
+
+class ATSSAssigner:
+    """mmrotate 0.3.4 ``ATSSObbAssigner(topk, angle_version, iou_calculator=RBboxOverlaps2D)``.
+
+    For each ground truth:
+
+    1. on every level, the ``topk`` anchors whose centres are nearest the ground truth's centre are
+       its candidates (``min(topk, anchors on the level)``; mmrotate would crash on a smaller level);
+    2. its IoU threshold is the mean plus the unbiased standard deviation of the candidates' IoUs;
+    3. a candidate is positive when its IoU is ``>=`` the threshold and its centre lies inside the
+       ground truth's polygon ``obb2poly(gt, angle_version)`` (mmcv ``points_in_polygons``
+       semantics, see :mod:`rotdet.ops.points`);
+    4. an anchor positive for several ground truths goes to the one with the highest IoU, the lowest
+       index on ties (``torch.max``'s first maximum).
+
+    Only candidate pairs are ever evaluated: distances are computed per level in chunks of ground
+    truths, then IoU and the inside test run on the ``<= topk * levels * M`` candidate pairs, and the
+    tie-break runs over positive pairs. mmrotate materialises ``N x M`` IoU, distance, inside and
+    ``-inf``-filled matrices instead; the assignment is the same.
+
+    ``mmcv_cuda_inside_limit`` (default True) reproduces a bug of mmcv's CUDA ``points_in_polygons``
+    that the released models were trained with: the kernel is launched on ``min(ceil(N*M/512), 4096)``
+    blocks of 512 threads, and its grid-stride loop body ends in ``return``, so only the first
+    ``4096 * 512 = 2,097,152`` entries of the row-major ``[N anchors, M gts]`` output are computed;
+    the rest stay 0, i.e. "outside". Pair (anchor ``a``, gt ``g``) can thus be positive only if
+    ``a * M + g < 2,097,152``: with 21,824 anchors (a 1024 x 1024 image) and 97 or more ground truths
+    the last anchors lose their positives, and with 1,000 ground truths only anchors below 2,098 (the
+    top of the stride-8 level) can be positive. Set it to False for the exact inside test (what
+    mmcv's rule intends); models trained that way differ from mmrotate's on crowded images.
+    """
+
+    def __init__(
+        self,
+        topk: int = 9,
+        angle_version: str = "oc",
+        mmcv_cuda_inside_limit: bool = True,
+    ) -> None:
+        check_version(angle_version)
+        if topk < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
+        self.topk = topk
+        self.angle_version = angle_version
+        self.mmcv_cuda_inside_limit = mmcv_cuda_inside_limit
+
+    def __repr__(self) -> str:
+        return (
+            f"ATSSAssigner(topk={self.topk}, angle_version={self.angle_version!r}, "
+            f"mmcv_cuda_inside_limit={self.mmcv_cuda_inside_limit})"
+        )
+
+    def candidates(self, anchors: Tensor, num_level_anchors: list[int], gt_boxes: Tensor) -> Tensor:
+        """``[M, K]`` int64 anchor indices of each ground truth's candidates, level by level.
+
+        ``K = sum(min(topk, n_l))``; within a level, nearest first.
+        """
+        m = gt_boxes.shape[0]
+        points = anchors[:, :2]
+        centres = gt_boxes[:, :2].to(points)
+        per_level = []
+        start = 0
+        for n_l in num_level_anchors:
+            if n_l > 0:
+                k = min(self.topk, n_l)
+                level_points = points[start : start + n_l]
+                rows = max(1, _DIST_ELEMS_PER_CHUNK // n_l)
+                parts = [
+                    _nearest_k(level_points, centres[c : c + rows], k) + start for c in range(0, m, rows)
+                ]
+                per_level.append(torch.cat(parts, dim=0))
+            start += n_l
+        return torch.cat(per_level, dim=1)
+
+    def assign(
+        self,
+        anchors: Tensor,
+        num_level_anchors: list[int],
+        gt_boxes: Tensor,
+        gt_labels: Tensor | None = None,
+    ) -> AssignResult:
+        """Assign ``N`` anchors (all levels concatenated) to ``M`` ground truths.
+
+        Args:
+            anchors: ``[N, 5]`` rotated anchors, level after level.
+            num_level_anchors: anchors per level, summing to ``N``.
+            gt_boxes: ``[M, 5]`` ground truths (already :func:`assign_targets_boxes`-converted).
+            gt_labels: ``[M]`` int classes, or None.
+
+        Returns:
+            :class:`AssignResult`; ``max_overlaps`` is the assigned IoU for positives, ``-1e8`` elsewhere.
+        """
+        n, m = anchors.shape[0], gt_boxes.shape[0]
+        if sum(num_level_anchors) != n:
+            raise ValueError(f"num_level_anchors sums to {sum(num_level_anchors)}, but there are {n} anchors")
+        device = anchors.device
+        gt_boxes = gt_boxes.to(device)
+        if n == 0 or m == 0:
+            return _empty_result(m, n, _overlaps_dtype_probe(anchors), gt_labels)
+
+        cand = self.candidates(anchors, num_level_anchors, gt_boxes)  # [M, K]
+        k_total = cand.shape[1]
+        a_idx = cand.reshape(-1)
+        g_idx = torch.arange(m, device=device).repeat_interleave(k_total)
+        iou = rbbox_overlaps(anchors[a_idx], gt_boxes[g_idx], aligned=True).view(m, k_total)
+        # mmrotate: mean + unbiased std over each ground truth's candidates (NaN std for one candidate
+        # makes that ground truth get no positive, as in mmrotate).
+        if k_total > 1:
+            thr = iou.mean(dim=1, keepdim=True) + iou.std(dim=1, keepdim=True)
+        else:  # torch.std of one value is NaN (with a warning): nothing passes the threshold
+            thr = torch.full_like(iou, float("nan"))
+        is_pos = (iou >= thr).view(-1)
+
+        polys = mmrotate_gt_polygons(gt_boxes, self.angle_version)
+        inside = points_in_polygons(anchors[a_idx, :2], polys[g_idx], aligned=True)
+        if self.mmcv_cuda_inside_limit:
+            inside &= a_idx * m + g_idx < MMCV_CUDA_INSIDE_LIMIT
+        is_pos &= inside
+
+        # Several ground truths may claim one anchor: the highest IoU wins, then the lowest index.
+        pa, pg, pv = a_idx[is_pos], g_idx[is_pos], iou.view(-1)[is_pos]
+        max_overlaps = torch.full((n,), _ATSS_NEG_INF, dtype=iou.dtype, device=device)
+        max_overlaps.scatter_reduce_(0, pa, pv, reduce="amax", include_self=True)
+        best = pv == max_overlaps[pa]
+        winner = torch.full((n,), m, dtype=torch.long, device=device)
+        winner.scatter_reduce_(0, pa[best], pg[best], reduce="amin", include_self=True)
+        gt_inds = torch.where(winner < m, winner + 1, torch.zeros_like(winner))
+        return AssignResult(m, gt_inds, max_overlaps, _labels_of(gt_inds, gt_labels))
