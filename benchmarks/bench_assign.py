@@ -11,14 +11,20 @@ IoU, distance, inside and -inf-filled matrices; for MaxIoU it is mmdet's full M 
 "ours" is :mod:`rotdet.models.assigners`. Both give the same assignment (checked here).
 
 Extra memory is the peak over the call minus what was in use before it: on CUDA from
-``torch.cuda.max_memory_allocated``; on the CPU the process's peak resident set (``VmHWM``, reset
-through ``/proc/self/clear_refs`` before each call) minus its resident set at the start of the call.
+``torch.cuda.max_memory_allocated``; on the CPU, in a fresh subprocess per measurement (so no memory
+freed by an earlier call is reused), the peak resident set (``VmHWM``, reset through
+``/proc/self/clear_refs`` once the inputs are built) minus the resident set at that point.
+
+CPU times on a shared machine swing widely with other load, more so with several threads: prefer
+``--threads 1`` there and compare ours and dense within one run only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -152,14 +158,45 @@ def extra_memory_mb(fn, device: str) -> tuple[float | None, object]:
     return (peak - before) / 1024, out
 
 
+def make_case(retina: bool, m: int, impl: str, device: str):
+    """The function to time for one case, with its inputs on ``device``."""
+    anchors, counts = anchors_1024(retina)
+    anchors, gts = anchors.to(device), ground_truths(m).to(device)
+    if retina:
+        if impl == "ours":
+            return lambda: MaxIoUAssigner(0.5, 0.4).assign(anchors, gts).gt_inds
+        return lambda: dense_max_iou(anchors, gts)
+    if impl == "ours":
+        return lambda: ATSSAssigner(9, "le90").assign(anchors, counts, gts).gt_inds
+    return lambda: dense_atss(anchors, counts, gts)
+
+
+def cpu_memory_in_subprocess(retina: bool, m: int, impl: str, threads: int | None) -> float | None:
+    """Extra peak RSS (MB) of one call, measured in a fresh interpreter."""
+    cmd = [sys.executable, __file__, "--worker", f"{int(retina)},{m},{impl}"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["extra_MB"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--devices", nargs="+", default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--gts", nargs="+", type=int, default=None)
     parser.add_argument("--no-dense", action="store_true", help="skip the full-matrix baselines")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        retina, m, impl = args.worker.split(",")
+        mem, _ = extra_memory_mb(make_case(bool(int(retina)), int(m), impl, "cpu"), "cpu")
+        print(json.dumps({"extra_MB": mem}))
+        return
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     gt_counts = args.gts or ([100, 1000] if args.quick else [100, 300, 1000])
 
@@ -167,41 +204,23 @@ def main() -> None:
     for device in devices:
         repeats = 5 if device.startswith("cuda") else 2
         for retina in (False,) if args.quick else (False, True):
-            anchors, counts = anchors_1024(retina)
-            anchors = anchors.to(device)
+            case = "MaxIoU 0.5/0.4" if retina else "ATSS topk 9"
             for m in gt_counts:
-                gts = ground_truths(m).to(device)
-                if retina:
-                    ours = MaxIoUAssigner(0.5, 0.4)
-
-                    def run_ours(ours=ours, anchors=anchors, gts=gts):
-                        return ours.assign(anchors, gts).gt_inds
-
-                    def run_dense(anchors=anchors, gts=gts):
-                        return dense_max_iou(anchors, gts)
-
-                    case = "MaxIoU 0.5/0.4"
-                else:
-                    ours = ATSSAssigner(9, "le90")
-
-                    def run_ours(ours=ours, anchors=anchors, counts=counts, gts=gts):
-                        return ours.assign(anchors, counts, gts).gt_inds
-
-                    def run_dense(anchors=anchors, counts=counts, gts=gts):
-                        return dense_atss(anchors, counts, gts)
-
-                    case = "ATSS topk 9"
-                impls = [("ours", run_ours)] + ([] if args.no_dense else [("dense", run_dense)])
                 results = {}
-                for impl, fn in impls:
-                    mem, out = extra_memory_mb(fn, device)
+                for impl in ("ours",) if args.no_dense else ("ours", "dense"):
+                    fn = make_case(retina, m, impl, device)
+                    if device.startswith("cuda"):
+                        mem, out = extra_memory_mb(fn, device)
+                    else:
+                        mem, out = cpu_memory_in_subprocess(retina, m, impl, args.threads), fn()
                     results[impl] = out
                     seconds = time_call(fn, device, repeats=repeats, warmup=0)
                     rows.append(
                         {
                             "case": case,
                             "device": device,
-                            "anchors": anchors.shape[0],
+                            "threads": None if device.startswith("cuda") else torch.get_num_threads(),
+                            "anchors": 196416 if retina else 21824,
                             "gts": m,
                             "impl": impl,
                             "ms": seconds * 1e3,
@@ -215,7 +234,18 @@ def main() -> None:
                     rows[-1]["same_as_ours"] = same
                     rows[-2]["same_as_ours"] = same
     print()
-    columns = ["case", "device", "anchors", "gts", "impl", "ms", "extra_MB", "positives", "same_as_ours"]
+    columns = [
+        "case",
+        "device",
+        "threads",
+        "anchors",
+        "gts",
+        "impl",
+        "ms",
+        "extra_MB",
+        "positives",
+        "same_as_ours",
+    ]
     print_table(rows, columns)
     append_record("bench_assign", rows, out=args.out, quick=args.quick)
 
