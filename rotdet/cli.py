@@ -15,6 +15,7 @@ import rotdet
 from rotdet.data.browse import add_browse_arguments, run_browse
 from rotdet.data.split import add_split_arguments, run_split
 from rotdet.data.toy import add_make_toy_arguments, run_make_toy
+from rotdet.evaluation.runner import add_eval_arguments, run_eval
 from rotdet.models.mmrotate_import import add_convert_arguments, run_convert
 
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -23,6 +24,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "split": ("Cut large DOTA images into patches (mmrotate img_split).", add_split_arguments, run_split),
     "make-toy": ("Write the synthetic ToyDOTA dataset.", add_make_toy_arguments, run_make_toy),
     "browse": ("Draw the annotations of a few samples to PNG.", add_browse_arguments, run_browse),
+    "eval": ("mAP of Task1 files or rotdet JSON vs labelTxt (DOTA, mmrotate).", add_eval_arguments, run_eval),
     "convert": ("Convert an mmrotate 0.3.4 checkpoint to rotdet.", add_convert_arguments, run_convert),
 }
 

@@ -1,0 +1,167 @@
+"""Evaluation from files, for ``rotdet eval DETS GT``: either protocol, Task1 folders or rotdet JSON."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from rotdet.evaluation.dota_task1 import eval_dota_task1, load_task1_detections
+from rotdet.evaluation.io import DetectionSet, list_label_files, read_detections_json
+from rotdet.evaluation.mmrotate_map import eval_rbbox_map
+from rotdet.evaluation.results import EvalInputError, EvalResult
+
+__all__ = ["add_eval_arguments", "evaluate_folder", "mmrotate_annotations", "run_eval"]
+
+PROTOCOLS = ("dota", "mmrotate")
+
+
+def mmrotate_annotations(
+    label_dir: str | os.PathLike, classes: Sequence[str], version: str = "le90"
+) -> tuple[list[str], list[dict]]:
+    """Image ids and annotations of a labelTxt folder as mmrotate 0.3.4's ``DOTADataset`` loads them
+    (difficulty threshold 100, so difficult objects are ordinary; degenerate polygons dropped)."""
+    from rotdet.data import load_dota_infos
+
+    list_label_files(label_dir)  # clear errors for a missing or empty folder
+    infos = load_dota_infos(label_dir, label_dir, classes, version=version, difficulty=100)
+    return [info["id"] for info in infos], [info["ann"] for info in infos]
+
+
+def _mmrotate_det_results(dets, classes: Sequence[str], image_ids: Sequence[str]) -> list[list[np.ndarray]]:
+    """Per image per class ``[K, 6]`` float32 obbs + score for mmrotate's protocol."""
+    from rotdet.structures import poly2obb
+
+    if isinstance(dets, (str, os.PathLike)) and os.path.isfile(os.fspath(dets)):
+        dets = read_detections_json(dets)
+    known = set(image_ids)
+    if isinstance(dets, DetectionSet):
+        unknown = [i for i in dets.images if i not in known]
+        if unknown:
+            raise EvalInputError(
+                f"detections on {len(unknown)} image(s) without a label file, e.g. {', '.join(unknown[:3])}"
+            )
+        if tuple(dets.classes) != tuple(classes):
+            raise EvalInputError(f"the detections' classes {list(dets.classes)} differ from {list(classes)}")
+        return dets.per_class_arrays(image_ids)
+    per_class = load_task1_detections(dets, classes)
+    index = {img: i for i, img in enumerate(image_ids)}
+    out = [[np.zeros((0, 6), np.float32) for _ in classes] for _ in image_ids]
+    for c, name in enumerate(classes):
+        d = per_class[name]
+        if not len(d):
+            continue
+        unknown = [i for i in dict.fromkeys(d.image_ids) if i not in known]
+        if unknown:
+            raise EvalInputError(
+                f"{name}: detections on {len(unknown)} image(s) without a label file, "
+                f"e.g. {', '.join(unknown[:3])}"
+            )
+        obbs = poly2obb(torch.from_numpy(d.polygons), "le90").numpy()
+        rows = np.concatenate([obbs, d.scores[:, None]], axis=1).astype(np.float32)
+        img = np.array([index[i] for i in d.image_ids])
+        order = np.argsort(img, kind="stable")
+        bounds = np.searchsorted(img[order], np.arange(len(image_ids) + 1))
+        for i in np.unique(img).tolist():
+            out[i][c] = rows[order[bounds[i] : bounds[i + 1]]]
+    return out
+
+
+def evaluate_folder(
+    dets,
+    gt: str | os.PathLike,
+    classes: Sequence[str],
+    protocol: str = "dota",
+    iou_thr: float = 0.5,
+    use_07_metric: bool = True,
+) -> EvalResult:
+    """Evaluate detections (a Task1 folder, a rotdet JSON file or a :class:`DetectionSet`) against a
+    labelTxt folder by the ``"dota"`` (official, full images) or ``"mmrotate"`` protocol."""
+    if protocol == "dota":
+        return eval_dota_task1(dets, gt, classes, iou_thr=iou_thr, use_07_metric=use_07_metric)
+    if protocol == "mmrotate":
+        image_ids, anns = mmrotate_annotations(gt, classes)
+        det_results = _mmrotate_det_results(dets, classes, image_ids)
+        return eval_rbbox_map(
+            det_results, anns, iou_thr=iou_thr, use_07_metric=use_07_metric, classes=classes
+        )
+    raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dets", help="a folder of Task1_<class>.txt files, or a rotdet JSON results file")
+    parser.add_argument("gt", help="a labelTxt folder (one <image>.txt per image)")
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="dota",
+        help="dota: the official Task1 protocol (DOTA_devkit: polygon IoU > thr, difficult ignored); "
+        "mmrotate: mmrotate 0.3.4's eval_rbbox_map (obb IoU >= thr, difficult counted). Default: dota",
+    )
+    parser.add_argument(
+        "--classes",
+        default=None,
+        help="class list: v1.0, v1.5, v2.0, toy, or comma-separated names (default: the JSON's, else v1.0)",
+    )
+    parser.add_argument("--iou-thr", type=float, default=0.5, help="IoU threshold (default 0.5)")
+    parser.add_argument(
+        "--metric",
+        choices=("11points", "area"),
+        default="11points",
+        help="AP: VOC07 11 points (default) or area",
+    )
+    parser.add_argument(
+        "--json", default=None, metavar="OUT", help="also write the per-class table and mAP as JSON"
+    )
+
+
+def _resolve_classes(spec: str | None, dets: str) -> tuple[str, ...]:
+    from rotdet.data import get_classes
+
+    if spec is None:
+        if os.path.isfile(dets):
+            return read_detections_json(dets).classes
+        return get_classes("v1.0")
+    if spec.lower() == "toy":
+        from rotdet.data import TOY_CLASSES
+
+        return tuple(TOY_CLASSES)
+    if "," in spec:
+        return get_classes([s.strip() for s in spec.split(",") if s.strip()])
+    try:
+        return get_classes(spec)
+    except ValueError:
+        return get_classes([spec])
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if not Path(args.dets).exists():
+            raise EvalInputError(f"{args.dets}: no such detections folder or file")
+        classes = _resolve_classes(args.classes, args.dets)
+        start = time.perf_counter()
+        result = evaluate_folder(
+            args.dets,
+            args.gt,
+            classes,
+            protocol=args.protocol,
+            iou_thr=args.iou_thr,
+            use_07_metric=args.metric == "11points",
+        )
+    except (EvalInputError, ValueError) as e:
+        print(f"rotdet eval: error: {e}", file=sys.stderr)
+        return 2
+    print(result.table())
+    print(f"mAP: {result.map:.4f}  ({time.perf_counter() - start:.2f} s)")
+    if args.json:
+        print(f"wrote {result.write_json(args.json)}")
+    return 0
