@@ -74,15 +74,19 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--gts-per-image", type=int, default=200)
     parser.add_argument("--dets-per-image", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--no-record", action="store_true", help="do not append to results.jsonl")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     classes, gts, merged, anns = make_set(args.images, args.gts_per_image, args.dets_per_image)
     num_gts = sum(len(g.names) for g in gts.values())
     num_dets = sum(sum(len(d) for d in v) for v in merged.values())
     print(
-        f"{args.images} images, {num_gts} ground truths, {num_dets} detections "
+        f"{args.images} images, {num_gts} ground truths, {num_dets} detections, "
+        f"{torch.get_num_threads()} torch thread(s) "
         f"(made in {time.perf_counter() - t0:.1f} s)"
     )
     rows = []
