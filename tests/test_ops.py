@@ -253,6 +253,11 @@ def test_batched_nms_never_suppresses_across_classes(device):
         t32(boxes, device), t32(scores, device), torch.as_tensor(labels, device=device), 0.1
     )
     assert keep.cpu().tolist() == greedy_nms(boxes, scores, 0.1, labels=labels)
+    # Only equality of ids matters, not their values (ids could be image * classes + class).
+    odd_ids = torch.as_tensor(labels * 1_000_003 - 7, device=device)
+    assert (
+        batched_nms_rotated(t32(boxes, device), t32(scores, device), odd_ids, 0.1).tolist() == keep.tolist()
+    )
     # Identical boxes of different classes all survive.
     same = t32([[5, 5, 4, 4, 0]] * 3, device)
     keep = batched_nms_rotated(

@@ -96,6 +96,16 @@ def _greedy_nms_sorted(boxes: Tensor, labels: Tensor | None, iou_thr: float) -> 
     """Positions (ascending) of the boxes kept by greedy NMS of boxes already sorted by rank."""
     n = boxes.shape[0]
     xyxy = circumscribed_xyxy(boxes.to(torch.float64))
+    if labels is not None:
+        # Move each class to its own strip of the x axis, for the overlap search only (IoUs use the
+        # boxes as given): pairs of different classes are then never formed. float64 keeps the shifted
+        # edges exact enough (10^4 classes x 10^5 px strips still leave ulps below 1e-6 px).
+        finite = torch.isfinite(xyxy).all(dim=1)
+        if bool(finite.any()):
+            span = (xyxy[finite, 2].max() - xyxy[finite, 0].min()).item() + 1.0
+            strip = torch.unique(labels, return_inverse=True)[1]  # 0..U-1 whatever the label values
+            shift = strip.to(torch.float64) * span
+            xyxy = xyxy + torch.stack((shift, torch.zeros_like(shift)) * 2, dim=1)
     kept = torch.zeros(0, dtype=torch.long, device=boxes.device)
     device_type = boxes.device.type
     max_block = _MAX_BLOCK.get(device_type, _MAX_BLOCK_DEFAULT)
