@@ -24,6 +24,7 @@ from rotdet.models.heads import TestConfig
 from rotdet.models.mmrotate_import import (
     load_mmrotate_checkpoint,
     load_mmrotate_into,
+    load_weights,
     mmrotate_to_rotdet_key,
     mmrotate_to_rotdet_state_dict,
     rotdet_to_mmrotate_key,
@@ -122,6 +123,12 @@ def test_convert_cli_and_strictness(tmp_path):
     assert out["meta"]["CLASSES"] == ["a", "b"]
     for k, v in model.state_dict().items():
         assert torch.equal(out["state_dict"][k], v)
+    other = build_model(cfg)
+    assert load_weights(other, dst)["config"] == "rotated_atss_obb_r50_fpn_1x_dota_le90"
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(other.state_dict().values(), model.state_dict().values(), strict=True)
+    )
     # a missing and an unexpected key are both reported
     bad = dict(mm_state)
     bad.pop("bbox_head.retina_cls.bias")

@@ -32,6 +32,7 @@ __all__ = [
     "convert_checkpoint",
     "load_mmrotate_checkpoint",
     "load_mmrotate_into",
+    "load_weights",
     "mmrotate_to_rotdet_key",
     "mmrotate_to_rotdet_state_dict",
     "rotdet_to_mmrotate_key",
@@ -123,6 +124,14 @@ def mmrotate_to_rotdet_state_dict(state: Mapping[str, Tensor], model: nn.Module)
 def load_mmrotate_into(model: nn.Module, path: str | os.PathLike) -> dict:
     """Load an mmrotate checkpoint into ``model`` (strict); returns its ``meta``."""
     state, meta = load_mmrotate_checkpoint(path)
+    model.load_state_dict(mmrotate_to_rotdet_state_dict(state, model), strict=True)
+    return meta
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> dict:
+    """Load a rotdet checkpoint (as ``rotdet convert`` writes) or an mmrotate one into ``model``
+    (strict either way); returns the checkpoint's ``meta``."""
+    state, meta = load_mmrotate_checkpoint(path)  # same safe loader; rotdet names map to themselves
     model.load_state_dict(mmrotate_to_rotdet_state_dict(state, model), strict=True)
     return meta
 
