@@ -36,6 +36,14 @@ from rotdet.models.mmrotate_import import (
     rotdet_to_mmrotate_key,
 )
 
+
+@pytest.fixture(autouse=True)
+def _isolated_rng():
+    """Leave the global RNG state as it was (other test files draw from it)."""
+    with torch.random.fork_rng():
+        yield
+
+
 SEED_CONFIGS = [
     "rotated_retinanet_hbb_r50_fpn_1x_dota_oc",
     "rotated_retinanet_obb_r50_fpn_1x_dota_le90",

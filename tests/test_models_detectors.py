@@ -21,7 +21,8 @@ from rotdet.ops import box_iou_rotated
 def _flush_denormals():
     """Tiny random-init models produce denormal floats that slow the CPU down by 10-50x."""
     torch.set_flush_denormal(True)
-    yield
+    with torch.random.fork_rng():  # leave the global RNG state as it was
+        yield
     torch.set_flush_denormal(False)
 
 

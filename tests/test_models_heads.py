@@ -16,6 +16,14 @@ from rotdet.models.losses import LossSpec, l1_loss, sigmoid_focal_loss, smooth_l
 from rotdet.models.r3det import FeatureRefineModule
 from rotdet.ops import rotated_feature_align
 
+
+@pytest.fixture(autouse=True)
+def _isolated_rng():
+    """Leave the global RNG state as it was (other test files draw from it)."""
+    with torch.random.fork_rng():
+        yield
+
+
 STRIDES = (8, 16, 32, 64, 128)
 
 
