@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from rotdet.models.anchors import AnchorGenerator
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
 from rotdet.models.losses import LossSpec, reduce_by_avg_factor
-from rotdet.ops import multiclass_nms_rotated
+from rotdet.models.postprocess import dense_detections
 
 __all__ = [
     "ConvReLU",
@@ -321,36 +321,25 @@ class RotatedRetinaHead(nn.Module):
         cfg = cfg if cfg is not None else self.test_cfg
         featmap_sizes = [tuple(c.shape[-2:]) for c in cls_scores]
         batch, device = cls_scores[0].shape[0], cls_scores[0].device
+        # One pass over the whole batch (rotdet.models.postprocess), same detections as image by image.
         if anchors is None:
             level_anchors = [a[None].expand(batch, -1, -1) for a in self.grid_anchors(featmap_sizes, device)]
         else:
             level_anchors = [a.reshape(batch, -1, 5).float() for a in anchors]
-        results = []
-        for i in range(batch):
-            img_shape = metas[i]["img_shape"]
-            boxes_l, scores_l = [], []
-            for cls, reg, anc in zip(cls_scores, bbox_preds, level_anchors, strict=True):
-                scores = cls[i].float().permute(1, 2, 0).reshape(-1, self.num_classes).sigmoid()
-                deltas = reg[i].float().permute(1, 2, 0).reshape(-1, 5)
-                anc_i = anc[i]
-                if 0 < cfg.nms_pre < scores.shape[0]:
-                    top = scores.max(dim=1).values.topk(cfg.nms_pre).indices
-                    anc_i, deltas, scores = anc_i[top], deltas[top], scores[top]
-                boxes_l.append(self.bbox_coder.decode(anc_i, deltas, max_shape=img_shape))
-                scores_l.append(scores)
-            boxes = torch.cat(boxes_l)
-            scores = torch.cat(scores_l)
-            if rescale:
-                sf = torch.as_tensor(metas[i]["scale_factor"], dtype=boxes.dtype, device=device).reshape(-1)
-                boxes = torch.cat([boxes[:, :4] / sf.expand(4), boxes[:, 4:]], dim=1)
-            if not with_nms:
-                results.append({"boxes": boxes, "scores": scores})
-                continue
-            dets, labels, _ = multiclass_nms_rotated(
-                boxes, scores, cfg.score_thr, cfg.iou_thr, cfg.max_per_img
-            )
-            results.append({"boxes": dets[:, :5], "scores": dets[:, 5], "labels": labels})
-        return results
+        return dense_detections(
+            cls_scores,
+            bbox_preds,
+            level_anchors,
+            self.bbox_coder.decode,
+            self.num_classes,
+            metas,
+            cfg.nms_pre,
+            cfg.score_thr,
+            cfg.iou_thr,
+            cfg.max_per_img,
+            rescale=rescale,
+            with_nms=with_nms,
+        )
 
     # ------------------------------------------------------------------ R3Det helpers
     @torch.no_grad()
