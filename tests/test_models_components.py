@@ -128,10 +128,13 @@ def test_valid_flags_padded(name: str) -> None:
 def test_coder_equals_mmrotate(setting: str) -> None:
     coder = DeltaXYWHAOBBoxCoder(**CODER_SETTINGS[setting])
     props, gts, deltas = (torch.from_numpy(REF[f"coder.{k}"]) for k in ("props", "gts", "deltas"))
-    np.testing.assert_array_equal(coder.encode(props, gts).numpy(), REF[f"coder.{setting}.enc"])
-    np.testing.assert_array_equal(coder.decode(props, deltas).numpy(), REF[f"coder.{setting}.dec"])
+    # Bit-identical on the machine that recorded the values; elsewhere torch's vectorised sin/cos/
+    # atan2/exp may differ in the last bit (seen with torch 2.11 on another CPU), hence ~1 ulp slack.
+    close = {"rtol": 2e-6, "atol": 2e-6}
+    np.testing.assert_allclose(coder.encode(props, gts).numpy(), REF[f"coder.{setting}.enc"], **close)
+    np.testing.assert_allclose(coder.decode(props, deltas).numpy(), REF[f"coder.{setting}.dec"], **close)
     clamped = coder.decode(props, deltas[:, :5], max_shape=(150, 180, 3))
-    np.testing.assert_array_equal(clamped.numpy(), REF[f"coder.{setting}.dec_clamp"])
+    np.testing.assert_allclose(clamped.numpy(), REF[f"coder.{setting}.dec_clamp"], **close)
 
 
 def _canonical_boxes(version: str, n: int, gen: torch.Generator) -> torch.Tensor:
