@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from rotdet.cli import main as cli_main
-from rotdet.configs import load_config
+from rotdet.configs import SEED_CONFIGS, load_config
 from rotdet.models.factory import build_model
 from rotdet.models.heads import TestConfig
 from rotdet.models.mmrotate_import import (
@@ -44,16 +44,6 @@ def _isolated_rng():
         yield
 
 
-SEED_CONFIGS = [
-    "rotated_retinanet_hbb_r50_fpn_1x_dota_oc",
-    "rotated_retinanet_obb_r50_fpn_1x_dota_le90",
-    "rotated_retinanet_obb_r50_fpn_1x_dota_le135",
-    "rotated_atss_hbb_r50_fpn_1x_dota_oc",
-    "rotated_atss_obb_r50_fpn_1x_dota_le90",
-    "rotated_atss_obb_r50_fpn_1x_dota_le135",
-    "r3det_r50_fpn_1x_dota_oc",
-    "r3det_atss_r50_fpn_1x_dota_oc",
-]
 KEYS_FILE = Path(__file__).with_name("mmrotate_state_dict_keys.json")
 # Opt-in (a development aid, never part of CI): point ROTDET_ORACLE_DIR at the dumps, e.g. $REF/out/s0.
 ORACLE_DIR = Path(os.environ.get("ROTDET_ORACLE_DIR") or "/nonexistent-rotdet-oracle")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rotdet.configs import list_configs, load_config
+from rotdet.configs import SEED_CONFIGS, list_configs, load_config
 from rotdet.data import collate
 from rotdet.models.detectors import R3Det, sum_losses
 from rotdet.models.factory import build_model
@@ -24,18 +24,6 @@ def _flush_denormals():
     with torch.random.fork_rng():  # leave the global RNG state as it was
         yield
     torch.set_flush_denormal(False)
-
-
-SEED_CONFIGS = [
-    "rotated_retinanet_hbb_r50_fpn_1x_dota_oc",
-    "rotated_retinanet_obb_r50_fpn_1x_dota_le90",
-    "rotated_retinanet_obb_r50_fpn_1x_dota_le135",
-    "rotated_atss_hbb_r50_fpn_1x_dota_oc",
-    "rotated_atss_obb_r50_fpn_1x_dota_le90",
-    "rotated_atss_obb_r50_fpn_1x_dota_le135",
-    "r3det_r50_fpn_1x_dota_oc",
-    "r3det_atss_r50_fpn_1x_dota_oc",
-]
 
 
 def tiny_overrides(name: str, channels: int = 32, num_classes: int = 3, stacked: int = 1) -> list[str]:

@@ -16,9 +16,21 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["CONFIG_DIR", "apply_overrides", "list_configs", "load_config"]
+__all__ = ["CONFIG_DIR", "SEED_CONFIGS", "apply_overrides", "list_configs", "load_config"]
 
 CONFIG_DIR = Path(__file__).resolve().parent
+
+# The eight configurations of the Rotated ATSS table (mmrotate's names), in the table's order.
+SEED_CONFIGS: tuple[str, ...] = (
+    "rotated_retinanet_hbb_r50_fpn_1x_dota_oc",
+    "rotated_retinanet_obb_r50_fpn_1x_dota_le90",
+    "rotated_retinanet_obb_r50_fpn_1x_dota_le135",
+    "rotated_atss_hbb_r50_fpn_1x_dota_oc",
+    "rotated_atss_obb_r50_fpn_1x_dota_le90",
+    "rotated_atss_obb_r50_fpn_1x_dota_le135",
+    "r3det_r50_fpn_1x_dota_oc",
+    "r3det_atss_r50_fpn_1x_dota_oc",
+)
 
 
 def list_configs() -> list[str]:
