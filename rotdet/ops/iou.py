@@ -27,6 +27,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from rotdet.structures.conversions import obb2xyxy
+
 try:  # Triton ships with PyTorch's CUDA wheels; without it the PyTorch path runs everywhere.
     from rotdet.ops import _triton_iou
 except ImportError:  # pragma: no cover - depends on the installation
@@ -177,14 +179,10 @@ def _areas(boxes: Tensor) -> Tensor:
 def circumscribed_xyxy(boxes: Tensor) -> Tensor:
     """Horizontal boxes ``[N, 4]`` (x1, y1, x2, y2) circumscribing rotated boxes ``[N, 5]``.
 
-    Boxes with a non-positive side get an empty (inverted) box so they overlap nothing.
+    The angle-independent ``|cos|, |sin|`` formula (mmrotate's le90 one), so any angle works; boxes
+    with a non-positive side get an empty (inverted) box so they overlap nothing.
     """
-    cos, sin = torch.cos(boxes[:, 4]).abs(), torch.sin(boxes[:, 4]).abs()
-    half_w = (boxes[:, 2] * cos + boxes[:, 3] * sin) / 2
-    half_h = (boxes[:, 2] * sin + boxes[:, 3] * cos) / 2
-    xyxy = torch.stack(
-        (boxes[:, 0] - half_w, boxes[:, 1] - half_h, boxes[:, 0] + half_w, boxes[:, 1] + half_h), dim=1
-    )
+    xyxy = obb2xyxy(boxes, "le90")
     invalid = (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0)
     empty = torch.tensor([1.0, 1.0, -1.0, -1.0], dtype=boxes.dtype, device=boxes.device) * float("inf")
     return torch.where(invalid[:, None], empty, xyxy)
