@@ -8,6 +8,8 @@ code. Keeping the table explicit (no plugin discovery) lets a reader see every c
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -15,17 +17,32 @@ import rotdet
 from rotdet.data.browse import add_browse_arguments, run_browse
 from rotdet.data.split import add_split_arguments, run_split
 from rotdet.data.toy import add_make_toy_arguments, run_make_toy
+from rotdet.engine.bench import add_bench_arguments, run_bench
+from rotdet.engine.checkpoint import CheckpointError
+from rotdet.engine.demo import add_demo_arguments, run_demo
+from rotdet.engine.predict_cli import add_predict_arguments, run_predict
+from rotdet.engine.test import add_test_arguments, run_test
+from rotdet.engine.train import NonFiniteLossError, add_train_arguments, run_train
 from rotdet.evaluation.runner import add_eval_arguments, run_eval
 from rotdet.models.mmrotate_import import add_convert_arguments, run_convert
 
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "demo": ("Train and evaluate the demo model on ToyDOTA (CPU, ~10 min).", add_demo_arguments, run_demo),
+    "train": ("Train a config (single process, or several under torchrun).", add_train_arguments, run_train),
+    "test": (
+        "Evaluate a checkpoint; merge patches; write DOTA submission files.",
+        add_test_arguments,
+        run_test,
+    ),
     "split": ("Cut large DOTA images into patches (mmrotate img_split).", add_split_arguments, run_split),
     "make-toy": ("Write the synthetic ToyDOTA dataset.", add_make_toy_arguments, run_make_toy),
     "browse": ("Draw the annotations of a few samples to PNG.", add_browse_arguments, run_browse),
     "eval": ("mAP of Task1 files or rotdet JSON vs labelTxt (DOTA, mmrotate).", add_eval_arguments, run_eval),
     "convert": ("Convert an mmrotate 0.3.4 checkpoint to rotdet.", add_convert_arguments, run_convert),
+    "predict": ("Detect objects in images of any size.", add_predict_arguments, run_predict),
+    "bench": ("Inference / training speed and peak memory of a config.", add_bench_arguments, run_bench),
 }
 
 
@@ -42,13 +59,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Errors that come from what the user gave (config, paths, checkpoints, data) and whose message says
+# everything: printed as one line instead of a traceback (ROTDET_DEBUG=1 shows the traceback).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CheckpointError,
+    FileNotFoundError,
+    KeyError,
+    NonFiniteLossError,
+    ValueError,
+)
+
+
+def _console_logging() -> None:
+    """rotdet's INFO messages (training progress, evaluation tables) on stderr, once per process."""
+    log = logging.getLogger("rotdet")
+    if not any(getattr(h, "_rotdet_console", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._rotdet_console = True
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0
-    return int(args._run(args) or 0)
+    _console_logging()
+    try:
+        return int(args._run(args) or 0)
+    except USER_ERRORS as exc:
+        if os.environ.get("ROTDET_DEBUG"):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"rotdet {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        print(f"rotdet {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -353,7 +353,8 @@ def test_fpn_keys_and_init() -> None:
     for conv in list(fpn.lateral_convs) + list(fpn.fpn_convs):  # Xavier uniform, zero bias
         fan_in, fan_out = conv.weight[0].numel(), conv.weight.shape[0] * conv.weight[0, 0].numel()
         bound = math.sqrt(6 / (fan_in + fan_out))
-        assert 0.98 * bound < float(conv.weight.detach().abs().max()) <= bound
+        top = float(conv.weight.detach().abs().max())
+        assert 0.98 * bound < top <= bound * (1 + 1e-6)  # the bound itself is rounded to float32
         assert (conv.bias == 0).all()
 
 

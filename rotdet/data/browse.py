@@ -17,12 +17,7 @@ import numpy as np
 from rotdet.data.dota import get_classes, load_dota_infos
 from rotdet.data.toy import TOY_CLASSES
 from rotdet.data.transforms import load_image
-
-
-def _palette(n: int) -> list[tuple[int, int, int]]:
-    """``n`` distinct bright BGR colours (evenly spaced hues)."""
-    hsv = np.stack([np.arange(n) * 180 // max(n, 1), np.full(n, 220), np.full(n, 255)], 1).astype(np.uint8)
-    return [tuple(int(c) for c in px) for px in cv2.cvtColor(hsv[None], cv2.COLOR_HSV2BGR)[0]]
+from rotdet.engine.visualize import draw_polygons
 
 
 def resolve_classes(spec: str) -> tuple[str, ...]:
@@ -37,23 +32,15 @@ def resolve_classes(spec: str) -> tuple[str, ...]:
 def draw_annotations(
     img: np.ndarray, obbs: np.ndarray, labels: np.ndarray, classes: Sequence[str], difficulties=None
 ) -> np.ndarray:
-    """A copy of BGR ``img`` with obbs [N, 5] drawn in per-class colours and labelled."""
+    """A copy of BGR ``img`` with obbs [N, 5] drawn in per-class colours and labelled (the shared
+    :func:`rotdet.engine.visualize.draw_polygons`; difficult objects thinner)."""
     from rotdet.structures import obb2poly_np
 
-    out = img.copy()
-    colours = _palette(len(classes))
-    polys = obb2poly_np(np.asarray(obbs, np.float64).reshape(-1, 5)).reshape(-1, 4, 2)
-    scale = max(out.shape[:2]) / 1024
-    font = max(0.35, 0.4 * scale)
-    for k, (poly, label) in enumerate(zip(polys, labels, strict=True)):
-        colour = colours[int(label)]
-        thick = 1 if difficulties is not None and difficulties[k] > 0 else 2
-        pts = np.round(poly).astype(np.int32)
-        cv2.polylines(out, [pts], True, colour, thick, cv2.LINE_AA)
-        cv2.circle(out, tuple(int(v) for v in pts[0]), 2 + thick, colour, -1, cv2.LINE_AA)
-        org = (int(pts[:, 0].min()), max(int(pts[:, 1].min()) - 3, 10))
-        cv2.putText(out, classes[int(label)], org, cv2.FONT_HERSHEY_SIMPLEX, font, colour, 1, cv2.LINE_AA)
-    return out
+    polys = obb2poly_np(np.asarray(obbs, np.float64).reshape(-1, 5)).reshape(-1, 8)
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    thin = None if difficulties is None else np.asarray(difficulties).reshape(-1) > 0
+    captions = [classes[int(c)] for c in labels]
+    return draw_polygons(img, polys, labels, captions, thin=thin, mark_first_corner=True)
 
 
 def browse(

@@ -136,6 +136,7 @@ def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> Rota
             "bbox_coder",
             "loss_cls",
             "loss_bbox",
+            "norm_cfg",
         },
         set(HEAD_TYPES),
     )
@@ -164,6 +165,7 @@ def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> Rota
         train_cfg=train,
         test_cfg=TestConfig.from_cfg(test_cfg) if test_cfg is not None else None,
         strides=anchor_cfg.get("strides", (8, 16, 32, 64, 128)),
+        norm_cfg=c.get("norm_cfg"),
     )
 
 

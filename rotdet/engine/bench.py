@@ -1,0 +1,281 @@
+"""``rotdet bench``: inference (and optionally training) throughput and peak memory of a config.
+
+Inference is timed as mmrotate's ``tools/analysis_tools/benchmark.py`` times it: ``model.predict``
+on a batch of images, post-processing (NMS) included and the detections copied to the CPU, after
+``warmup`` untimed iterations, with the device synchronised before the clock is read. The images
+are random normal noise, i.e. already normalised inputs of ``img_size`` x ``img_size``: the data
+pipeline is not part of the measurement.
+
+Training iterations are forward + loss + backward + gradient clipping (when the config clips) +
+an optimizer step, on the same images with a few random rotated boxes per image as targets.
+
+Without ``--checkpoint`` the weights are random: few boxes then pass the score threshold, so the
+post-processing is cheaper than with a trained model. Pass a checkpoint for representative numbers.
+
+Peak memory is ``torch.cuda.max_memory_allocated`` on a GPU (reset before each phase); on the CPU it
+is the process's peak resident set size (``getrusage``), which only grows, so it covers everything
+the process did up to that point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from rotdet.engine.checkpoint import CheckpointError
+from rotdet.engine.inference import Detector, default_device
+from rotdet.engine.predict_cli import check_device, error_message
+from rotdet.models.detectors import default_metas, sum_losses
+from rotdet.structures import regularize_obb
+
+__all__ = ["add_bench_arguments", "benchmark", "run_bench", "synthetic_targets"]
+
+
+def synthetic_targets(
+    batch_size: int,
+    img_size: int,
+    num_classes: int,
+    angle_version: str,
+    boxes_per_image: int = 5,
+    generator: torch.Generator | None = None,
+) -> list[dict[str, torch.Tensor]]:
+    """Per image ``{"boxes": float32 [N, 5], "labels": int64 [N]}``: random rotated boxes inside an
+    ``img_size`` square (sides 4-30 % of it, any angle, canonical in ``angle_version``)."""
+    targets = []
+    for _ in range(batch_size):
+        u = torch.rand(boxes_per_image, 5, generator=generator, dtype=torch.float64)
+        w = img_size * (0.04 + 0.26 * u[:, 2])
+        h = w * (0.3 + 0.7 * u[:, 3])
+        raw = torch.stack(
+            [
+                img_size * (0.15 + 0.7 * u[:, 0]),
+                img_size * (0.15 + 0.7 * u[:, 1]),
+                w,
+                h,
+                math.pi * (u[:, 4] - 0.5),
+            ],
+            dim=1,
+        )
+        labels = torch.randint(0, num_classes, (boxes_per_image,), generator=generator)
+        targets.append({"boxes": regularize_obb(raw, angle_version).float(), "labels": labels})
+    return targets
+
+
+def _peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(step: Callable[[], None], iters: int, warmup: int, device: torch.device) -> tuple[float, float]:
+    """``(seconds per iteration, peak memory MiB)`` of ``step`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        step()
+    _synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    _synchronize(device)
+    elapsed = time.perf_counter() - start
+    return elapsed / iters, _peak_memory_mib(device)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def benchmark(
+    config: str | Path | dict,
+    checkpoint: str | Path | None = None,
+    batch_size: int = 1,
+    img_size: int = 1024,
+    iters: int = 50,
+    warmup: int = 5,
+    device: str | torch.device | None = None,
+    train: bool = False,
+    amp: str = "none",
+    overrides: Sequence[str] | None = None,
+    seed: int = 0,
+) -> dict:
+    """Measure a config; returns the numbers and the machine (the ``--json`` document)::
+
+    {"config", "checkpoint", "batch_size", "img_size", "iters", "warmup", "amp",
+     "torch_version", "cuda_version", "device", "device_name",
+     "inference": {"images_per_s", "ms_per_iter", "peak_memory_mib"},
+     "train": {"iters_per_s", "images_per_s", "ms_per_iter", "peak_memory_mib"}}  # with train
+    """
+    from rotdet.engine.optim import build_optimizer
+    from rotdet.engine.train import AMP_DTYPES
+
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"unknown amp mode {amp!r}; use one of {', '.join(AMP_DTYPES)}")
+    if iters < 1 or warmup < 0 or batch_size < 1 or img_size < 32:
+        raise ValueError("need iters >= 1, warmup >= 0, batch_size >= 1 and img_size >= 32")
+    dev = default_device(device)
+    if amp == "fp16" and dev.type != "cuda":
+        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+    with warnings.catch_warnings():
+        # Random weights are expected here (the module docstring says what they change).
+        warnings.filterwarnings("ignore", message="no checkpoint given")
+        detector = Detector.from_config(config, checkpoint, dev, overrides)
+    model = detector.model
+    autocast_dtype = AMP_DTYPES[amp]
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch_size, 3, img_size, img_size, generator=generator).to(dev)
+    metas = default_metas(images)
+
+    def autocast() -> torch.autocast:
+        return torch.autocast(
+            dev.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+        )
+
+    def predict_step() -> None:
+        with autocast():
+            outputs = model.predict(images, metas)
+        for out in outputs:  # detections leave the device, as in every real use
+            for value in out.values():
+                value.cpu()
+
+    model.eval()
+    seconds, peak = _timed(predict_step, iters, warmup, dev)
+    result = {
+        "config": detector.cfg.get("name", str(config)),
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "batch_size": batch_size,
+        "img_size": img_size,
+        "iters": iters,
+        "warmup": warmup,
+        "amp": amp,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "device": str(dev),
+        "device_name": _device_name(dev),
+        "inference": {
+            "images_per_s": batch_size / seconds,
+            "ms_per_iter": 1000 * seconds,
+            "peak_memory_mib": peak,
+        },
+    }
+    if train:
+        head = model.bbox_head
+        targets = synthetic_targets(
+            batch_size, img_size, head.num_classes, detector.angle_version, generator=generator
+        )
+        targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
+        optimizer = build_optimizer(detector.cfg, model.parameters())
+        scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
+        clip = detector.cfg.get("grad_clip")
+        params = [p for p in model.parameters() if p.requires_grad]
+
+        def train_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                loss = sum_losses(model.forward_train(images, targets, metas))
+            scaler.scale(loss).backward()
+            if clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(params, **clip)
+            scaler.step(optimizer)
+            scaler.update()
+
+        model.train()
+        seconds, peak = _timed(train_step, iters, warmup, dev)
+        model.eval()
+        result["train"] = {
+            "iters_per_s": 1 / seconds,
+            "images_per_s": batch_size / seconds,
+            "ms_per_iter": 1000 * seconds,
+            "peak_memory_mib": peak,
+        }
+    return result
+
+
+def format_table(result: dict) -> str:
+    """The numbers of :func:`benchmark` as a small text table."""
+    r = result
+    memory = "peak alloc MiB" if r["device"].startswith("cuda") else "peak RSS MiB"
+    head = f"{'phase':<10} {'images/s':>10} {'ms/iter':>10} {memory:>16}"
+    weights = "" if r["checkpoint"] else ", random weights"
+    lines = [
+        f"{r['config']} on {r['device']} ({r['device_name']}), torch {r['torch_version']}",
+        f"batch {r['batch_size']}, {r['img_size']} px, amp {r['amp']}, "
+        f"{r['iters']} iterations after {r['warmup']} warm-up{weights}",
+        head,
+        "-" * len(head),
+    ]
+    for phase in ("inference", "train"):
+        if phase in r:
+            speed, ms, mib = r[phase]["images_per_s"], r[phase]["ms_per_iter"], r[phase]["peak_memory_mib"]
+            lines.append(f"{phase:<10} {speed:>10.2f} {ms:>10.1f} {mib:>16.0f}")
+    return "\n".join(lines)
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="config name (see rotdet.configs) or .yaml path")
+    parser.add_argument("--checkpoint", default=None, help="weights (default: random, see the notes)")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="images per iteration (default: %(default)s)"
+    )
+    parser.add_argument("--img-size", type=int, default=1024, help="square image side (default: %(default)s)")
+    parser.add_argument("--iters", type=int, default=50, help="timed iterations (default: %(default)s)")
+    parser.add_argument(
+        "--warmup", type=int, default=5, help="untimed iterations first (default: %(default)s)"
+    )
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when available)")
+    parser.add_argument("--train", action="store_true", help="also time training iterations")
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="mixed precision")
+    parser.add_argument(
+        "--json", default=None, metavar="OUT", help="also write the numbers to this JSON file"
+    )
+    parser.add_argument(
+        "--cfg-options", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (dotted keys)"
+    )
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """``rotdet bench``: 0, or 2 with a one-line message for a bad config, checkpoint or option."""
+    try:
+        result = benchmark(
+            args.config,
+            args.checkpoint,
+            batch_size=args.batch_size,
+            img_size=args.img_size,
+            iters=args.iters,
+            warmup=args.warmup,
+            device=check_device(args.device),
+            train=args.train,
+            amp=args.amp,
+            overrides=args.cfg_options,
+        )
+    except (CheckpointError, ValueError, KeyError) as exc:
+        print(f"rotdet bench: {error_message(exc)}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0

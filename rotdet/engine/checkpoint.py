@@ -1,0 +1,164 @@
+"""Checkpoints: atomic writes, safe loading, rotation of the last K plus the best.
+
+A rotdet checkpoint is a plain dict (mmcv's layout, so mmrotate tools can read its weights)::
+
+    {"state_dict": model weights,
+     "meta": {"rotdet_version", "config" (the resolved config dict), "classes", "epoch", "iter", ...},
+     "optimizer": ..., "scaler": ..., "rng": ...}   # training state, only in training checkpoints
+
+Files are written to a temporary name in the same folder, flushed to disk and renamed over the
+target, so a crash or Ctrl-C while saving leaves the previous file intact. Every load uses
+``torch.load(weights_only=True)``: a checkpoint is data, never code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointManager",
+    "checkpoint_config",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+_EPOCH_RE = re.compile(r"^epoch_(\d+)\.pth$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable or not what it should be (message names the file)."""
+
+
+def save_checkpoint(obj: Mapping, path: str | os.PathLike) -> Path:
+    """Write ``obj`` with ``torch.save`` atomically (temporary file, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(obj), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Ctrl-C or a full disk mid-write: drop the partial file, keep whatever was there before.
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _safe_globals() -> list:
+    from rotdet.models.mmrotate_import import _safe_globals as mmrotate_globals
+
+    return mmrotate_globals()
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint (rotdet's or mmrotate's) with ``weights_only=True``.
+
+    Returns a dict with at least ``state_dict`` and ``meta``; a bare state dict is wrapped.
+    Raises :class:`CheckpointError` naming the file when it is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors all mean "not a usable checkpoint"
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} is not a checkpoint (a {type(obj).__name__}, not a dict)")
+    if "state_dict" not in obj:
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            obj = {"state_dict": obj, "meta": {}}
+        else:
+            raise CheckpointError(f"{path} has no 'state_dict'")
+    obj.setdefault("meta", {})
+    return obj
+
+
+def checkpoint_config(ckpt: Mapping) -> dict | str | None:
+    """The config a checkpoint was made with: the resolved dict (rotdet training checkpoints), a
+    config name (``rotdet convert`` output), or None (mmrotate checkpoints)."""
+    cfg = ckpt.get("meta", {}).get("config")
+    return cfg if isinstance(cfg, dict | str) else None
+
+
+def latest_checkpoint(work_dir: str | os.PathLike) -> Path | None:
+    """``work_dir/latest.pth`` if present, else the ``epoch_N.pth`` with the largest N."""
+    work_dir = Path(work_dir)
+    latest = work_dir / "latest.pth"
+    if latest.is_file():
+        return latest
+    epochs = [(int(m.group(1)), p) for p in work_dir.glob("epoch_*.pth") if (m := _EPOCH_RE.match(p.name))]
+    return max(epochs)[1] if epochs else None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` the same file as ``src`` atomically: a hard link (no second write of a large
+    file) under a temporary name renamed over ``dst``; a copy where links are not supported."""
+    tmp = dst.with_name(f".{dst.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+class CheckpointManager:
+    """Saves ``epoch_N.pth`` + ``latest.pth`` each time, keeps the last ``keep`` epoch files, and
+    ``best.pth`` whenever the tracked metric improves. ``state.json`` records what is where."""
+
+    def __init__(self, work_dir: str | os.PathLike, keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.work_dir = Path(work_dir)
+        self.keep = keep
+        self.best_metric: float | None = None
+        self.best_epoch: int | None = None
+        state = self.work_dir / "checkpoints.json"
+        if state.is_file():
+            data = json.loads(state.read_text())
+            self.best_metric, self.best_epoch = data.get("best_metric"), data.get("best_epoch")
+
+    def save(self, obj: Mapping, epoch: int, name: str | None = None) -> Path:
+        """Save an epoch checkpoint (or ``name``) and refresh ``latest.pth``; prune old epochs."""
+        path = save_checkpoint(obj, self.work_dir / (name or f"epoch_{epoch}.pth"))
+        _link_or_copy(path, self.work_dir / "latest.pth")
+        epochs = sorted(
+            (int(m.group(1)), p) for p in self.work_dir.glob("epoch_*.pth") if (m := _EPOCH_RE.match(p.name))
+        )
+        for _, old in epochs[: max(0, len(epochs) - self.keep)]:
+            old.unlink(missing_ok=True)
+        self._write_state()
+        return path
+
+    def update_best(self, obj: Mapping, epoch: int, metric: float) -> bool:
+        """Save ``best.pth`` when ``metric`` beats the best so far; True when it did."""
+        if self.best_metric is not None and not metric > self.best_metric:
+            return False
+        save_checkpoint(obj, self.work_dir / "best.pth")
+        self.best_metric, self.best_epoch = float(metric), int(epoch)
+        self._write_state()
+        return True
+
+    def _write_state(self) -> None:
+        data = {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
+        tmp = self.work_dir / ".checkpoints.json.tmp"
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.work_dir / "checkpoints.json")

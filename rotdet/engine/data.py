@@ -1,0 +1,201 @@
+"""Datasets and loaders from a config, with data order and augmentation that are reproducible.
+
+The sample order of epoch ``e`` is a permutation drawn from ``seed + e``, sharded over ranks as
+``DistributedSampler`` does (padded to a multiple of the world size, rank ``r`` takes every
+``world``-th index from ``r``). The random augmentation of a sample is drawn from a generator seeded
+by ``(seed, epoch, index)``, so it does not depend on the number of loader workers, and a run
+stopped mid-epoch resumes with exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from rotdet.data import DOTADataset, collate, get_classes
+from rotdet.data.transforms import IMG_NORM_CFG
+
+__all__ = [
+    "EpochSampler",
+    "SeededAugmentation",
+    "build_dataset",
+    "build_train_loader",
+    "config_pipeline",
+    "dataset_paths",
+    "resolve_classes",
+]
+
+_SPLITS = ("train", "val", "test")
+
+
+def resolve_classes(cfg: dict) -> tuple[str, ...]:
+    """The config's class names (``data.classes``: a list name such as ``dota1.0`` or the names)."""
+    return tuple(get_classes(cfg["data"]["classes"]))
+
+
+def dataset_paths(
+    cfg: dict, split: str, data_root: str | os.PathLike | None = None
+) -> tuple[Path | None, Path]:
+    """``(ann_dir or None, img_dir)`` of ``split`` (train / val / test), relative paths joined to
+    ``data_root`` (default: the config's ``data.root``). A missing folder is an error naming it."""
+    if split not in _SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {_SPLITS}")
+    data = cfg["data"]
+    if split not in data:
+        raise ValueError(f"config {cfg.get('name', '?')!r} has no data.{split} section")
+    root = Path(data_root if data_root is not None else data.get("root", "."))
+    entry = data[split]
+    img_dir = root / entry["img_dir"]
+    ann_dir = root / entry["ann_dir"] if entry.get("ann_dir") else None
+    for what, path in (("image", img_dir), ("annotation", ann_dir)):
+        if path is not None and not path.is_dir():
+            raise FileNotFoundError(
+                f"{split} {what} folder {path} does not exist (data root {root}; "
+                "set --data-root or data.root=... to where the split dataset is)"
+            )
+    return ann_dir, img_dir
+
+
+def config_pipeline(cfg: dict, train: bool) -> list[dict]:
+    """The transforms of ``cfg`` as config dicts: load, resize, (train: flip), normalize, pad."""
+    data = cfg["data"]
+    norm = data.get("img_norm", IMG_NORM_CFG)
+    steps: list[dict] = [{"type": "LoadImage"}, {"type": "RResize", "img_scale": list(data["img_scale"])}]
+    if train and data.get("train_flip"):
+        steps.append({"type": "RRandomFlip", **data["train_flip"], "version": cfg["angle_version"]})
+    steps += [{"type": "Normalize", **norm}, {"type": "Pad", "size_divisor": data.get("size_divisor", 32)}]
+    return steps
+
+
+def build_dataset(
+    cfg: dict, split: str, data_root: str | os.PathLike | None = None, test_mode: bool | None = None
+) -> DOTADataset:
+    """The ``split`` dataset of ``cfg`` with its pipeline (flips only for ``train``).
+
+    An empty dataset (no label file or no image) is an error naming the folders.
+    """
+    ann_dir, img_dir = dataset_paths(cfg, split, data_root)
+    train = split == "train"
+    ds = DOTADataset(
+        ann_dir,
+        img_dir,
+        classes=resolve_classes(cfg),
+        version=cfg["angle_version"],
+        pipeline=config_pipeline(cfg, train),
+        test_mode=(not train) if test_mode is None else test_mode,
+    )
+    if len(ds) == 0:
+        where = f"{ann_dir} / {img_dir}" if ann_dir else str(img_dir)
+        raise ValueError(f"the {split} dataset is empty: no usable image/label pair in {where}")
+    return ds
+
+
+class SeededAugmentation(torch.utils.data.Dataset):
+    """Wraps a dataset so that sample ``i`` in epoch ``e`` is transformed with torch's RNG seeded
+    from ``(seed, e, i)`` (the global RNG of the calling process is left as it was). Keys are
+    ``(epoch, index)`` pairs, or plain indices of the current :attr:`epoch`."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        # The batch sampler hands ``(epoch, index)`` pairs, so persistent workers know the epoch.
+        epoch, idx = key if isinstance(key, tuple) else (self.epoch, key)
+        # A fixed odd multiplier mixes the three numbers into one 63-bit seed.
+        seed = ((self.seed * 1_000_003 + int(epoch)) * 2_654_435_761 + int(idx)) % (2**63 - 1)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[idx]
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """Per-epoch shuffled indices, sharded over ranks, that can start part-way into an epoch.
+
+    Args:
+        size: dataset length.
+        seed: base seed; epoch ``e`` uses ``seed + e``.
+        rank, world_size: this process's shard.
+        shuffle: False gives ``0..size-1`` (padded and sharded).
+    """
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True):
+        self.size, self.seed, self.rank, self.world_size, self.shuffle = (
+            size,
+            int(seed),
+            rank,
+            world_size,
+            shuffle,
+        )
+        self.epoch = 0
+        self.start = 0  # samples of this rank's shard already consumed (resume mid-epoch)
+        self.per_rank = -(-size // world_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
+
+    def indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        total = self.per_rank * self.world_size
+        order += order[: total - len(order)]  # DistributedSampler's padding
+        return order[self.rank : total : self.world_size]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices()[self.start :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start
+
+
+class _EpochBatches(torch.utils.data.Sampler[list[int]]):
+    """Batches of ``(epoch, index)`` pairs from an :class:`EpochSampler` (incomplete last batch
+    kept, as mmdet's loaders do)."""
+
+    def __init__(self, sampler: EpochSampler, batch_size: int) -> None:
+        self.sampler, self.batch_size = sampler, batch_size
+
+    def __iter__(self):
+        batch: list[tuple[int, int]] = []
+        for idx in self.sampler:
+            batch.append((self.sampler.epoch, idx))
+            if len(batch) == self.batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+
+def build_train_loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[torch.utils.data.DataLoader, EpochSampler, SeededAugmentation]:
+    """The training loader and the two objects whose epoch the trainer sets each epoch."""
+    seeded = SeededAugmentation(dataset, seed)
+    sampler = EpochSampler(len(dataset), seed, rank, world_size, shuffle=True)
+    loader = torch.utils.data.DataLoader(
+        seeded,
+        batch_sampler=_EpochBatches(sampler, batch_size),
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+    )
+    return loader, sampler, seeded

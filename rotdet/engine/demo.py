@@ -1,0 +1,154 @@
+"""``rotdet demo``: the main job on the embedded default dataset, on a CPU in about ten minutes.
+
+1. writes ToyDOTA (256 x 256 scenes: a training set and a held-out validation set from other seeds)
+   under ``--data-dir`` unless it is already there;
+2. trains ``demo_atss_le90`` (Rotated ATSS, le90, ResNet-18 from scratch) on it;
+3. evaluates the final model on the held-out set (mmrotate's mAP at IoU 0.5);
+4. writes the held-out images with their detections drawn, and the loss / mAP curves;
+5. prints the mAP and where everything is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import torch
+
+__all__ = ["DEMO_CONFIG", "run_demo_job"]
+
+logger = logging.getLogger("rotdet.demo")
+
+DEMO_CONFIG = "demo_atss_le90"
+TOY_SIZE = (256, 256)
+TRAIN_SEED, VAL_SEED = 0, 1
+
+
+def prepare_toy_data(data_dir: Path, num_train: int, num_val: int) -> None:
+    from rotdet.data import ensure_toy_dota
+
+    ensure_toy_dota(data_dir / "train", num_images=num_train, seed=TRAIN_SEED, size=TOY_SIZE)
+    ensure_toy_dota(data_dir / "val", num_images=num_val, seed=VAL_SEED, size=TOY_SIZE)
+
+
+def draw_examples(detector, image_paths: list[Path], out_dir: Path, score_thr: float = 0.3) -> list[Path]:
+    """Detect with the public API (:class:`~rotdet.engine.inference.Detector`) and draw the
+    detections with score >= ``score_thr``; small scenes are enlarged 3x first so captions stay legible."""
+    from rotdet.data import load_image
+    from rotdet.engine.visualize import draw_detections
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for image_path in image_paths:
+        found = detector.predict(str(image_path), score_thr=score_thr)
+        image = load_image(image_path)
+        zoom = 3 if max(image.shape[:2]) < 512 else 1
+        if zoom > 1:
+            image = cv2.resize(image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
+        drawn = draw_detections(image, found.polygons * zoom, found.labels, found.scores, found.class_names)
+        path = out_dir / f"{Path(image_path).stem}.png"
+        cv2.imwrite(str(path), drawn)
+        paths.append(path)
+    return paths
+
+
+def run_demo_job(
+    work_dir: str | Path = "work_dirs/demo",
+    data_dir: str | Path = "data/toydota",
+    num_train: int = 192,
+    num_val: int = 32,
+    overrides: list[str] | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    num_examples: int = 8,
+    epochs: int | None = None,
+    amp: str = "auto",
+) -> dict:
+    """Run the demo; returns ``{"map", "table", "work_dir", "pictures", "curves", "minutes"}``."""
+    from rotdet.configs import load_config
+    from rotdet.engine.data import build_dataset
+    from rotdet.engine.inference import Detector
+    from rotdet.engine.test import evaluate_model
+    from rotdet.engine.train import TrainOptions, train
+
+    t0 = time.perf_counter()
+    work_dir, data_dir = Path(work_dir), Path(data_dir)
+    print(f"[1/4] ToyDOTA in {data_dir} ({num_train} training and {num_val} held-out scenes)")
+    prepare_toy_data(data_dir, num_train, num_val)
+    cfg = load_config(DEMO_CONFIG, [f"data.root={data_dir.as_posix()}", *(overrides or [])])
+    print(f"[2/4] training {DEMO_CONFIG} -> {work_dir}")
+    train(
+        cfg,
+        TrainOptions(
+            work_dir=work_dir,
+            resume=None,
+            device=device,
+            progress=progress,
+            max_epochs=epochs,
+            amp=amp,
+            keep=1,
+        ),
+    )
+    print("[3/4] evaluating on the held-out scenes")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    detector = Detector.from_config(cfg, checkpoint=work_dir / "latest.pth", device=dev)
+    val_set = build_dataset(cfg, "val")
+    result = evaluate_model(detector.model, val_set, dev, progress=progress)
+    result.write_json(work_dir / "metrics.json")
+    print(result.table())
+    print("[4/4] drawing detections")
+    examples = [Path(info["filename"]) for info in val_set.data_infos[:num_examples]]
+    pictures = draw_examples(detector, examples, work_dir / "detections")
+    curves = work_dir / "curves.png"
+    minutes = (time.perf_counter() - t0) / 60
+    print(
+        f"\nmAP on the held-out ToyDOTA scenes: {result.map:.3f} ({minutes:.1f} min)\n"
+        f"pictures of detections: {work_dir / 'detections'}/ ({len(pictures)} images)\n"
+        f"loss and mAP curves: {curves}\n"
+        f"checkpoint: {work_dir / 'latest.pth'}   logs: {work_dir / 'log.jsonl'}"
+    )
+    return {
+        "map": result.map,
+        "table": result.table(),
+        "work_dir": work_dir,
+        "pictures": pictures,
+        "curves": curves,
+        "minutes": minutes,
+    }
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the demo config")
+    parser.add_argument("--work-dir", default="work_dirs/demo", help="outputs (default work_dirs/demo)")
+    parser.add_argument(
+        "--data-dir", default="data/toydota", help="where ToyDOTA is written (default data/toydota)"
+    )
+    parser.add_argument("--num-train", type=int, default=192, help="training scenes")
+    parser.add_argument("--num-val", type=int, default=32, help="held-out scenes")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the demo config's)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument(
+        "--amp",
+        choices=("auto", "none", "bf16"),
+        default="auto",
+        help="mixed precision (auto: bf16 where the CPU/GPU runs it natively, about 2x faster)",
+    )
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    run_demo_job(
+        args.work_dir,
+        args.data_dir,
+        args.num_train,
+        args.num_val,
+        args.overrides,
+        args.device,
+        progress=not args.no_progress,
+        epochs=args.epochs,
+        amp=args.amp,
+    )
+    return 0

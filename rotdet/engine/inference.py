@@ -1,0 +1,431 @@
+"""Running a detector on images of any size: :class:`Detector` and its result, :class:`Detections`.
+
+::
+
+    det = Detector.from_config("rotated_atss_obb_r50_fpn_1x_dota_le90", "atss_le90.pth")
+    found = det.predict("P0006.png")          # a path, or a BGR uint8 [H, W, 3] array
+    found.write_dota_txt("P0006.txt")
+
+An image that fits in one window (both sides <= ``size``, by default the config's test scale) is
+run whole, exactly as the test pipeline runs a dataset image. A larger image is cut as
+``rotdet split`` (mmrotate's ``img_split.py``) cuts DOTA: windows of ``size`` with overlap ``gap``
+(:func:`rotdet.data.split.sliding_windows`), border windows padded bottom/right with the split
+tool's BGR mean; each window goes through the test pipeline, the model sees at most ``batch_size``
+windows at a time (so a 10,000 x 10,000 px scene fits in memory: only one batch of windows exists
+at once, and detections go to the CPU after each batch), and the detections are shifted back and
+merged by class-wise rotated NMS at IoU 0.1, the rule of mmrotate's ``merge_det``
+(:func:`rotdet.data.merge.merge_patch_detections`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from rotdet.configs import apply_overrides, load_config
+from rotdet.data.dataset import collate, format_results
+from rotdet.data.dota import atomic_write_bytes, format_coord
+from rotdet.data.split import SplitConfig, crop_patch, sliding_windows
+from rotdet.data.transforms import build_pipeline, load_image
+from rotdet.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from rotdet.engine.data import config_pipeline, resolve_classes
+from rotdet.evaluation.io import JSON_FORMAT, JSON_FORMAT_VERSION
+from rotdet.models.detectors import R3Det
+from rotdet.models.factory import build_model
+from rotdet.models.heads import TestConfig
+from rotdet.models.mmrotate_import import mmrotate_to_rotdet_state_dict
+from rotdet.ops import batched_nms_rotated
+from rotdet.structures import obb2poly
+
+__all__ = ["MERGE_IOU_THR", "Detections", "Detector", "check_window", "default_device", "default_gap"]
+
+# mmrotate's merge_det: patch detections of one image are merged by class-wise NMS at this IoU.
+MERGE_IOU_THR = 0.1
+# The split tool's padding of border patches (BGR); the models were trained on patches padded so.
+PATCH_PADDING: tuple[int, ...] = tuple(SplitConfig().padding_value)
+# DOTA's single-scale split: windows of 1024 overlapping by 200; other sizes keep that proportion.
+DOTA_WINDOW, DOTA_GAP = 1024, 200
+
+
+def default_gap(size: int) -> int:
+    """The overlap for windows of ``size``: DOTA's 200 at 1024, in proportion otherwise."""
+    return int(size) * DOTA_GAP // DOTA_WINDOW
+
+
+@dataclass
+class Detections:
+    """The detections of one image, as numpy arrays (CPU), by descending score.
+
+    Attributes:
+        boxes: float32 [K, 5] ``(cx, cy, w, h, theta)`` in original-image pixels, theta in radians
+            in ``angle_version`` (the model's convention).
+        scores: float32 [K].
+        labels: int64 [K]; label ``i`` is ``class_names[i]``.
+        class_names: the model's classes.
+        image_size: ``(H, W)`` of the image.
+        angle_version: ``oc``, ``le90`` or ``le135``.
+        image_id: the image's name without extension (``"image"`` for an array).
+        polygons: float32 [K, 8] corners ``x1 y1 ... x4 y4``; computed from ``boxes`` when None.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+    image_size: tuple[int, int]
+    angle_version: str = "le90"
+    image_id: str = "image"
+    polygons: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 5)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+        self.class_names = tuple(str(c) for c in self.class_names)
+        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        if self.polygons is None:
+            self.polygons = obb2poly(torch.from_numpy(self.boxes)).numpy()
+        self.polygons = np.asarray(self.polygons, dtype=np.float32).reshape(-1, 8)
+        k = len(self.boxes)
+        if not len(self.scores) == len(self.labels) == len(self.polygons) == k:
+            raise ValueError(
+                f"boxes ({k}), scores ({len(self.scores)}), labels ({len(self.labels)}) and polygons "
+                f"({len(self.polygons)}) must have the same length"
+            )
+        if k and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.class_names):
+            raise ValueError(f"labels must lie in [0, {len(self.class_names)})")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def select(self, index: np.ndarray | Sequence[int]) -> Detections:
+        """The detections at ``index`` (integer indices or a boolean mask)."""
+        index = np.asarray(index)
+        return dataclasses.replace(
+            self,
+            boxes=self.boxes[index],
+            scores=self.scores[index],
+            labels=self.labels[index],
+            polygons=self.polygons[index],
+        )
+
+    @property
+    def names(self) -> list[str]:
+        """The class name of each detection."""
+        return [self.class_names[int(c)] for c in self.labels]
+
+    def to_json_dict(self) -> dict:
+        """rotdet's detections JSON (the schema :func:`rotdet.evaluation.io.read_detections_json`
+        reads, so ``rotdet eval`` takes these files) for this one image, plus its ``image_size``."""
+        return {
+            "format": JSON_FORMAT,
+            "format_version": JSON_FORMAT_VERSION,
+            "angle_version": self.angle_version,
+            "classes": list(self.class_names),
+            "images": [
+                {
+                    "id": self.image_id,
+                    "image_size": list(self.image_size),
+                    # float32 -> Python float is exact, so the file reads back to the same values
+                    "boxes": self.boxes.tolist(),
+                    "scores": self.scores.tolist(),
+                    "labels": self.labels.tolist(),
+                    "polygons": self.polygons.tolist(),
+                }
+            ],
+        }
+
+    @classmethod
+    def from_json_dict(cls, doc: Mapping) -> Detections:
+        """The inverse of :meth:`to_json_dict` (the first image of the document)."""
+        if doc.get("format") != JSON_FORMAT or not doc.get("images"):
+            raise ValueError(f'not a rotdet detections document with an image ("format": "{JSON_FORMAT}")')
+        entry = doc["images"][0]
+        return cls(
+            boxes=np.asarray(entry["boxes"], dtype=np.float32),
+            scores=np.asarray(entry["scores"], dtype=np.float32),
+            labels=np.asarray(entry["labels"], dtype=np.int64),
+            class_names=tuple(doc["classes"]),
+            image_size=tuple(entry.get("image_size", (0, 0))),
+            angle_version=doc.get("angle_version", "oc"),
+            image_id=str(entry["id"]),
+            polygons=np.asarray(entry["polygons"], dtype=np.float32) if "polygons" in entry else None,
+        )
+
+    def write_json(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_json_dict` to ``path`` (atomically); returns the path."""
+        path = Path(path)
+        atomic_write_bytes(path, json.dumps(self.to_json_dict()).encode("utf-8"))
+        return path
+
+    @classmethod
+    def read_json(cls, path: str | os.PathLike) -> Detections:
+        """Read a file written by :meth:`write_json`."""
+        return cls.from_json_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def write_dota_txt(self, path: str | os.PathLike) -> Path:
+        """Write DOTA detection lines ``x1 y1 x2 y2 x3 y3 x4 y4 class score`` (atomically).
+
+        Numbers are written as the shortest text that reads back to the same float32 (as the DOTA
+        label writer does), so the file loses nothing.
+        """
+        lines = [
+            " ".join([*(format_coord(v) for v in poly), self.class_names[int(label)], format_coord(score)])
+            for poly, label, score in zip(self.polygons, self.labels, self.scores, strict=True)
+        ]
+        path = Path(path)
+        atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
+        return path
+
+
+def check_window(size: int, gap: int, batch_size: int) -> None:
+    """ValueError unless ``size >= 32``, ``0 <= gap < size`` and ``batch_size >= 1``."""
+    if size < 32:
+        raise ValueError(f"window size must be at least 32 px, got {size}")
+    if not 0 <= gap < size:
+        raise ValueError(f"gap must be in [0, window size {size}), got {gap}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def default_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device; None is CUDA when available, else the CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _resolve_config(config: str | os.PathLike | Mapping, overrides) -> dict:
+    """The config dict (a name, a YAML path or a dict), with ``overrides`` applied and the backbone's
+    ImageNet download switched off: the weights come from a checkpoint, or the model is untrained."""
+    if isinstance(config, Mapping):
+        cfg = apply_overrides(copy.deepcopy(dict(config)), overrides)
+    else:
+        cfg = load_config(config, overrides)
+    cfg["model"]["backbone"]["pretrained"] = False
+    return cfg
+
+
+def _config_label(cfg: Mapping) -> str:
+    return str(cfg.get("name", "<config dict>"))
+
+
+class Detector:
+    """A detection model ready for inference: the network (eval mode, on ``device``), its config,
+    class names and angle version. Build one with :meth:`from_config` or :meth:`from_checkpoint`.
+
+    Attributes:
+        model: the :mod:`rotdet.models` detector.
+        cfg: the resolved config dict.
+        class_names: label ``i`` is ``class_names[i]``.
+        angle_version: the boxes' angle convention.
+        device: where the model runs.
+        window_size: default sliding-window size (the long side of ``data.img_scale``).
+    """
+
+    def __init__(self, model: nn.Module, cfg: Mapping, device: str | torch.device | None = None) -> None:
+        self.cfg = dict(cfg)
+        self.device = default_device(device)
+        self.model = model.to(self.device).eval()
+        self.class_names = resolve_classes(self.cfg)
+        self.angle_version = str(self.cfg["angle_version"])
+        self.window_size = int(max(self.cfg["data"]["img_scale"]))
+        # The dataset's test pipeline without its file loading: RResize, Normalize, Pad.
+        steps = [s for s in config_pipeline(self.cfg, train=False) if s["type"] != "LoadImage"]
+        self._transform = build_pipeline(steps)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(
+        cls,
+        config: str | os.PathLike | Mapping,
+        checkpoint: str | os.PathLike | None = None,
+        device: str | torch.device | None = None,
+        overrides: Sequence[str] | Mapping | None = None,
+    ) -> Detector:
+        """A detector from a config (bundled name, YAML path or dict) and optional weights.
+
+        ``checkpoint``: a rotdet checkpoint or an mmrotate 0.3.4 one (``.pth``, or a bare state
+        dict). Without it the model is untrained (a warning says so); ImageNet weights are never
+        downloaded. A checkpoint that does not fit the config raises :class:`CheckpointError`
+        naming the file and the config.
+        """
+        cfg = _resolve_config(config, overrides)
+        ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
+        return cls._build(cfg, ckpt, checkpoint, device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> Detector:
+        """A detector from a checkpoint that carries its config (rotdet training checkpoints and
+        ``rotdet convert`` outputs); for others (mmrotate's) use :meth:`from_config`."""
+        ckpt = load_checkpoint(path)
+        cfg = checkpoint_config(ckpt)
+        if cfg is None:
+            raise CheckpointError(
+                f"{path} carries no config (an mmrotate checkpoint?); use "
+                f"Detector.from_config(CONFIG, {str(path)!r}) with the config it was trained with"
+            )
+        try:
+            cfg = _resolve_config(cfg, None)
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: cannot use the config it names: {exc}") from None
+        return cls._build(cfg, ckpt, path, device)
+
+    @classmethod
+    def _build(
+        cls, cfg: dict, ckpt: dict | None, path: str | os.PathLike | None, device: str | torch.device | None
+    ) -> Detector:
+        model = build_model(cfg)
+        if ckpt is None:
+            warnings.warn(
+                f"no checkpoint given: the {_config_label(cfg)} model is untrained (random weights)",
+                UserWarning,
+                stacklevel=3,
+            )
+        else:
+            # A checkpoint saved from a DistributedDataParallel model carries "module." prefixes.
+            state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+            try:
+                weights = mmrotate_to_rotdet_state_dict(state, model)
+            except ValueError as exc:
+                raise CheckpointError(
+                    f"checkpoint {path} does not fit config {_config_label(cfg)!r}: {exc}"
+                ) from None
+            model.load_state_dict(weights, strict=True)
+            names = ckpt["meta"].get("classes") or ckpt["meta"].get("CLASSES")
+            if names is not None and tuple(names) != resolve_classes(cfg):
+                warnings.warn(
+                    f"{path} was trained with classes {tuple(names)}, the config names "
+                    f"{resolve_classes(cfg)}; labels are named after the config",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        return cls(model, cfg, device)
+
+    # ------------------------------------------------------------------ inference
+    def _final_head(self) -> nn.Module:
+        """The head whose ``test_cfg`` makes the detections (R3Det: its last refine head)."""
+        return self.model.refine_head[-1] if isinstance(self.model, R3Det) else self.model.bbox_head
+
+    def _test_cfg(self, score_thr: float | None) -> TestConfig:
+        base = self._final_head().test_cfg or TestConfig()
+        return base if score_thr is None else dataclasses.replace(base, score_thr=float(score_thr))
+
+    def _prepare_patch(self, patch: np.ndarray) -> dict:
+        """A BGR patch through the test pipeline, formatted as a dataset sample (``img``, ``img_metas``)."""
+        # The keys LoadImage records for a freshly read image.
+        results = {
+            "img": patch,
+            "ori_shape": patch.shape,
+            "img_shape": patch.shape,
+            "pad_shape": patch.shape,
+            "scale_factor": np.ones(4, np.float32),
+        }
+        return format_results(self._transform(results))
+
+    @torch.no_grad()
+    def predict(
+        self,
+        image: str | os.PathLike | np.ndarray,
+        size: int | None = None,
+        gap: int | None = None,
+        batch_size: int = 4,
+        score_thr: float | None = None,
+        progress: bool = False,
+        image_id: str | None = None,
+    ) -> Detections:
+        """Detect objects in one image of any size.
+
+        Args:
+            image: a file path, or a BGR uint8 [H, W, 3] array (OpenCV's layout).
+            size: sliding-window size in pixels (default :attr:`window_size`); an image with both
+                sides <= ``size`` is run whole.
+            gap: overlap of neighbouring windows, ``0 <= gap < size`` (default :func:`default_gap`:
+                200 at 1024, DOTA's split).
+            batch_size: windows per forward pass (the most the device holds at once).
+            score_thr: overrides the config's ``test_cfg.score_thr`` when given.
+            progress: show a progress bar over the batches of windows (when there is more than one).
+            image_id: the name the detections carry (default: the file's stem, ``"image"`` for an array).
+
+        Returns:
+            :class:`Detections` in original-image pixels, by descending score.
+        """
+        if isinstance(image, np.ndarray):
+            img, default_id = image, "image"
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ValueError(f"an image array must be uint8 [H, W, 3] (BGR), got {img.dtype} {img.shape}")
+        else:
+            img, default_id = load_image(image), Path(image).stem
+        image_id = image_id if image_id is not None else default_id
+        height, width = img.shape[:2]
+        size = int(size) if size is not None else self.window_size
+        gap = int(gap) if gap is not None else default_gap(size)
+        check_window(size, gap, batch_size)
+        whole = height <= size and width <= size
+        if whole:
+            windows = np.array([[0, 0, width, height]], dtype=np.int64)
+        else:
+            windows = sliding_windows(width, height, [size], [gap])
+        cfg = self._test_cfg(score_thr)
+
+        bar = tqdm(
+            total=len(windows),
+            desc=f"{image_id} windows",
+            unit="win",
+            leave=False,
+            disable=not progress or len(windows) <= batch_size,
+        )
+        boxes, scores, labels = [], [], []
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start : start + batch_size]
+            # Cut lazily, batch by batch: the patches of a huge scene never exist all at once.
+            batch = collate(
+                [self._prepare_patch(crop_patch(img, w, None if whole else PATCH_PADDING)) for w in chunk]
+            )
+            outputs = self.model.predict(batch["img"].to(self.device), batch["img_metas"], cfg=cfg)
+            for (x0, y0, _, _), out in zip(chunk.tolist(), outputs, strict=True):
+                b, s, lab = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
+                if not whole:
+                    # Class-major within a window, as merge_patch_detections collects them, so
+                    # that equal scores are ordered the same way in the merge NMS.
+                    order = torch.sort(lab, stable=True).indices
+                    b, s, lab = b[order], s[order], lab[order]
+                    b[:, :2] += torch.tensor([x0, y0], dtype=b.dtype)
+                boxes.append(b)
+                scores.append(s)
+                labels.append(lab)
+            bar.update(len(chunk))
+        bar.close()
+        boxes_t, scores_t, labels_t = torch.cat(boxes), torch.cat(scores), torch.cat(labels).long()
+        if whole:
+            # One window: the model's own NMS made these, already by descending score.
+            order = torch.arange(len(scores_t))
+        else:
+            # In float64, as mmrotate's merge runs it (its detection arrays are float64 there).
+            order = batched_nms_rotated(boxes_t.double(), scores_t.double(), labels_t, MERGE_IOU_THR)
+        return Detections(
+            boxes=boxes_t[order].numpy(),
+            scores=scores_t[order].numpy(),
+            labels=labels_t[order].numpy(),
+            class_names=self.class_names,
+            image_size=(height, width),
+            angle_version=self.angle_version,
+            image_id=image_id,
+        )
+
+    def __repr__(self) -> str:
+        name, model = _config_label(self.cfg), type(self.model).__name__
+        return (
+            f"Detector({name}, {model}, {len(self.class_names)} classes, {self.angle_version}, {self.device})"
+        )
