@@ -11,7 +11,8 @@ Three numbers per precision, in one run, seconds per iteration at the config's b
   detector adds;
 * ``engine``: an iteration of :func:`rotdet.engine.train.train` (data loading with the config's
   workers, lr schedule, AMP, gradient clipping, logging, progress), measured as the difference
-  between two runs of different length so that start-up and the end-of-epoch checkpoint cancel.
+  between two runs of different length within the first epoch, so that start-up and the final
+  checkpoint cancel (end-of-epoch work, a checkpoint and maybe an evaluation, is not included).
 """
 
 from __future__ import annotations
@@ -97,7 +98,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--amp", nargs="+", default=["none", "bf16"], choices=sorted(AMP_DTYPES))
     parser.add_argument("--iters", type=int, default=12)
-    parser.add_argument("--images", type=int, default=64, help="ToyDOTA scenes written for the run")
+    parser.add_argument(
+        "--images", type=int, default=256, help="ToyDOTA scenes (one epoch outlasts both runs)"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = []

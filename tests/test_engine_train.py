@@ -450,3 +450,22 @@ def test_test_merge_evaluates_original_images_with_the_dota_protocol(tmp_path):
     assert metrics["protocol"] == "dota" and metrics["num_images"] == 2
     lines = (out / "Task1" / "Task1_small-vehicle.txt").read_text().splitlines()
     assert lines and {line.split()[0] for line in lines} <= {"T0000", "T0001"}  # merged back to originals
+
+
+def test_load_from_skips_tensors_of_another_shape(toy_root, tmp_path):
+    from rotdet.engine.train import load_pretrained
+    from rotdet.models import build_model
+    from rotdet.models.mmrotate_import import rotdet_to_mmrotate_key
+
+    source = build_model(tiny_cfg(toy_root, "model.bbox_head.num_classes=3"))
+    # mmrotate's names, as a released checkpoint has them
+    state = {rotdet_to_mmrotate_key(k): v for k, v in source.state_dict().items()}
+    save_checkpoint({"state_dict": state, "meta": {}}, tmp_path / "mm.pth")
+    target = build_model(tiny_cfg(toy_root))  # 6 classes: the classification conv differs
+    report = load_pretrained(target, tmp_path / "mm.pth")
+    assert sorted(report["skipped"]) == ["bbox_head.retina_cls.bias", "bbox_head.retina_cls.weight"]
+    loaded = target.state_dict()
+    assert torch.equal(loaded["backbone.conv1.weight"], source.state_dict()["backbone.conv1.weight"])
+    with pytest.raises(CheckpointError, match="no tensor matches"):
+        save_checkpoint({"state_dict": {"foo": torch.zeros(1)}, "meta": {}}, tmp_path / "other.pth")
+        load_pretrained(target, tmp_path / "other.pth")

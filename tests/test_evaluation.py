@@ -172,6 +172,13 @@ def test_duplicate_is_false_positive():
     assert mm.map == pytest.approx(0.5 + 0.5 * 2 / 3, abs=1e-6)
 
 
+def test_detections_touching_no_ground_truth():
+    # Same image as the objects but nowhere near them: no candidate pair at all, AP 0, no error.
+    dota, mm = _both(GT2, [0, 0], [(300, 300, 320, 310), (500, 0, 510, 5)], [0.9, 0.8])
+    assert dota.map == 0.0 and mm.map == 0.0
+    assert dota.classes[0].num_dets == 2 and dota.classes[0].recall == 0.0
+
+
 def test_difficult_ignored_by_dota_counted_by_mmrotate():
     # The second object is difficult and not detected; a detection on a difficult object is neither.
     dota, mm = _both(GT2, [0, 1], [GT2[0]], [0.9])

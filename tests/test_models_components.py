@@ -123,6 +123,9 @@ def test_valid_flags_padded(name: str) -> None:
     assert grid[:10, :17].all() and not grid[10:].any() and not grid[:, 17:].any()
     # a full-size image: everything valid
     assert all(f.all() for f in gen.valid_flags(sizes, (104, 168)))
+    # all_valid decides the same from the shapes alone (the heads' no-sync path)
+    for pad in [(104, 168), (75, 130, 3), (97, 168), (104, 161), (100, 160), (1, 1)]:
+        assert gen.all_valid(sizes, pad) == all(bool(f.all()) for f in gen.valid_flags(sizes, pad)), pad
 
 
 # ------------------------------------------------------------------------------------------- coder

@@ -153,6 +153,28 @@ def test_valid_flags_exclude_padding():
     assert torch.all(lw[0][anchors[0, :, 1] >= 64] == 0) and torch.all(lw[0][anchors[0, :, 1] < 64] == 1)
 
 
+@pytest.mark.parametrize("atss", [True, False])
+def test_all_valid_fast_path_equals_flag_path(atss, monkeypatch):
+    """Images padded to the batch shape skip the per-anchor flags; the targets are the same."""
+    head = retina_head(atss=atss)
+    cls, _ = head(feats_for(size=128))
+    sizes = [tuple(c.shape[-2:]) for c in cls]
+    anchors = torch.cat(head.grid_anchors(sizes, "cpu"))[None].expand(2, -1, -1)
+    metas = [{"img_shape": (128, 128, 3), "pad_shape": (128, 128, 3), "scale_factor": [1.0] * 4}] * 2
+    gts = [torch.tensor([[40.0, 50.0, 30.0, 12.0, 0.3], [90.0, 90.0, 60.0, 20.0, -0.7]]), torch.zeros(0, 5)]
+    labels = [torch.tensor([0, 1]), torch.zeros(0, dtype=torch.long)]
+    args = (anchors, [h * w * head.num_anchors for h, w in sizes], sizes, gts, labels, metas)
+    fast = head.get_targets(*args)
+    monkeypatch.setattr(type(head.anchor_generator), "all_valid", lambda *a: False)
+    slow = head.get_targets(*args)
+    for a, b in zip(fast[:4], slow[:4], strict=True):
+        assert torch.equal(a, b)
+    assert fast[4] == slow[4] and int((fast[0][0] < head.num_classes).sum()) > 0
+    # the grid anchors are made once per feature-map sizes and kept out of the state dict
+    assert head.grid_anchors(sizes, "cpu") is head.grid_anchors(sizes, "cpu")
+    assert not any("anchor" in k for k in head.state_dict())
+
+
 def test_predict_rescale_topk_and_versions():
     head = retina_head(test_cfg=TestConfig(nms_pre=50, score_thr=0.0, iou_thr=0.1, max_per_img=30))
     cls, reg = head(feats_for())

@@ -80,7 +80,7 @@ def run_demo_job(
     prepare_toy_data(data_dir, num_train, num_val)
     cfg = load_config(DEMO_CONFIG, [f"data.root={data_dir.as_posix()}", *(overrides or [])])
     print(f"[2/4] training {DEMO_CONFIG} -> {work_dir}")
-    train(
+    trained = train(
         cfg,
         TrainOptions(
             work_dir=work_dir,
@@ -92,13 +92,16 @@ def run_demo_job(
             keep=1,
         ),
     )
-    print("[3/4] evaluating on the held-out scenes")
+    print("[3/4] mAP of the final weights on the held-out scenes")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     detector = Detector.from_config(cfg, checkpoint=work_dir / "latest.pth", device=dev)
     val_set = build_dataset(cfg, "val")
-    result = evaluate_model(detector.model, val_set, dev, progress=progress)
+    result = trained.last_eval
+    if result is None or not trained.history or trained.history[-1].get("mode") != "val":
+        # the trainer did not evaluate the final weights
+        result = evaluate_model(detector.model, val_set, dev, progress=progress)
+        print(result.table())
     result.write_json(work_dir / "metrics.json")
-    print(result.table())
     print("[4/4] drawing detections")
     examples = [Path(info["filename"]) for info in val_set.data_infos[:num_examples]]
     pictures = draw_examples(detector, examples, work_dir / "detections")

@@ -31,6 +31,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,15 @@ import torch
 import yaml
 from torch import nn
 
-from rotdet.engine.checkpoint import CheckpointError, CheckpointManager, latest_checkpoint, load_checkpoint
+from rotdet.engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from rotdet.engine.data import build_dataset, build_train_loader
-from rotdet.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
+from rotdet.engine.distributed import DistInfo, barrier, broadcast_object, get_dist_info, init_distributed
 from rotdet.engine.logger import RunLogger, plot_curves
 from rotdet.engine.optim import LrSchedule, build_optimizer, scaled_lr
 
@@ -121,6 +128,7 @@ class TrainResult:
     epoch: int
     iteration: int
     last_map: float | None = None
+    last_eval: object | None = None  # the EvalResult of the last evaluation (rank 0)
     best_map: float | None = None
     history: list[dict] = field(default_factory=list)
 
@@ -257,7 +265,8 @@ class _StopRequest:
         self._previous = None
 
     def __enter__(self):
-        if threading_main():
+        # Signal handlers can only be installed from the main thread (train() may run elsewhere).
+        if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
@@ -270,12 +279,6 @@ class _StopRequest:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _setup_file_logging(work_dir: Path, info: DistInfo) -> logging.Handler | None:
@@ -369,7 +372,8 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
     epoch, iteration, epoch_iter = 0, 0, 0
     resume_path = latest_checkpoint(work_dir) if opts.resume == "auto" else opts.resume
     if resume_path:
-        ckpt = load_checkpoint(resume_path, map_location=device)
+        # On the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest to the device.
+        ckpt = load_checkpoint(resume_path, map_location="cpu")
         if "optimizer" not in ckpt:
             raise CheckpointError(f"{resume_path} holds weights only; use --load-from to start from it")
         model.load_state_dict(ckpt["state_dict"], strict=True)
@@ -413,8 +417,6 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
 
     def save_latest() -> None:
         if manager:
-            from rotdet.engine.checkpoint import save_checkpoint
-
             save_checkpoint(checkpoint(), work_dir / "latest.pth")
 
     logger.info(
@@ -489,7 +491,13 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
                             mem=f"{_memory_mb(device):.0f}M",
                             refresh=False,
                         )
-                    if run_log and (iteration % opts.log_interval == 0 or epoch_iter == iters_per_epoch):
+                    if opts.max_iters is not None and iteration >= opts.max_iters:
+                        stop_reason = "max_iters"
+                    elif broadcast_object(stop.requested) if info.distributed else stop.requested:
+                        stop_reason = "interrupted"
+                    if run_log and (
+                        iteration % opts.log_interval == 0 or epoch_iter == iters_per_epoch or stop_reason
+                    ):
                         record = {"mode": "train", "epoch": epoch + 1, "iter": iteration, "lr": lr_now}
                         for key in window[0]:
                             record[key] = sum(w[key] for w in window) / len(window)
@@ -497,10 +505,6 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
                         run_log.log(record)
                         result.history.append(record)
                         window = []
-                    if opts.max_iters is not None and iteration >= opts.max_iters:
-                        stop_reason = "max_iters"
-                    elif broadcast_object(stop.requested) if info.distributed else stop.requested:
-                        stop_reason = "interrupted"
                     if stop_reason and epoch_iter < iters_per_epoch:
                         break  # otherwise the epoch is complete: its checkpoint and evaluation follow
                     t_data = time.perf_counter()
@@ -522,7 +526,7 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
                     model, val_set, device, amp=opts.amp, progress=opts.progress and info.is_main
                 )
                 if info.is_main:
-                    result.last_map = res.map
+                    result.last_map, result.last_eval = res.map, res
                     record = {
                         "mode": "val",
                         "epoch": epoch,
@@ -570,7 +574,7 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config name (see `rotdet train --list`) or a .yaml path")
+    parser.add_argument("config", help="config name (an unknown name lists the valid ones) or a .yaml path")
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optimizer.lr=0.005"
     )
@@ -636,16 +640,10 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     result = train(cfg, opts)
-    if get_rank_is_main():
+    if get_dist_info().is_main:
         best = f", best mAP {result.best_map:.4f}" if result.best_map is not None else ""
         print(
             f"trained {result.iteration} iterations ({result.epoch} epochs){best}; "
             f"outputs in {result.work_dir}"
         )
     return 0
-
-
-def get_rank_is_main() -> bool:
-    from rotdet.engine.distributed import get_dist_info
-
-    return get_dist_info().is_main

@@ -129,7 +129,8 @@ def _eval_class(
         ious = polygon_iou_aligned(gt_polys[cols], polys[rows])
         nan = np.isnan(ious)
         ovmax, pair = best_per_row(rows[~nan], gt_local[cols[~nan]], ious[~nan], nd)
-        jmax = np.where(pair >= 0, cols[~nan][np.maximum(pair, 0)], -1)
+        has = pair >= 0  # (no candidate pair at all is possible: then nothing is indexed)
+        jmax[has] = cols[~nan][pair[has]]
         if nan.any():  # np.max over candidates holding a NaN is NaN: never a match
             ovmax[np.unique(rows[nan])] = np.nan
 

@@ -109,7 +109,8 @@ def _tp_fp_one_class(
     best, pair = best_per_row(rows, gt_local[cols], ious.astype(np.float64), num_dets)
     has_gt = gt_counts[det_img] > 0
     # A row of mmrotate's dense IoU matrix that is all zeros has its argmax at the image's first gt.
-    best_gt = np.where(pair >= 0, cols[np.maximum(pair, 0)], -1)
+    best_gt = np.full(num_dets, -1, np.int64)
+    best_gt[pair >= 0] = cols[pair[pair >= 0]]  # (no candidate pair at all is possible)
     zero_row = has_gt & ((pair < 0) | (best <= 0))
     best = np.where(zero_row, 0.0, best)
     best_gt = np.where(zero_row, gt_start[det_img], best_gt)

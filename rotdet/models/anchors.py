@@ -144,6 +144,14 @@ class AnchorGenerator:
             raise ValueError(f"{len(featmap_sizes)} feature maps for {self.num_levels} anchor levels")
         return [self.single_level_grid_anchors(s, i, device, dtype) for i, s in enumerate(featmap_sizes)]
 
+    def all_valid(self, featmap_sizes: Sequence[tuple[int, int]], pad_shape: Sequence[int]) -> bool:
+        """True when :meth:`valid_flags` would be all True (decided from the shapes, on the host)."""
+        pad_h, pad_w = int(pad_shape[0]), int(pad_shape[1])
+        return all(
+            math.ceil(pad_h / stride_h) >= int(feat_h) and math.ceil(pad_w / stride_w) >= int(feat_w)
+            for (feat_h, feat_w), (stride_w, stride_h) in zip(featmap_sizes, self.strides, strict=True)
+        )
+
     def valid_flags(
         self,
         featmap_sizes: Sequence[tuple[int, int]],

@@ -117,6 +117,10 @@ def rotated_anchor_inside_flags(
     )
 
 
+def _sizes_key(featmap_sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    return tuple((int(h), int(w)) for h, w in featmap_sizes)
+
+
 def _levels_to_flat(outputs: Sequence[Tensor], channels: int) -> Tensor:
     """Per-level ``[B, A * channels, H, W]`` -> ``[B, sum(H W A), channels]`` in (y, x, a) order."""
     batch = outputs[0].shape[0]
@@ -183,6 +187,7 @@ class RotatedRetinaHead(nn.Module):
             chn = self.in_channels if i == 0 else self.feat_channels
             self.cls_convs.append(ConvReLU(chn, self.feat_channels, norm_cfg))
             self.reg_convs.append(ConvReLU(chn, self.feat_channels, norm_cfg))
+        self._anchor_cache: dict[tuple, object] = {}
         self.retina_cls = nn.Conv2d(self.feat_channels, self.num_anchors * self.num_classes, 3, padding=1)
         self.retina_reg = nn.Conv2d(self.feat_channels, self.num_anchors * 5, 3, padding=1)
         self.init_weights()
@@ -212,8 +217,21 @@ class RotatedRetinaHead(nn.Module):
 
     # ------------------------------------------------------------------ anchors
     def grid_anchors(self, featmap_sizes: Sequence[tuple[int, int]], device) -> list[Tensor]:
-        """Per level the grid anchors ``[H*W*A, 5]`` (float32)."""
-        return self.anchor_generator.grid_anchors(featmap_sizes, device=device, dtype=torch.float32)
+        """Per level the grid anchors ``[H*W*A, 5]`` (float32), made once per feature-map sizes and
+        device (DOTA patches all have one size; the cache saves a dozen kernel launches a step)."""
+        return self._cached(
+            ("levels", _sizes_key(featmap_sizes), str(device)),
+            lambda: self.anchor_generator.grid_anchors(featmap_sizes, device=device, dtype=torch.float32),
+        )
+
+    def _cached(self, key: tuple, make):
+        # Small (a few MB at most) and keyed by shapes, so not part of the state dict.
+        value = self._anchor_cache.get(key)
+        if value is None:
+            if len(self._anchor_cache) >= 16:
+                self._anchor_cache.clear()
+            value = self._anchor_cache[key] = make()
+        return value
 
     def _image_anchors(
         self, featmap_sizes: Sequence[tuple[int, int]], batch: int, device, anchors: Sequence[Tensor] | None
@@ -223,7 +241,8 @@ class RotatedRetinaHead(nn.Module):
         if anchors is None:
             if self.anchors_from_caller:
                 raise ValueError("this head needs its anchors from the caller")
-            flat = torch.cat(self.grid_anchors(featmap_sizes, device))
+            key = ("flat", _sizes_key(featmap_sizes), str(device))
+            flat = self._cached(key, lambda: torch.cat(self.grid_anchors(featmap_sizes, device)))
             return flat[None].expand(batch, -1, -1)
         return torch.cat([a.reshape(batch, -1, 5) for a in anchors], dim=1).detach().float()
 
@@ -257,15 +276,25 @@ class RotatedRetinaHead(nn.Module):
         bbox_weights = anchors.new_zeros(batch, num, 5)
         num_total_pos = 0
         for i in range(batch):
-            valid = torch.cat(self.anchor_generator.valid_flags(featmap_sizes, metas[i]["pad_shape"], device))
-            inside = rotated_anchor_inside_flags(
-                anchors[i], valid, metas[i]["img_shape"], self.train_cfg.allowed_border
-            )
-            inside_idx = inside.nonzero().squeeze(1)
-            sub = anchors[i][inside_idx]
-            counts = [
-                int(c) for c in torch.stack([f.sum() for f in inside.split(num_level_anchors)]).tolist()
-            ]
+            if self.train_cfg.allowed_border < 0 and self.anchor_generator.all_valid(
+                featmap_sizes, metas[i]["pad_shape"]
+            ):
+                # Every anchor takes part (the usual case: images padded to the batch shape), known
+                # from the shapes alone: no flags, no nonzero, no host sync.
+                inside_idx = self._cached(("all", num, str(device)), lambda: torch.arange(num, device=device))
+                sub, counts = anchors[i], list(num_level_anchors)
+            else:
+                valid = torch.cat(
+                    self.anchor_generator.valid_flags(featmap_sizes, metas[i]["pad_shape"], device)
+                )
+                inside = rotated_anchor_inside_flags(
+                    anchors[i], valid, metas[i]["img_shape"], self.train_cfg.allowed_border
+                )
+                inside_idx = inside.nonzero().squeeze(1)
+                sub = anchors[i][inside_idx]
+                counts = [
+                    int(c) for c in torch.stack([f.sum() for f in inside.split(num_level_anchors)]).tolist()
+                ]
             gts = gt_boxes[i].to(device=device, dtype=torch.float32)
             gls = gt_labels[i].to(device=device, dtype=torch.long)
             result = self._assign(sub, counts, gts, gls)
