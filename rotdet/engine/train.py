@@ -483,14 +483,10 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
                     if bar is not None:
                         bar.update(1)
                         # "s0.loss_cls" -> "s0.cls": the terms stay readable in one line
-                        short = {k.replace("loss_", ""): f"{v:.3f}" for k, v in terms.items()}
-                        bar.set_postfix(
-                            loss=f"{window[-1]['loss']:.3f}",
-                            **short,
-                            lr=f"{lr_now:.2e}",
-                            mem=f"{_memory_mb(device):.0f}M",
-                            refresh=False,
-                        )
+                        shown = {"loss": f"{window[-1]['loss']:.3f}"}  # a dict keeps this order
+                        shown.update((k.replace("loss_", ""), f"{v:.3f}") for k, v in terms.items())
+                        shown.update(lr=f"{lr_now:.2e}", mem=f"{_memory_mb(device):.0f}M")
+                        bar.set_postfix(shown, refresh=False)
                     if opts.max_iters is not None and iteration >= opts.max_iters:
                         stop_reason = "max_iters"
                     elif broadcast_object(stop.requested) if info.distributed else stop.requested:

@@ -4,8 +4,9 @@
 Each class gets a fixed colour (:func:`class_colour`: hues spaced by the golden angle, so the colour
 of class ``i`` never depends on how many classes there are). Captions sit on a filled box of the
 class colour with black or white text, whichever contrasts more, so they stay legible on any
-background. Line width and font size grow with the image: a 4000 px scene needs thicker strokes
-than a 512 px patch to be readable once shrunk to a screen.
+background. Line width and font size grow slowly with the image (a 4000 px scene needs thicker
+strokes than a 512 px patch), but a caption is never much larger than its object: aerial scenes are
+full of 20 px vehicles, whose captions would otherwise cover the scene.
 """
 
 from __future__ import annotations
@@ -29,12 +30,19 @@ def class_colour(label: int) -> tuple[int, int, int]:
 
 
 def drawing_scale(image_shape: Sequence[int]) -> tuple[int, float]:
-    """``(line thickness in px, font scale)`` for an image of ``image_shape`` (H, W, ...): 2 px and
-    0.45 up to about 1000 px on the long side, growing linearly beyond."""
+    """``(line thickness in px, largest font scale)`` for an image of ``image_shape`` (H, W, ...):
+    2 px and 0.45 up to 1000 px on the long side, then growing with its square root (4 px and 0.9
+    at most)."""
     long_side = max(int(image_shape[0]), int(image_shape[1]))
-    thickness = max(2, round(long_side / 500))
-    font_scale = max(0.45, long_side / 2200)
-    return thickness, font_scale
+    grow = max(1.0, (long_side / 1000) ** 0.5)
+    return min(4, round(2 * grow)), min(0.9, 0.45 * grow)
+
+
+def _caption_scale(polygon: np.ndarray, largest: float) -> float:
+    """Font scale for the caption of one object: ``largest``, or less for a small object (a text
+    height of about a third of the object's longer side, but never below legible 0.35)."""
+    extent = float(max(np.ptp(polygon[:, 0]), np.ptp(polygon[:, 1])))
+    return min(largest, max(0.35, extent / 75))
 
 
 def _text_colour(background: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -110,7 +118,7 @@ def draw_polygons(
     if captions is not None:
         for pts, label, text in zip(corners, labels, captions, strict=True):
             anchor = (int(pts[:, 0].min()), int(pts[:, 1].min()) - 2)
-            _draw_caption(out, text, anchor, class_colour(int(label)), font_scale)
+            _draw_caption(out, text, anchor, class_colour(int(label)), _caption_scale(pts, font_scale))
     return out
 
 
