@@ -333,9 +333,17 @@ def test_ctrl_c_saves_a_resumable_checkpoint(toy_root, tmp_path):
     assert resumed.iteration == meta["iter"] + 1
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_ddp_two_gloo_processes(toy_root, tmp_path):
     work = tmp_path / "ddp"
-    args = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    args = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
             "-m", "rotdet.cli", "train", "demo_atss_le90", f"data.root={toy_root}", *TINY,
             "--work-dir", str(work), "--no-progress", "--device", "cpu"]  # fmt: skip
     proc = _run_cli(args, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapely
+import torch
 
 from rotdet.cli import main as cli_main
 from rotdet.data import DOTA_V1_CLASSES, write_task1_submission
@@ -170,6 +171,29 @@ def test_duplicate_is_false_positive():
     dota, mm = _both(GT2, [0, 0], dets, [0.9, 0.8, 0.7], use_07=False)
     assert dota.map == pytest.approx(0.5 + 0.5 * 2 / 3, abs=1e-12)  # area
     assert mm.map == pytest.approx(0.5 + 0.5 * 2 / 3, abs=1e-6)
+
+
+def test_polygon_protocol_vs_obb_protocol_on_a_skewed_object():
+    """DOTA scores against the labelled quadrilateral, mmrotate against its obb (minAreaRect): a
+    detection equal to the obb of a skewed parallelogram matches in mmrotate's protocol only.
+    (A convex quadrilateral fills at least half of its minimal rectangle, so at IoU 0.5 the two
+    cannot disagree this way; at 0.7 they do.)"""
+    from rotdet.structures import obb2poly, poly2obb_np
+
+    quad = np.array([0, 0, 100, 0, 300, 20, 200, 20], np.float64)
+    obbs, keep = poly2obb_np(quad[None], "le90")
+    assert keep.all()
+    obb = obbs[0].astype(np.float64)
+    det_poly = obb2poly(torch.from_numpy(obb[None])).numpy().reshape(1, 8)
+    gts = {"img": GroundTruthImage(quad.reshape(1, 8), ["a"], np.zeros(1, np.int64))}
+    dets = {"a": ClassDetections(["img"], np.array([0.9]), det_poly)}
+    dota = eval_dota_task1(dets, gts, ["a"], iou_thr=0.7)
+    iou = polygon_iou(quad.reshape(1, 8), det_poly)[0, 0]
+    assert 0.6 < iou < 0.7  # the parallelogram fills 2/3 of its rectangle
+    assert dota.map == 0.0
+    ann = {"bboxes": np.array([obb], np.float32), "labels": np.zeros(1, np.int64)}
+    mm = eval_rbbox_map([[np.array([[*obb, 0.9]], np.float32)]], [ann], iou_thr=0.7)
+    assert mm.map == pytest.approx(1.0)
 
 
 def test_detections_touching_no_ground_truth():

@@ -60,6 +60,13 @@ def rect_image(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return img
 
 
+def test_config_file_yaml_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("name: mine\nmodel:\n  type: [unclosed\n")
+    with pytest.raises(ValueError, match=r"mine.yaml is not valid YAML.*line 3"):
+        load_config(bad)
+
+
 def test_config_names_and_loader_errors():
     names = list_configs()
     assert set(SEED_CONFIGS) | {"demo_atss_le90"} == set(names)
@@ -69,6 +76,8 @@ def test_config_names_and_loader_errors():
         load_config("rotated_atss_obb_r50_fpn_1x_dota_le90", ["model.backbone.dept=18"])
     with pytest.raises(KeyError, match="no item"):
         load_config("r3det_r50_fpn_1x_dota_oc", ["model.refine_heads.3.num_classes=2"])
+    with pytest.raises(ValueError, match=r"override 'optimizer=\{type: SGD': the value is not valid YAML"):
+        load_config("r3det_r50_fpn_1x_dota_oc", ["optimizer={type: SGD"])
     cfg = load_config("r3det_r50_fpn_1x_dota_oc", ["model.frm_cfgs.0.points=5", "optimizer.lr=0.01"])
     assert cfg["model"]["frm_cfgs"][0]["points"] == 5 and cfg["optimizer"]["lr"] == 0.01
     # the seed configs are mmrotate's

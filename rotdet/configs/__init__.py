@@ -62,6 +62,10 @@ def _set(cfg: dict, key: str, value) -> None:
             node = node[part]
 
 
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
 def apply_overrides(cfg: dict, overrides: Iterable[str] | dict | None) -> dict:
     """A copy of ``cfg`` with ``key=value`` strings (or a ``{dotted key: value}`` dict) applied."""
     cfg = copy.deepcopy(cfg)
@@ -74,7 +78,12 @@ def apply_overrides(cfg: dict, overrides: Iterable[str] | dict | None) -> dict:
             if "=" not in item:
                 raise ValueError(f"override {item!r} is not key=value")
             key, text = item.split("=", 1)
-            parsed.append((key.strip(), yaml.safe_load(text)))
+            try:
+                parsed.append((key.strip(), yaml.safe_load(text)))
+            except yaml.YAMLError as exc:
+                raise ValueError(
+                    f"override {item!r}: the value is not valid YAML ({_one_line(exc)})"
+                ) from None
         items = parsed
     for key, value in items:
         _set(cfg, key, value)
@@ -90,8 +99,11 @@ def load_config(name_or_path: str | Path, overrides: Iterable[str] | dict | None
             raise ValueError(
                 f"unknown config {str(name_or_path)!r}; valid configs: {', '.join(list_configs())}"
             )
-    with open(path, encoding="utf-8") as f:
-        cfg = yaml.safe_load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f)
+    except yaml.YAMLError as exc:  # the message carries the line and column
+        raise ValueError(f"{path} is not valid YAML: {_one_line(exc)}") from None
     if not isinstance(cfg, dict) or "model" not in cfg:
         raise ValueError(f"{path} is not a rotdet config (no 'model' mapping)")
     return apply_overrides(cfg, overrides)
