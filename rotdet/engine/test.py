@@ -132,7 +132,9 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write Task1 submission files and zip (merged) without evaluating",
     )
-    parser.add_argument("--out", default=None, help="output folder (default work_dirs/<config>/test)")
+    parser.add_argument(
+        "--out", default=None, help="output folder (default work_dirs/<config>/test/<checkpoint name>)"
+    )
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default=None)
@@ -153,7 +155,8 @@ def run_test(args: argparse.Namespace) -> int:
     split = args.split or ("test" if args.format_only else "val")
     dataset = build_dataset(cfg, split, args.data_root, test_mode=True)
     detector = Detector.from_config(cfg, checkpoint=args.checkpoint, device=device)
-    out = Path(args.out or Path("work_dirs") / cfg.get("name", "run") / "test")
+    # One folder per checkpoint by default, so testing another checkpoint never overwrites results.
+    out = Path(args.out or Path("work_dirs") / cfg.get("name", "run") / "test" / Path(args.checkpoint).stem)
     t0 = time.perf_counter()
     results = inference_on_dataset(
         detector.model,
