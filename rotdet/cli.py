@@ -29,7 +29,7 @@ from rotdet.models.mmrotate_import import add_convert_arguments, run_convert
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "demo": ("Train and evaluate the demo model on ToyDOTA (CPU, ~10 min).", add_demo_arguments, run_demo),
+    "demo": ("Train and evaluate the demo model on ToyDOTA (CPU, 5-10 min).", add_demo_arguments, run_demo),
     "train": ("Train a config (single process, or several under torchrun).", add_train_arguments, run_train),
     "test": (
         "Evaluate a checkpoint; merge patches; write DOTA submission files.",
@@ -83,7 +83,15 @@ def _console_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may stand between options (`train CFG --amp bf16 a.b=1 --seed 3`), which
+    # argparse cannot give to a positional list: collect them here.
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    unknown = [a for a in extra if a not in overrides]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        parser.parse_args(argv)  # reports the unrecognised arguments the usual way and exits
+    if overrides:
+        args.overrides = [*(args.overrides or []), *overrides]
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 0

@@ -477,3 +477,13 @@ def test_load_from_skips_tensors_of_another_shape(toy_root, tmp_path):
     with pytest.raises(CheckpointError, match="no tensor matches"):
         save_checkpoint({"state_dict": {"foo": torch.zeros(1)}, "meta": {}}, tmp_path / "other.pth")
         load_pretrained(target, tmp_path / "other.pth")
+
+
+def test_overrides_between_options_reach_the_config(toy_root, tmp_path):
+    work = tmp_path / "w"
+    args = ["train", "demo_atss_le90", *TINY, "--work-dir", str(work), f"data.root={toy_root}",
+            "--no-progress", "max_epochs=1", "--eval-interval", "0"]  # fmt: skip
+    assert main(args) == 0
+    assert load_checkpoint(work / "latest.pth")["meta"]["epoch"] == 1  # the later max_epochs=1 won
+    with pytest.raises(SystemExit):
+        main(["train", "demo_atss_le90", "--bogus"])
