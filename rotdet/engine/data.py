@@ -52,9 +52,10 @@ def dataset_paths(
     ann_dir = root / entry["ann_dir"] if entry.get("ann_dir") else None
     for what, path in (("image", img_dir), ("annotation", ann_dir)):
         if path is not None and not path.is_dir():
+            hint = "; or train without evaluation: --eval-interval 0" if split == "val" else ""
             raise FileNotFoundError(
                 f"{split} {what} folder {path} does not exist (data root {root}; "
-                "set --data-root or data.root=... to where the split dataset is)"
+                f"set --data-root or data.root=... to where the split dataset is{hint})"
             )
     return ann_dir, img_dir
 
