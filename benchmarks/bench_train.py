@@ -32,7 +32,8 @@ from rotdet.configs import load_config  # noqa: E402
 from rotdet.data import collate, ensure_toy_dota  # noqa: E402
 from rotdet.engine.data import build_dataset  # noqa: E402
 from rotdet.engine.optim import build_optimizer  # noqa: E402
-from rotdet.engine.train import AMP_DTYPES, TrainOptions, train  # noqa: E402
+from rotdet.engine.runtime import AMP_DTYPES, autocast  # noqa: E402
+from rotdet.engine.train import TrainOptions, train  # noqa: E402
 from rotdet.models.detectors import sum_losses  # noqa: E402
 from rotdet.models.factory import build_model  # noqa: E402
 
@@ -58,10 +59,9 @@ def bare_steps(cfg: dict, device: torch.device, amp: str, iters: int) -> tuple[f
     batch["img"] = batch["img"].to(device)
     batch["gt_bboxes"] = [b.to(device) for b in batch["gt_bboxes"]]
     batch["gt_labels"] = [b.to(device) for b in batch["gt_labels"]]
-    dtype = AMP_DTYPES[amp]
 
     def network():
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(device, amp):
             cls, reg = model(batch["img"])
             loss = sum(c.float().mean() for c in cls) + sum(r.float().mean() for r in reg)
         optimizer.zero_grad(set_to_none=True)
@@ -69,7 +69,7 @@ def bare_steps(cfg: dict, device: torch.device, amp: str, iters: int) -> tuple[f
         optimizer.step()
 
     def with_losses():
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(device, amp):
             loss = sum_losses(model.loss_batch(batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -181,20 +181,16 @@ def test_resume_gives_identical_weights(toy_root, tmp_path):
     assert straight.iteration == 4
     first = train(cfg, TrainOptions(work_dir=tmp_path / "b", max_iters=2, **common))
     assert first.iteration == 2 and first.epoch == 0  # stopped inside epoch 1 (3 iterations/epoch)
-    meta = load_checkpoint(tmp_path / "b" / "latest.pth")["meta"]
-    assert (meta["iter"], meta["epoch_iter"]) == (2, 2)
+    halfway = load_checkpoint(tmp_path / "b" / "latest.pth")
+    assert (halfway["meta"]["iter"], halfway["meta"]["epoch_iter"]) == (2, 2)
     resumed = train(cfg, TrainOptions(work_dir=tmp_path / "b", max_iters=4, **common))
     assert resumed.iteration == 4
     a, b = _weights(tmp_path / "a" / "latest.pth"), _weights(tmp_path / "b" / "latest.pth")
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    fresh = train(cfg, TrainOptions(work_dir=tmp_path / "c", max_iters=2, **{**common, "seed": 8}))
-    c = _weights(tmp_path / "c" / "latest.pth")
-    assert any(
-        not torch.equal(c[k], _weights(tmp_path / "b" / "epoch_1.pth")[k]) for k in c if k.endswith("weight")
-    )
-    assert fresh.iteration == 2
+    # the resumed iterations really trained (equality is not two unchanged models)
+    assert any(not torch.equal(b[k], halfway["state_dict"][k]) for k in b if k.endswith("weight"))
 
 
 def test_nan_loss_stops_with_iteration_and_term(toy_root, tmp_path, monkeypatch):
@@ -367,7 +363,7 @@ def test_augmentation_does_not_depend_on_workers(toy_root):
     dataset = build_dataset(cfg, "train")
     seen = []
     for workers in (0, 2):
-        loader, sampler, _ = build_train_loader(dataset, 2, workers, seed=5)
+        loader, sampler = build_train_loader(dataset, 2, workers, seed=5)
         batches = []
         for epoch in (0, 1):
             sampler.set_epoch(epoch)

@@ -34,6 +34,7 @@ import torch
 from rotdet.engine.checkpoint import CheckpointError
 from rotdet.engine.inference import Detector, default_device
 from rotdet.engine.predict_cli import check_device, error_message
+from rotdet.engine.runtime import autocast, peak_memory_mib, resolve_amp
 from rotdet.models.detectors import default_metas, sum_losses
 from rotdet.structures import regularize_obb
 
@@ -70,16 +71,6 @@ def synthetic_targets(
     return targets
 
 
-def _peak_memory_mib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-
-
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -97,7 +88,7 @@ def _timed(step: Callable[[], None], iters: int, warmup: int, device: torch.devi
         step()
     _synchronize(device)
     elapsed = time.perf_counter() - start
-    return elapsed / iters, _peak_memory_mib(device)
+    return elapsed / iters, peak_memory_mib(device)
 
 
 def _device_name(device: torch.device) -> str:
@@ -127,32 +118,22 @@ def benchmark(
      "train": {"iters_per_s", "images_per_s", "ms_per_iter", "peak_memory_mib"}}  # with train
     """
     from rotdet.engine.optim import build_optimizer
-    from rotdet.engine.train import AMP_DTYPES
 
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"unknown amp mode {amp!r}; use one of {', '.join(AMP_DTYPES)}")
     if iters < 1 or warmup < 0 or batch_size < 1 or img_size < 32:
         raise ValueError("need iters >= 1, warmup >= 0, batch_size >= 1 and img_size >= 32")
     dev = default_device(device)
-    if amp == "fp16" and dev.type != "cuda":
-        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
+    amp = resolve_amp(amp, dev)
     with warnings.catch_warnings():
         # Random weights are expected here (the module docstring says what they change).
         warnings.filterwarnings("ignore", message="no checkpoint given")
         detector = Detector.from_config(config, checkpoint, dev, overrides)
     model = detector.model
-    autocast_dtype = AMP_DTYPES[amp]
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch_size, 3, img_size, img_size, generator=generator).to(dev)
     metas = default_metas(images)
 
-    def autocast() -> torch.autocast:
-        return torch.autocast(
-            dev.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-        )
-
     def predict_step() -> None:
-        with autocast():
+        with autocast(dev, amp):
             outputs = model.predict(images, metas)
         for out in outputs:  # detections leave the device, as in every real use
             for value in out.values():
@@ -191,7 +172,7 @@ def benchmark(
 
         def train_step() -> None:
             optimizer.zero_grad(set_to_none=True)
-            with autocast():
+            with autocast(dev, amp):
                 loss = sum_losses(model.forward_train(images, targets, metas))
             scaler.scale(loss).backward()
             if clip:

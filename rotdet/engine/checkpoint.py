@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from rotdet.models.mmrotate_import import safe_torch_load
+
 __all__ = [
     "CheckpointError",
     "CheckpointManager",
@@ -60,12 +62,6 @@ def save_checkpoint(obj: Mapping, path: str | os.PathLike) -> Path:
     return path
 
 
-def _safe_globals() -> list:
-    from rotdet.models.mmrotate_import import _safe_globals as mmrotate_globals
-
-    return mmrotate_globals()
-
-
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint (rotdet's or mmrotate's) with ``weights_only=True``.
 
@@ -76,8 +72,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = safe_torch_load(path, map_location)
     except Exception as exc:  # pickle, zip and torch errors all mean "not a usable checkpoint"
         raise CheckpointError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(obj, dict):
@@ -104,8 +99,15 @@ def latest_checkpoint(work_dir: str | os.PathLike) -> Path | None:
     latest = work_dir / "latest.pth"
     if latest.is_file():
         return latest
-    epochs = [(int(m.group(1)), p) for p in work_dir.glob("epoch_*.pth") if (m := _EPOCH_RE.match(p.name))]
-    return max(epochs)[1] if epochs else None
+    epochs = _epoch_files(work_dir)
+    return epochs[-1][1] if epochs else None
+
+
+def _epoch_files(work_dir: Path) -> list[tuple[int, Path]]:
+    """``(N, path)`` of every ``epoch_N.pth`` in ``work_dir``, by N."""
+    return sorted(
+        (int(m.group(1)), p) for p in work_dir.glob("epoch_*.pth") if (m := _EPOCH_RE.match(p.name))
+    )
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -140,9 +142,7 @@ class CheckpointManager:
         """Save an epoch checkpoint (or ``name``) and refresh ``latest.pth``; prune old epochs."""
         path = save_checkpoint(obj, self.work_dir / (name or f"epoch_{epoch}.pth"))
         _link_or_copy(path, self.work_dir / "latest.pth")
-        epochs = sorted(
-            (int(m.group(1)), p) for p in self.work_dir.glob("epoch_*.pth") if (m := _EPOCH_RE.match(p.name))
-        )
+        epochs = _epoch_files(self.work_dir)
         for _, old in epochs[: max(0, len(epochs) - self.keep)]:
             old.unlink(missing_ok=True)
         self._write_state()

@@ -95,21 +95,19 @@ def build_dataset(
 
 
 class SeededAugmentation(torch.utils.data.Dataset):
-    """Wraps a dataset so that sample ``i`` in epoch ``e`` is transformed with torch's RNG seeded
-    from ``(seed, e, i)`` (the global RNG of the calling process is left as it was). Keys are
-    ``(epoch, index)`` pairs, or plain indices of the current :attr:`epoch`."""
+    """Wraps a dataset so that the key ``(epoch, i)`` gives sample ``i`` transformed with torch's RNG
+    seeded from ``(seed, epoch, i)`` (the calling process's global RNG is left as it was). The epoch
+    travels in the key, so persistent loader workers need no notice of a new epoch."""
 
     def __init__(self, dataset: torch.utils.data.Dataset, seed: int) -> None:
         self.dataset = dataset
         self.seed = int(seed)
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: int | tuple[int, int]):
-        # The batch sampler hands ``(epoch, index)`` pairs, so persistent workers know the epoch.
-        epoch, idx = key if isinstance(key, tuple) else (self.epoch, key)
+    def __getitem__(self, key: tuple[int, int]):
+        epoch, idx = key
         # A fixed odd multiplier mixes the three numbers into one 63-bit seed.
         seed = ((self.seed * 1_000_003 + int(epoch)) * 2_654_435_761 + int(idx)) % (2**63 - 1)
         with torch.random.fork_rng(devices=[]):
@@ -187,8 +185,8 @@ def build_train_loader(
     seed: int,
     rank: int = 0,
     world_size: int = 1,
-) -> tuple[torch.utils.data.DataLoader, EpochSampler, SeededAugmentation]:
-    """The training loader and the two objects whose epoch the trainer sets each epoch."""
+) -> tuple[torch.utils.data.DataLoader, EpochSampler]:
+    """The training loader and its sampler, whose epoch (and start) the trainer sets each epoch."""
     seeded = SeededAugmentation(dataset, seed)
     sampler = EpochSampler(len(dataset), seed, rank, world_size, shuffle=True)
     loader = torch.utils.data.DataLoader(
@@ -199,4 +197,4 @@ def build_train_loader(
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
     )
-    return loader, sampler, seeded
+    return loader, sampler

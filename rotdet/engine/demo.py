@@ -43,8 +43,8 @@ def draw_examples(detector, image_paths: list[Path], out_dir: Path, score_thr: f
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for image_path in image_paths:
-        found = detector.predict(str(image_path), score_thr=score_thr)
         image = load_image(image_path)
+        found = detector.predict(image, score_thr=score_thr, image_id=Path(image_path).stem)
         zoom = 3 if max(image.shape[:2]) < 512 else 1
         if zoom > 1:
             image = cv2.resize(image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)

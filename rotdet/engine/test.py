@@ -24,6 +24,7 @@ from torch import nn
 
 from rotdet.data import DOTADataset, collate
 from rotdet.engine.distributed import all_gather_objects, get_dist_info
+from rotdet.engine.runtime import autocast
 from rotdet.evaluation import EvalResult, eval_rbbox_map
 
 __all__ = ["evaluate_model", "inference_on_dataset", "per_class_arrays"]
@@ -64,7 +65,6 @@ def inference_on_dataset(
     )
     was_training = model.training
     model.eval()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     results: list[list[np.ndarray]] = []
     bar = None
     if progress and info.is_main:
@@ -73,7 +73,7 @@ def inference_on_dataset(
         bar = tqdm(total=len(indices), desc="test", dynamic_ncols=True, leave=False)
     for batch in loader:
         images = batch["img"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(device, amp):
             dets = model.predict(images, batch["img_metas"])
         results.extend(per_class_arrays(d, len(dataset.classes)) for d in dets)
         if bar is not None:

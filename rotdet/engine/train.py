@@ -52,26 +52,11 @@ from rotdet.engine.data import build_dataset, build_train_loader
 from rotdet.engine.distributed import DistInfo, barrier, broadcast_object, get_dist_info, init_distributed
 from rotdet.engine.logger import RunLogger, plot_curves
 from rotdet.engine.optim import LrSchedule, build_optimizer, scaled_lr
+from rotdet.engine.runtime import AMP_DTYPES, autocast, peak_memory_mib, resolve_amp
 
 __all__ = ["NonFiniteLossError", "TrainOptions", "TrainResult", "train"]
 
 logger = logging.getLogger("rotdet.train")
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_amp(amp: str, device: torch.device) -> str:
-    """``auto`` becomes ``bf16`` where bfloat16 runs natively (CUDA with bf16 support, or a CPU with
-    AVX512-BF16 / AMX, where it halves the step time), else ``none``; other values pass through."""
-    if amp != "auto":
-        return amp
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "none"
-    native = [
-        getattr(torch.cpu, name, lambda: False)
-        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    ]
-    return "bf16" if any(check() for check in native) else "none"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -89,7 +74,7 @@ class TrainOptions:
         load_from: weights to start from (rotdet or mmrotate checkpoint; tensors whose name or
             shape does not match the model are skipped and listed in the log).
         amp: ``none``, ``bf16``, ``fp16`` (with a gradient scaler; CUDA only) or ``auto`` (see
-            :func:`resolve_amp`).
+            :func:`rotdet.engine.runtime.resolve_amp`).
         seed: seeds data order, augmentation and initialisation.
         deterministic: deterministic algorithms (bitwise-reproducible runs on the CPU).
         auto_scale_lr: scale the lr linearly from ``auto_scale_lr.base_batch_size`` to the total batch.
@@ -281,6 +266,15 @@ class _StopRequest:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _agreed_stop(requested: bool, info: DistInfo, check_now: bool) -> bool:
+    """Whether to stop after this iteration. Under DDP every rank must agree (one rank leaving the
+    loop would hang the others in the next all-reduce), so rank 0's flag is broadcast; that costs a
+    collective and a host sync, so it is done every ``log_interval`` iterations, not each one."""
+    if not info.distributed:
+        return requested
+    return bool(broadcast_object(requested)) if check_now else False
+
+
 def _setup_file_logging(work_dir: Path, info: DistInfo) -> logging.Handler | None:
     if not info.is_main:
         return None
@@ -290,14 +284,6 @@ def _setup_file_logging(work_dir: Path, info: DistInfo) -> logging.Handler | Non
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     return handler
-
-
-def _memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def train(cfg: dict, options: TrainOptions | None = None) -> TrainResult:
@@ -322,12 +308,8 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
     from rotdet.models.factory import build_model
 
     opts = options or TrainOptions()
-    if opts.amp not in (*AMP_DTYPES, "auto"):
-        raise ValueError(f"unknown amp mode {opts.amp!r}; use none, bf16, fp16 or auto")
     info, device = init_distributed(opts.device)
     opts = dataclasses.replace(opts, amp=resolve_amp(opts.amp, device))
-    if opts.amp == "fp16" and device.type != "cuda":
-        raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
     work_dir = Path(opts.work_dir or Path("work_dirs") / cfg.get("name", "run"))
     if info.is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -347,7 +329,7 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
     val_set = build_dataset(cfg, "val", opts.data_root) if eval_interval else None
     batch_size = opts.batch_size or cfg["data"]["samples_per_gpu"]
     workers = opts.num_workers if opts.num_workers is not None else cfg["data"].get("workers_per_gpu", 2)
-    loader, sampler, seeded = build_train_loader(
+    loader, sampler = build_train_loader(
         train_set, batch_size, workers, opts.seed, info.rank, info.world_size
     )
     iters_per_epoch = len(loader)
@@ -394,7 +376,6 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
         )
     run_log = RunLogger(work_dir) if info.is_main else None
     manager = CheckpointManager(work_dir, keep=opts.keep) if info.is_main else None
-    autocast_dtype = AMP_DTYPES[opts.amp]
     classes = list(train_set.classes)
     result = TrainResult(work_dir, epoch, iteration, best_map=manager.best_metric if manager else None)
 
@@ -435,7 +416,6 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
         while epoch < max_epochs and stop_reason is None:
             model.train()
             sampler.set_epoch(epoch, start=epoch_iter * batch_size)
-            seeded.epoch = epoch
             bar = None
             if info.is_main and opts.progress:
                 from tqdm import tqdm
@@ -454,9 +434,7 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
                     lr_now = schedule(iteration, epoch)
                     LrSchedule.apply(optimizer, lr_now)
                     batch = _to_device(batch, device)
-                    with torch.autocast(
-                        device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
-                    ):
+                    with autocast(device, opts.amp):
                         losses = module(batch)
                     total, terms = _loss_terms(losses)
                     bad = [k for k, v in terms.items() if not math.isfinite(v)]
@@ -485,11 +463,11 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
                         # "s0.loss_cls" -> "s0.cls": the terms stay readable in one line
                         shown = {"loss": f"{window[-1]['loss']:.3f}"}  # a dict keeps this order
                         shown.update((k.replace("loss_", ""), f"{v:.3f}") for k, v in terms.items())
-                        shown.update(lr=f"{lr_now:.2e}", mem=f"{_memory_mb(device):.0f}M")
+                        shown.update(lr=f"{lr_now:.2e}", mem=f"{peak_memory_mib(device):.0f}M")
                         bar.set_postfix(shown, refresh=False)
                     if opts.max_iters is not None and iteration >= opts.max_iters:
                         stop_reason = "max_iters"
-                    elif broadcast_object(stop.requested) if info.distributed else stop.requested:
+                    elif _agreed_stop(stop.requested, info, iteration % opts.log_interval == 0):
                         stop_reason = "interrupted"
                     if run_log and (
                         iteration % opts.log_interval == 0 or epoch_iter == iters_per_epoch or stop_reason
@@ -497,7 +475,7 @@ def _train(cfg: dict, options: TrainOptions | None) -> TrainResult:
                         record = {"mode": "train", "epoch": epoch + 1, "iter": iteration, "lr": lr_now}
                         for key in window[0]:
                             record[key] = sum(w[key] for w in window) / len(window)
-                        record["memory"] = round(_memory_mb(device), 1)
+                        record["memory"] = round(peak_memory_mib(device), 1)
                         run_log.log(record)
                         result.history.append(record)
                         window = []

@@ -144,13 +144,24 @@ class AnchorGenerator:
             raise ValueError(f"{len(featmap_sizes)} feature maps for {self.num_levels} anchor levels")
         return [self.single_level_grid_anchors(s, i, device, dtype) for i, s in enumerate(featmap_sizes)]
 
+    def _valid_extents(self, featmap_sizes: Sequence[tuple[int, int]], pad_shape: Sequence[int]):
+        """Per level ``(feat_h, feat_w, valid_h, valid_w)``: mmdet's rule, the first
+        ``min(ceil(pad / stride), feat)`` rows / columns lie within the padded image."""
+        if len(featmap_sizes) != self.num_levels:
+            raise ValueError(f"{len(featmap_sizes)} feature maps for {self.num_levels} anchor levels")
+        pad_h, pad_w = int(pad_shape[0]), int(pad_shape[1])
+        for (feat_h, feat_w), (stride_w, stride_h) in zip(featmap_sizes, self.strides, strict=True):
+            feat_h, feat_w = int(feat_h), int(feat_w)
+            yield (
+                feat_h,
+                feat_w,
+                min(math.ceil(pad_h / stride_h), feat_h),
+                min(math.ceil(pad_w / stride_w), feat_w),
+            )
+
     def all_valid(self, featmap_sizes: Sequence[tuple[int, int]], pad_shape: Sequence[int]) -> bool:
         """True when :meth:`valid_flags` would be all True (decided from the shapes, on the host)."""
-        pad_h, pad_w = int(pad_shape[0]), int(pad_shape[1])
-        return all(
-            math.ceil(pad_h / stride_h) >= int(feat_h) and math.ceil(pad_w / stride_w) >= int(feat_w)
-            for (feat_h, feat_w), (stride_w, stride_h) in zip(featmap_sizes, self.strides, strict=True)
-        )
+        return all(vh == fh and vw == fw for fh, fw, vh, vw in self._valid_extents(featmap_sizes, pad_shape))
 
     def valid_flags(
         self,
@@ -164,15 +175,10 @@ class AnchorGenerator:
         ``min(ceil(pad / s), feat)``; with ``allowed_border = -1`` these flags are the only filter.
         ``pad_shape`` is the (H, W[, C]) of this image after padding (not the batch's).
         """
-        if len(featmap_sizes) != self.num_levels:
-            raise ValueError(f"{len(featmap_sizes)} feature maps for {self.num_levels} anchor levels")
-        pad_h, pad_w = int(pad_shape[0]), int(pad_shape[1])
         flags = []
-        for (feat_h, feat_w), (stride_w, stride_h) in zip(featmap_sizes, self.strides, strict=True):
-            valid_h = min(math.ceil(pad_h / stride_h), int(feat_h))
-            valid_w = min(math.ceil(pad_w / stride_w), int(feat_w))
-            valid_x = torch.zeros(int(feat_w), dtype=torch.bool, device=device)
-            valid_y = torch.zeros(int(feat_h), dtype=torch.bool, device=device)
+        for feat_h, feat_w, valid_h, valid_w in self._valid_extents(featmap_sizes, pad_shape):
+            valid_x = torch.zeros(feat_w, dtype=torch.bool, device=device)
+            valid_y = torch.zeros(feat_h, dtype=torch.bool, device=device)
             valid_x[:valid_w] = True
             valid_y[:valid_h] = True
             valid = valid_y[:, None] & valid_x[None, :]  # [H, W], row-major like the anchors

@@ -68,11 +68,12 @@ def _safe_globals() -> list:
     return allowed
 
 
-def load_mmrotate_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
-    """``(state_dict, meta)`` of an mmrotate checkpoint (``meta`` is ``{}`` for a bare state dict)."""
+def safe_torch_load(path: str | os.PathLike, map_location="cpu"):
+    """``torch.load(weights_only=True)`` with the numpy reconstructors mmcv's ``meta`` may need; an
+    object outside that allow-list is refused with a message naming the file and the object."""
     try:
         with torch.serialization.safe_globals(_safe_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -82,6 +83,11 @@ def load_mmrotate_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor]
             f"{path}: refusing to unpickle objects outside the allow-list {unsafe or ''} "
             f"(weights_only=True): {exc}"
         ) from exc
+
+
+def load_mmrotate_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
+    """``(state_dict, meta)`` of an mmrotate checkpoint (``meta`` is ``{}`` for a bare state dict)."""
+    obj = safe_torch_load(path)
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
     if "state_dict" in obj:
