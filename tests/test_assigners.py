@@ -471,3 +471,62 @@ def test_thresholds_are_inclusive():
     res = ATSSAssigner(topk=3, angle_version="le90").assign(anchors, [10], torch.tensor([box(32, 0, 64, 64)]))
     assert res.gt_inds.tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]
     assert (res.max_overlaps[3:6] == 1 / 16).all()
+
+
+# ------------------------------------------------------------------------ whole batch at once
+def _padded(gt_list):
+    g = max(len(x) for x in gt_list)
+    boxes = torch.zeros(len(gt_list), g, 5)
+    valid = torch.zeros(len(gt_list), g, dtype=torch.bool)
+    for i, x in enumerate(gt_list):
+        boxes[i, : len(x)] = x
+        valid[i, : len(x)] = True
+    return boxes, valid
+
+
+def test_atss_batch_equals_image_by_image():
+    """Images with different ground-truth counts (one with none) padded to one batch give each
+    image's own assignment, mmcv's inside limit included (it depends on the image's own count)."""
+    anchors, counts = oracle.make_anchors(1024, retina=False)
+    anchors = torch.from_numpy(anchors)
+    _, _, many = random_scene(41, size=1024, m=130, small=True)
+    many[-1] = torch.tensor(box(700, 700, 600, 500, 0.1))  # matched on P6/P7: cut by the limit
+    _, _, few = random_scene(42, size=1024, m=7)
+    gt_list = [many, torch.zeros(0, 5), few]
+    boxes, valid = _padded(gt_list)
+    for limit in (True, False):
+        assigner = ATSSAssigner(9, "le90", mmcv_cuda_inside_limit=limit)
+        gt_inds, max_ov = assigner.assign_batch(anchors[None].expand(3, -1, -1), counts, boxes, valid)
+        for i, gts in enumerate(gt_list):
+            single = assigner.assign(anchors, counts, gts)
+            assert torch.equal(gt_inds[i], single.gt_inds), (limit, i)
+            if len(gts):
+                assert torch.equal(max_ov[i], single.max_overlaps)
+        assert (gt_inds[0] > 0).any() and (gt_inds[2] > 0).any() and not (gt_inds[1] != 0).any()
+    # the limit cuts the big ground truth's positives (gt_inds from the last loop: no limit)
+    quirk = ATSSAssigner(9, "le90").assign_batch(anchors[None], counts, boxes[:1], valid[:1])[0]
+    assert (gt_inds[0] == 130).any() and not (quirk[0] == 130).any()
+
+
+@pytest.mark.parametrize("assign_all", [True, False])
+def test_max_iou_batch_equals_image_by_image(assign_all):
+    """Per-image anchors (as R3Det's refined boxes), different counts, a ground truth overlapping
+    nothing, duplicates and ignored anchors: the batch gives each image's own assignment."""
+    scenes = [random_scene(50 + i, size=128, m=m, retina=True) for i, m in enumerate((12, 1, 9))]
+    anchors = torch.stack([s[0] for s in scenes])
+    anchors[1, :, :2] += 3.0  # the images' anchors differ
+    gt_list = [scenes[0][2], scenes[1][2], scenes[2][2]]
+    gt_list[0][4] = torch.tensor(box(-400, -400, 20, 10))  # overlaps nothing: takes every anchor
+    gt_list[2][5] = gt_list[2][2]  # duplicate
+    boxes, valid = _padded(gt_list)
+    ignored = torch.zeros(anchors.shape[:2], dtype=torch.bool)
+    ignored[2, ::7] = True
+    ignored[1] = True  # every anchor of image 1 ignored
+    assigner = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.0, gt_max_assign_all=assign_all)
+    gt_inds, max_ov = assigner.assign_batch(anchors, boxes, valid, ignored)
+    for i, gts in enumerate(gt_list):
+        exp_inds, exp_ov = dense_max_iou(
+            anchors[i], gts, 0.5, 0.4, 0.0, assign_all=assign_all, ignore=ignored[i]
+        )
+        assert torch.equal(gt_inds[i], exp_inds), i
+        assert torch.equal(max_ov[i], exp_ov), i

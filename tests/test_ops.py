@@ -211,9 +211,31 @@ def test_nms_multi_block_path(monkeypatch):
     rng = np.random.default_rng(5)
     boxes = random_dota_boxes(rng, 700, image=500, max_size=120)
     scores = rng.random(700).astype(np.float32)
-    monkeypatch.setattr(nms_module, "_FIRST_BLOCK", {"cpu": 8})
-    monkeypatch.setattr(nms_module, "_MAX_BLOCK", {"cpu": 64})
-    assert nms_rotated(t32(boxes), t32(scores), 0.1).tolist() == greedy_nms(boxes, scores, 0.1)
+    for prune, rounds_per_check in ((True, 1), (False, 2), (False, 3)):
+        tuning = nms_module._Tuning(8, 64, prune, rounds_per_check)
+        monkeypatch.setitem(nms_module._TUNING, "cpu", tuning)
+        assert nms_rotated(t32(boxes), t32(scores), 0.1).tolist() == greedy_nms(boxes, scores, 0.1)
+
+
+@pytest.mark.parametrize(
+    "tuning",
+    [nms_module._TUNING_DEFAULT, nms_module._Tuning(128, 256, prune_edges=False, rounds_per_check=2)],
+    ids=["gpu", "gpu-small-blocks"],
+)
+def test_nms_gpu_tuning_on_cpu(monkeypatch, tuning):
+    """The GPU's way (big blocks, no edge pruning, a check every other round) on the CPU: same
+    result, also for class-wise NMS and for a long suppression chain (many rounds)."""
+    monkeypatch.setitem(nms_module._TUNING, "cpu", tuning)
+    rng = np.random.default_rng(11)
+    boxes = random_dota_boxes(rng, 900, image=500, max_size=120)
+    scores = rng.random(900).astype(np.float32)
+    labels = rng.integers(0, 3, 900)
+    for iou_thr in (0.1, 0.5):
+        assert nms_rotated(t32(boxes), t32(scores), iou_thr).tolist() == greedy_nms(boxes, scores, iou_thr)
+    got = batched_nms_rotated(t32(boxes), t32(scores), torch.as_tensor(labels), 0.1)
+    assert got.tolist() == greedy_nms(boxes, scores, 0.1, labels=labels)
+    chain = t32([[i * 7.0, 0, 10, 10, 0] for i in range(61)])
+    assert nms_rotated(chain, t32(np.linspace(1, 0.5, 61)), 0.1).tolist() == list(range(0, 61, 2))
 
 
 def test_nms_long_suppression_chain():

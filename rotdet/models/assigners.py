@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from rotdet.ops import box_iou_rotated, circumscribed_xyxy, points_in_polygons
-from rotdet.ops.iou import hbb_overlap_pairs
+from rotdet.ops.iou import hbb_overlap_pairs, separate_groups
 from rotdet.structures import check_version, obb2hbb, obb2poly
 
 __all__ = [
@@ -224,77 +224,120 @@ class MaxIoUAssigner:
             :class:`AssignResult` with ``gt_inds``, ``max_overlaps`` and ``labels`` of length ``N``.
         """
         n, m = anchors.shape[0], gt_boxes.shape[0]
-        device = anchors.device
-        gt_boxes = gt_boxes.to(device)
+        gt_boxes = gt_boxes.to(anchors.device)
         if n == 0 or m == 0:
             # mmdet: empty overlaps -> all 0 (also for anchors when there are no ground truths).
             return _empty_result(m, n, _overlaps_dtype_probe(gt_boxes), gt_labels)
-
         ignored = self._ignored_anchors(anchors, gt_boxes_ignore)
-        any_kept = bool((~ignored).any())
-        # Sparse IoU: (gt, anchor, iou) for touching pairs with iou > 0; a pair left out has IoU 0,
-        # or -1 if its anchor is ignored.
-        g_idx, a_idx, iou = _positive_pairs(gt_boxes, anchors)
-        keep = ~ignored[a_idx]
+        valid = torch.ones(1, m, dtype=torch.bool, device=anchors.device)
+        gt_inds, max_overlaps = self.assign_batch(anchors[None], gt_boxes[None], valid, ignored[None])
+        return AssignResult(m, gt_inds[0], max_overlaps[0], _labels_of(gt_inds[0], gt_labels))
+
+    def assign_batch(
+        self, anchors: Tensor, gt_boxes: Tensor, gt_valid: Tensor, ignored: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Assign the anchors of ``B`` images at once: one overlap search for the whole batch.
+
+        Args:
+            anchors: ``[B, N, 5]`` anchors (or predicted boxes) of each image.
+            gt_boxes: ``[B, G, 5]`` ground truths, padded to the largest count (``G >= 1``).
+            gt_valid: ``[B, G]`` bool, False for padding (real ground truths first).
+            ignored: optional ``[B, N]`` bool, anchors in ignore regions.
+
+        Returns:
+            ``gt_inds [B, N]`` and ``max_overlaps [B, N]``, as :meth:`assign` gives image by image.
+        """
+        batch, n = anchors.shape[:2]
+        g = gt_boxes.shape[1]
+        device = anchors.device
+        if ignored is None:
+            ignored = torch.zeros(batch, n, dtype=torch.bool, device=device)
+        ignored = ignored.reshape(-1)
+        anchor_img = torch.arange(batch, device=device).repeat_interleave(n)
+        gt_img = torch.arange(batch, device=device).repeat_interleave(g)
+        # Sparse IoU over the whole batch: (gt, anchor, iou) for touching pairs of the same image with
+        # iou > 0, as flat indices; a pair left out has IoU 0, or -1 if its anchor is ignored.
+        g_idx, a_idx, iou = _positive_pairs(
+            gt_boxes.reshape(-1, 5), anchors.reshape(-1, 5), gt_img, anchor_img, gt_valid.reshape(-1)
+        )
+        keep = (~ignored[a_idx]).nonzero()[:, 0]
         g_idx, a_idx, iou = g_idx[keep], a_idx[keep], iou[keep]
+        g_local = g_idx - gt_img[g_idx] * g
         dtype = iou.dtype
 
         # Per anchor: best IoU (first ground truth reaching it, as torch.max does).
-        max_overlaps = torch.zeros(n, dtype=dtype, device=device)
+        max_overlaps = torch.zeros(batch * n, dtype=dtype, device=device)
         max_overlaps.scatter_reduce_(0, a_idx, iou, reduce="amax", include_self=True)
         at_max = iou == max_overlaps[a_idx]
-        argmax = torch.full((n,), m, dtype=torch.long, device=device)
-        argmax.scatter_reduce_(0, a_idx[at_max], g_idx[at_max], reduce="amin", include_self=True)
+        argmax = torch.full((batch * n,), g, dtype=torch.long, device=device)
+        argmax.scatter_reduce_(0, a_idx, torch.where(at_max, g_local, g), reduce="amin", include_self=True)
         # Best 0 (or -1 for ignored): every ground truth ties, the first one (0) is the argmax.
         argmax = torch.where(max_overlaps > 0, argmax, torch.zeros_like(argmax))
         max_overlaps = torch.where(ignored, -torch.ones_like(max_overlaps), max_overlaps)
 
-        # Per ground truth: best IoU over all anchors. Kept anchors outside every pair give 0, so the
-        # best is max(0, pair max) -- unless every anchor is ignored, when all entries are -1.
-        gt_max = torch.full((m,), 0.0 if any_kept else -1.0, dtype=dtype, device=device)
+        # Per ground truth: best IoU over its image's anchors. Kept anchors outside every pair give 0,
+        # so the best is max(0, pair max) -- unless every anchor is ignored, when all entries are -1.
+        any_kept = (~ignored).view(batch, n).any(dim=1)  # [B]
+        gt_max = torch.where(any_kept[gt_img], 0.0, -1.0).to(dtype)
         gt_max.scatter_reduce_(0, g_idx, iou, reduce="amax", include_self=True)
 
-        gt_inds = torch.full((n,), -1, dtype=torch.long, device=device)
+        gt_inds = torch.full((batch * n,), -1, dtype=torch.long, device=device)
         if isinstance(self.neg_iou_thr, tuple):
             lo, hi = self.neg_iou_thr
-            gt_inds[(max_overlaps >= lo) & (max_overlaps < hi)] = 0
+            gt_inds = torch.where((max_overlaps >= lo) & (max_overlaps < hi), 0, gt_inds)
         else:
-            gt_inds[(max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)] = 0
-        pos = max_overlaps >= self.pos_iou_thr
-        gt_inds[pos] = argmax[pos] + 1
+            gt_inds = torch.where((max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr), 0, gt_inds)
+        gt_inds = torch.where(max_overlaps >= self.pos_iou_thr, argmax + 1, gt_inds)
 
         if self.match_low_quality:
-            eligible = gt_max >= self.min_pos_iou  # [M]
-            # Later ground truths overwrite earlier ones: each anchor takes the largest eligible
-            # index among the ground truths it ties with at their best.
-            winner = torch.full((n,), -1, dtype=torch.long, device=device)
-            positive_best = eligible & (gt_max > 0)
-            if self.gt_max_assign_all:
-                ties = positive_best[g_idx] & (iou == gt_max[g_idx])
-                winner.scatter_reduce_(0, a_idx[ties], g_idx[ties], reduce="amax", include_self=True)
-            else:
-                # The first anchor at the best: the smallest anchor index among the tying pairs.
-                ties = positive_best[g_idx] & (iou == gt_max[g_idx])
-                first = torch.full((m,), n, dtype=torch.long, device=device)
-                first.scatter_reduce_(0, g_idx[ties], a_idx[ties], reduce="amin", include_self=True)
-                gts = torch.nonzero(positive_best).flatten()
-                winner.scatter_reduce_(0, first[gts], gts, reduce="amax", include_self=True)
-            # A best of 0 means IoU 0 with every kept anchor: all kept anchors tie. A best of -1
-            # (every anchor ignored) ties every anchor.
-            for best_value, tied in ((0.0, ~ignored), (-1.0, torch.ones_like(ignored))):
-                gts = torch.nonzero(eligible & (gt_max == best_value)).flatten()
-                if gts.numel() == 0:
-                    continue
-                if self.gt_max_assign_all:
-                    winner = torch.where(tied, torch.maximum(winner, gts.max()), winner)
-                else:
-                    # Each such gt takes only the first tied anchor.
-                    first_tied = int(torch.nonzero(tied).flatten()[0])
-                    winner[first_tied] = max(int(winner[first_tied]), int(gts.max()))
-            matched = winner >= 0
-            gt_inds[matched] = winner[matched] + 1
+            winner = self._low_quality_winners(
+                batch, n, g, gt_valid, gt_max, g_idx, g_local, a_idx, iou, ignored
+            )
+            gt_inds = torch.where(winner >= 0, winner + 1, gt_inds)
+        return gt_inds.view(batch, n), max_overlaps.view(batch, n)
 
-        return AssignResult(m, gt_inds, max_overlaps, _labels_of(gt_inds, gt_labels))
+    def _low_quality_winners(
+        self, batch, n, g, gt_valid, gt_max, g_idx, g_local, a_idx, iou, ignored
+    ) -> Tensor:
+        """``[B*N]`` ground truth (local index) each anchor takes from mmdet's low-quality matches,
+        ``-1`` for none. Ground truths are visited in index order and later ones overwrite earlier
+        ones, so an anchor takes the largest eligible index among the ground truths it ties with."""
+        device = iou.device
+        eligible = (gt_max >= self.min_pos_iou) & gt_valid.reshape(-1)  # [B*G]
+        positive_best = eligible & (gt_max > 0)
+        ties = positive_best[g_idx] & (iou == gt_max[g_idx])
+        # One extra slot (index B*N) takes the writes of pairs and images that match nothing.
+        trash = batch * n
+        winner = torch.full((trash + 1,), -1, dtype=torch.long, device=device)
+        first_anchor = torch.arange(batch, device=device) * n  # [B]
+        local = torch.arange(g, device=device).expand(batch, g)
+        if self.gt_max_assign_all:
+            winner.scatter_reduce_(0, a_idx, torch.where(ties, g_local, -1), reduce="amax", include_self=True)
+        else:
+            # The first anchor at the best: the smallest anchor index among the tying pairs.
+            first = torch.full((batch * g + 1,), trash, dtype=torch.long, device=device)
+            first.scatter_reduce_(
+                0, torch.where(ties, g_idx, batch * g), a_idx, reduce="amin", include_self=True
+            )
+            first = torch.where(positive_best, first[:-1], trash)
+            winner.scatter_reduce_(0, first, local.reshape(-1), reduce="amax", include_self=True)
+        # A best of 0 means IoU 0 with every kept anchor of the image: all of them tie. A best of -1
+        # (every anchor of the image ignored) ties every anchor.
+        kept = ~ignored
+        for best_value, tied in ((0.0, kept), (-1.0, torch.ones_like(kept))):
+            at_value = (eligible & (gt_max == best_value)).view(batch, g)
+            last = torch.where(at_value, local, -1).amax(dim=1)  # [B], -1 where none
+            if self.gt_max_assign_all:
+                per_anchor = last.repeat_interleave(n)
+                winner[:trash] = torch.where(tied, torch.maximum(winner[:trash], per_anchor), winner[:trash])
+            else:
+                # Each such ground truth takes only the first tied anchor of its image.
+                first_tied = tied.view(batch, n).to(torch.int8).argmax(dim=1) + first_anchor
+                has_tied = tied.view(batch, n).any(dim=1)
+                winner.scatter_reduce_(
+                    0, torch.where(has_tied, first_tied, trash), last, reduce="amax", include_self=True
+                )
+        return winner[:trash]
 
 
 def _overlaps_dtype_probe(boxes: Tensor) -> Tensor:
@@ -302,18 +345,31 @@ def _overlaps_dtype_probe(boxes: Tensor) -> Tensor:
     return boxes if boxes.is_floating_point() else boxes.float()
 
 
-def _positive_pairs(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _positive_pairs(
+    boxes1: Tensor,
+    boxes2: Tensor,
+    groups1: Tensor | None = None,
+    groups2: Tensor | None = None,
+    valid1: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(i, j, iou)`` for every pair with ``RBboxOverlaps2D(boxes1, boxes2)[i, j] > 0``.
 
     ``iou`` is in the dtype of ``boxes1`` (float32 for float32 input), computed exactly like the dense
     matrix; pairs whose circumscribed horizontal boxes do not touch have IoU 0 and are never computed.
+    With ``groups1, groups2`` (e.g. the image of each box) only pairs of the same group are formed;
+    rows with ``valid1`` False (padding) take part in none.
     """
     c1, c2 = _clamp_sizes(boxes1), _clamp_sizes(boxes2.to(boxes1))
     x1, x2 = circumscribed_xyxy(c1.to(torch.float64)), circumscribed_xyxy(c2.to(torch.float64))
+    if groups1 is not None:
+        x1, x2 = separate_groups([x1, x2], [groups1, groups2])
     rows, cols, vals = [], [], []
     for r, c in hbb_overlap_pairs(x1, x2):
         v = box_iou_rotated(c1[r], c2[c], aligned=True)
         keep = v > 0
+        if valid1 is not None:
+            keep &= valid1[r]
+        keep = keep.nonzero()[:, 0]
         rows.append(r[keep])
         cols.append(c[keep])
         vals.append(v[keep])
@@ -352,11 +408,11 @@ def mmrotate_gt_polygons(gt_boxes: Tensor, version: str) -> Tensor:
 
 
 def _nearest_k(points: Tensor, centres: Tensor, k: int) -> Tensor:
-    """Indices ``[C, k]`` of the ``k`` anchor centres nearest each ground-truth centre.
+    """Indices ``[..., C, k]`` of the ``k`` anchor centres nearest each ground-truth centre.
 
     Args:
-        points: ``[n, 2]`` anchor centres of one level.
-        centres: ``[C, 2]`` ground-truth centres.
+        points: ``[..., n, 2]`` anchor centres of one level.
+        centres: ``[..., C, 2]`` ground-truth centres (same leading dimensions, e.g. images).
 
     Distances are mmrotate's float32 ``sqrt(dx^2 + dy^2)``. Among anchors tied at the k-th distance
     the lowest indices are taken -- what CUDA ``torch.topk`` (the radix select that trained the
@@ -365,26 +421,15 @@ def _nearest_k(points: Tensor, centres: Tensor, k: int) -> Tensor:
     """
     # Same float32 operations as mmrotate's (a - b).pow(2).sum(-1).sqrt(), one coordinate at a time
     # (x * x + y * y rounds exactly like a two-element sum of squares) to avoid a [C, n, 2] temporary.
-    dx = points[None, :, 0] - centres[:, None, 0]
-    dy = points[None, :, 1] - centres[:, None, 1]
-    d = (dx * dx + dy * dy).sqrt()  # [C, n]
+    dx = points[..., None, :, 0] - centres[..., :, None, 0]
+    dy = points[..., None, :, 1] - centres[..., :, None, 1]
+    d = (dx * dx + dy * dy).sqrt()  # [..., C, n], >= 0
     del dx, dy
-    vals, idx = d.topk(k, dim=1, largest=False)
-    kth = vals[:, -1:]  # the k-th smallest distance: the same whatever topk does with ties
-    # topk's set is only ambiguous where more than k anchors lie within the k-th distance; redo those
-    # rows by the rule: all anchors below the k-th distance, then the tied ones in index order.
-    ambiguous = torch.nonzero((d <= kth).sum(dim=1) > k).flatten()
-    if ambiguous.numel() > 0:
-        rows, row_kth = d[ambiguous], kth[ambiguous]
-        below = rows < row_kth
-        at_kth = rows == row_kth
-        room = k - below.sum(dim=1, keepdim=True)
-        chosen = below | (at_kth & (at_kth.cumsum(dim=1) <= room))
-        idx[ambiguous] = chosen.nonzero()[:, 1].view(-1, k)  # row-major: indices ascending per row
-    # Order each row by distance, ties by index (a deterministic stand-in for a sorted topk).
-    idx = idx.sort(dim=1).values
-    order = torch.sort(torch.gather(d, 1, idx), dim=1, stable=True).indices
-    return torch.gather(idx, 1, order)
+    # One int64 key per entry orders by (distance, index): the bits of a non-negative float32 sort
+    # like the float, so a plain topk is the rule -- no tie repair, no data-dependent step.
+    key = d.view(torch.int32).to(torch.int64).bitwise_left_shift_(32)
+    key |= torch.arange(points.shape[-2], device=points.device)
+    return key.topk(k, dim=-1, largest=False, sorted=True).values.bitwise_and_(0xFFFFFFFF)
 
 
 class ATSSAssigner:
@@ -437,26 +482,29 @@ class ATSSAssigner:
         )
 
     def candidates(self, anchors: Tensor, num_level_anchors: list[int], gt_boxes: Tensor) -> Tensor:
-        """``[M, K]`` int64 anchor indices of each ground truth's candidates, level by level.
+        """``[..., M, K]`` int64 anchor indices of each ground truth's candidates, level by level.
 
+        ``anchors [..., N, 5]`` and ``gt_boxes [..., M, 5]`` (optional leading image dimension).
         ``K = sum(min(topk, n_l))``; within a level, nearest first.
         """
-        m = gt_boxes.shape[0]
-        points = anchors[:, :2]
-        centres = gt_boxes[:, :2].to(points)
+        m = gt_boxes.shape[-2]
+        points = anchors[..., :2]
+        centres = gt_boxes[..., :2].to(points)
         per_level = []
         start = 0
         for n_l in num_level_anchors:
             if n_l > 0:
                 k = min(self.topk, n_l)
-                level_points = points[start : start + n_l]
-                rows = max(1, _DIST_ELEMS_PER_CHUNK // n_l)
+                level_points = points[..., start : start + n_l, :]
+                images = max(1, points[..., 0, 0].numel())
+                rows = max(1, _DIST_ELEMS_PER_CHUNK // (n_l * images))
                 parts = [
-                    _nearest_k(level_points, centres[c : c + rows], k) + start for c in range(0, m, rows)
+                    _nearest_k(level_points, centres[..., c : c + rows, :], k) + start
+                    for c in range(0, m, rows)
                 ]
-                per_level.append(torch.cat(parts, dim=0))
+                per_level.append(torch.cat(parts, dim=-2))
             start += n_l
-        return torch.cat(per_level, dim=1)
+        return torch.cat(per_level, dim=-1)
 
     def assign(
         self,
@@ -479,36 +527,65 @@ class ATSSAssigner:
         n, m = anchors.shape[0], gt_boxes.shape[0]
         if sum(num_level_anchors) != n:
             raise ValueError(f"num_level_anchors sums to {sum(num_level_anchors)}, but there are {n} anchors")
-        device = anchors.device
-        gt_boxes = gt_boxes.to(device)
+        gt_boxes = gt_boxes.to(anchors.device)
         if n == 0 or m == 0:
             return _empty_result(m, n, _overlaps_dtype_probe(anchors), gt_labels)
+        valid = torch.ones(1, m, dtype=torch.bool, device=anchors.device)
+        gt_inds, max_overlaps = self.assign_batch(anchors[None], num_level_anchors, gt_boxes[None], valid)
+        return AssignResult(m, gt_inds[0], max_overlaps[0], _labels_of(gt_inds[0], gt_labels))
 
-        cand = self.candidates(anchors, num_level_anchors, gt_boxes)  # [M, K]
-        k_total = cand.shape[1]
-        a_idx = cand.reshape(-1)
-        g_idx = torch.arange(m, device=device).repeat_interleave(k_total)
-        iou = rbbox_overlaps(anchors[a_idx], gt_boxes[g_idx], aligned=True).view(m, k_total)
+    def assign_batch(
+        self, anchors: Tensor, num_level_anchors: list[int], gt_boxes: Tensor, gt_valid: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Assign the anchors of ``B`` images at once, without a host sync.
+
+        Args:
+            anchors: ``[B, N, 5]`` anchors of each image (an expanded view of one grid is fine).
+            num_level_anchors: anchors per level, summing to ``N``.
+            gt_boxes: ``[B, G, 5]`` ground truths of each image, padded to the largest count.
+            gt_valid: ``[B, G]`` bool, False for padding. Each image's real ground truths come first,
+                so a ground truth keeps its index (mmcv's inside limit depends on it).
+
+        Returns:
+            ``gt_inds [B, N]`` (``0`` negative, ``k + 1`` positive for ground truth ``k``) and
+            ``max_overlaps [B, N]`` (assigned IoU, ``-1e8`` where not positive); the same as
+            :meth:`assign` image by image.
+        """
+        batch, n = anchors.shape[:2]
+        g = gt_boxes.shape[1]
+        device = anchors.device
+        cand = self.candidates(anchors, num_level_anchors, gt_boxes)  # [B, G, K]
+        k_total = cand.shape[-1]
+        pair_anchors = anchors.gather(1, cand.reshape(batch, -1, 1).expand(-1, -1, 5))  # [B, G*K, 5]
+        pair_gts = gt_boxes[:, :, None, :].expand(-1, -1, k_total, -1).reshape(batch, -1, 5)
+        iou = rbbox_overlaps(pair_anchors.reshape(-1, 5), pair_gts.reshape(-1, 5), aligned=True)
+        iou = iou.view(batch, g, k_total)
         # mmrotate: mean + unbiased std over each ground truth's candidates (NaN std for one candidate
         # makes that ground truth get no positive, as in mmrotate).
         if k_total > 1:
-            thr = iou.mean(dim=1, keepdim=True) + iou.std(dim=1, keepdim=True)
+            thr = iou.mean(dim=-1, keepdim=True) + iou.std(dim=-1, keepdim=True)
         else:  # torch.std of one value is NaN (with a warning): nothing passes the threshold
             thr = torch.full_like(iou, float("nan"))
-        is_pos = (iou >= thr).view(-1)
+        is_pos = (iou >= thr) & gt_valid[:, :, None]
 
-        polys = mmrotate_gt_polygons(gt_boxes, self.angle_version)
-        inside = points_in_polygons(anchors[a_idx, :2], polys[g_idx], aligned=True)
+        polys = mmrotate_gt_polygons(gt_boxes.reshape(-1, 5), self.angle_version)  # [B*G, 8]
+        pair_polys = polys[:, None, :].expand(-1, k_total, -1).reshape(-1, 8)
+        inside = points_in_polygons(pair_anchors.reshape(-1, 5)[:, :2], pair_polys, aligned=True)
+        is_pos &= inside.view(batch, g, k_total)
+        gt_idx = torch.arange(g, device=device)[None, :, None]
         if self.mmcv_cuda_inside_limit:
-            inside &= a_idx * m + g_idx < MMCV_CUDA_INSIDE_LIMIT
-        is_pos &= inside
+            num_gts = gt_valid.sum(dim=1)[:, None, None]  # the kernel's M is the image's own count
+            is_pos &= cand * num_gts + gt_idx < MMCV_CUDA_INSIDE_LIMIT
 
         # Several ground truths may claim one anchor: the highest IoU wins, then the lowest index.
-        pa, pg, pv = a_idx[is_pos], g_idx[is_pos], iou.view(-1)[is_pos]
-        max_overlaps = torch.full((n,), _ATSS_NEG_INF, dtype=iou.dtype, device=device)
-        max_overlaps.scatter_reduce_(0, pa, pv, reduce="amax", include_self=True)
-        best = pv == max_overlaps[pa]
-        winner = torch.full((n,), m, dtype=torch.long, device=device)
-        winner.scatter_reduce_(0, pa[best], pg[best], reduce="amin", include_self=True)
-        gt_inds = torch.where(winner < m, winner + 1, torch.zeros_like(winner))
-        return AssignResult(m, gt_inds, max_overlaps, _labels_of(gt_inds, gt_labels))
+        # Pairs that are not positive take part with values that can never win.
+        flat = (cand + (torch.arange(batch, device=device) * n)[:, None, None]).reshape(-1)
+        values = torch.where(is_pos, iou, torch.full_like(iou, _ATSS_NEG_INF)).reshape(-1)
+        max_overlaps = torch.full((batch * n,), _ATSS_NEG_INF, dtype=iou.dtype, device=device)
+        max_overlaps.scatter_reduce_(0, flat, values, reduce="amax", include_self=True)
+        best = is_pos.reshape(-1) & (values == max_overlaps[flat])
+        claims = torch.where(best, gt_idx.expand(batch, g, k_total).reshape(-1), g)
+        winner = torch.full((batch * n,), g, dtype=torch.long, device=device)
+        winner.scatter_reduce_(0, flat, claims, reduce="amin", include_self=True)
+        gt_inds = torch.where(winner < g, winner + 1, torch.zeros_like(winner))
+        return gt_inds.view(batch, n), max_overlaps.view(batch, n)

@@ -7,10 +7,15 @@ The layers (and their state-dict names) are mmrotate 0.3.4's ``RotatedRetinaHead
 
 The head has two separate paths (as detectron2's dense detectors):
 
-* training -- :meth:`RotatedRetinaHead.loss`: anchors and valid flags, per-image assignment (on the
-  ground truths' circumscribed hbb or on the obb), regression targets from the box coder, then the
-  sigmoid focal loss and the L1 / SmoothL1 loss, each summed per FPN level and divided by the number
-  of positive anchors (at least 1 per image) exactly as mmdet's ``AnchorHead.loss``;
+* training -- :meth:`RotatedRetinaHead.loss`: anchors, assignment (on the ground truths'
+  circumscribed hbb or on the obb), regression targets from the box coder, then the sigmoid focal
+  loss and the L1 / SmoothL1 loss, each summed per FPN level and divided by the number of positive
+  anchors (at least 1 per image) exactly as mmdet's ``AnchorHead.loss``. mmdet goes image by image;
+  here the ground truths are padded to one ``[B, G, 5]`` tensor and every step runs on the whole
+  batch (ATSS without a single host sync), which gives the same targets -- a GPU otherwise spends
+  more time launching these small steps than the network's own training step (see
+  ``benchmarks/bench_launches.py``). Images with padding anchors (valid flags) fall back to image
+  by image;
 * inference -- :meth:`RotatedRetinaHead.predict`: per level the ``nms_pre`` anchors with the best
   class score, decoding with the centre clamp to the image, optional rescale to the original image,
   then class-wise rotated NMS.
@@ -31,7 +36,7 @@ from torch import Tensor, nn
 
 from rotdet.models.anchors import AnchorGenerator
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
-from rotdet.models.losses import LossSpec, reduce_by_avg_factor
+from rotdet.models.losses import LossSpec, level_losses
 from rotdet.models.postprocess import dense_detections
 
 __all__ = [
@@ -254,6 +259,24 @@ class RotatedRetinaHead(nn.Module):
             anchors, assign_targets_boxes(gt_boxes, self.assign_by_circumhbbox), gt_labels
         )
 
+    def _assign_batch(
+        self, anchors: Tensor, num_level_anchors: list[int], gt_pad: Tensor, gt_valid: Tensor
+    ) -> Tensor:
+        """``gt_inds [B, N]`` of every image at once, all anchors taking part (no host sync for
+        ATSS; one overlap search for the whole batch for MaxIoU)."""
+        from rotdet.models.assigners import assign_targets_boxes
+
+        batch, num = anchors.shape[:2]
+        if gt_pad.shape[1] == 0 or num == 0:
+            return torch.zeros(batch, num, dtype=torch.long, device=anchors.device)
+        boxes = assign_targets_boxes(gt_pad.reshape(-1, 5), self.assign_by_circumhbbox).view(gt_pad.shape)
+        return self._assigner_batch(anchors, list(num_level_anchors), boxes, gt_valid)
+
+    def _assigner_batch(
+        self, anchors: Tensor, num_level_anchors: list[int], gt_boxes: Tensor, gt_valid: Tensor
+    ) -> Tensor:
+        return self.assigner.assign_batch(anchors, gt_boxes, gt_valid)[0]
+
     @torch.no_grad()
     def get_targets(
         self,
@@ -263,27 +286,31 @@ class RotatedRetinaHead(nn.Module):
         gt_boxes: Sequence[Tensor],
         gt_labels: Sequence[Tensor],
         metas: Sequence[dict],
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """Labels ``[B, N]`` (``num_classes`` = background), label weights ``[B, N]``, box targets and
-        weights ``[B, N, 5]`` and mmdet's ``num_total_pos`` (sum over images of ``max(pos, 1)``)."""
+        weights ``[B, N, 5]`` and mmdet's ``num_total_pos`` (sum over images of ``max(pos, 1)``, a
+        0-dim tensor so that nothing here waits for the device)."""
         if self.assigner is None:
             raise RuntimeError("this head was built without an assigner (no train_cfg)")
         batch, num = anchors.shape[:2]
         device = anchors.device
-        labels = torch.full((batch, num), self.num_classes, dtype=torch.long, device=device)
-        label_weights = anchors.new_zeros(batch, num)
-        bbox_targets = anchors.new_zeros(batch, num, 5)
-        bbox_weights = anchors.new_zeros(batch, num, 5)
-        num_total_pos = 0
-        for i in range(batch):
-            if self.train_cfg.allowed_border < 0 and self.anchor_generator.all_valid(
-                featmap_sizes, metas[i]["pad_shape"]
-            ):
-                # Every anchor takes part (the usual case: images padded to the batch shape), known
-                # from the shapes alone: no flags, no nonzero, no host sync.
-                inside_idx = self._cached(("all", num, str(device)), lambda: torch.arange(num, device=device))
-                sub, counts = anchors[i], list(num_level_anchors)
-            else:
+        gts = [g.to(device=device, dtype=torch.float32).reshape(-1, 5) for g in gt_boxes]
+        gls = [g.to(device=device, dtype=torch.long).reshape(-1) for g in gt_labels]
+        # Ground truths padded to the largest count; validity built on the device (no host copy).
+        gt_pad = nn.utils.rnn.pad_sequence(gts, batch_first=True)
+        labels_pad = nn.utils.rnn.pad_sequence(gls, batch_first=True)
+        gt_valid = nn.utils.rnn.pad_sequence(
+            [torch.ones(len(g), dtype=torch.bool, device=device) for g in gts], batch_first=True
+        )
+        if self.train_cfg.allowed_border < 0 and all(
+            self.anchor_generator.all_valid(featmap_sizes, m["pad_shape"]) for m in metas
+        ):
+            # Every anchor takes part (the usual case: images padded to the batch shape), known
+            # from the shapes alone: no flags, no nonzero.
+            gt_inds = self._assign_batch(anchors, num_level_anchors, gt_pad, gt_valid)
+        else:
+            gt_inds = torch.full((batch, num), -1, dtype=torch.long, device=device)  # -1: ignored
+            for i in range(batch):
                 valid = torch.cat(
                     self.anchor_generator.valid_flags(featmap_sizes, metas[i]["pad_shape"], device)
                 )
@@ -291,27 +318,36 @@ class RotatedRetinaHead(nn.Module):
                     anchors[i], valid, metas[i]["img_shape"], self.train_cfg.allowed_border
                 )
                 inside_idx = inside.nonzero().squeeze(1)
-                sub = anchors[i][inside_idx]
                 counts = [
                     int(c) for c in torch.stack([f.sum() for f in inside.split(num_level_anchors)]).tolist()
                 ]
-            gts = gt_boxes[i].to(device=device, dtype=torch.float32)
-            gls = gt_labels[i].to(device=device, dtype=torch.long)
-            result = self._assign(sub, counts, gts, gls)
-            gt_inds = result.gt_inds
-            pos = (gt_inds > 0).nonzero().squeeze(1)
-            neg = (gt_inds == 0).nonzero().squeeze(1)
-            if pos.numel() > 0:
-                pos_gt = gt_inds[pos] - 1
-                pos_idx = inside_idx[pos]
-                bbox_targets[i, pos_idx] = self.bbox_coder.encode(sub[pos], gts[pos_gt]).to(anchors.dtype)
-                bbox_weights[i, pos_idx] = 1.0
-                labels[i, pos_idx] = gls[pos_gt]
-                pw = self.train_cfg.pos_weight
-                label_weights[i, pos_idx] = 1.0 if pw <= 0 else float(pw)
-            if neg.numel() > 0:
-                label_weights[i, inside_idx[neg]] = 1.0
-            num_total_pos += max(int(pos.numel()), 1)
+                result = self._assign(anchors[i][inside_idx], counts, gts[i], gls[i])
+                gt_inds[i, inside_idx] = result.gt_inds
+        return self._targets_from_assignment(anchors, gt_inds, gt_pad, labels_pad)
+
+    def _targets_from_assignment(
+        self, anchors: Tensor, gt_inds: Tensor, gt_pad: Tensor, labels_pad: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """mmdet's ``_get_targets_single`` for every image at once from ``gt_inds [B, N]``.
+
+        The deltas are encoded for every anchor and kept where positive: the coder works pair by
+        pair, so the positives get exactly the values of encoding them alone, with no
+        data-dependent indexing."""
+        pos = gt_inds > 0
+        dtype = anchors.dtype
+        pw = self.train_cfg.pos_weight
+        label_weights = torch.where(pos, 1.0 if pw <= 0 else float(pw), (gt_inds == 0).to(dtype)).to(dtype)
+        if gt_pad.shape[1] == 0:
+            labels = torch.full_like(gt_inds, self.num_classes)
+            bbox_targets = anchors.new_zeros(anchors.shape)
+        else:
+            idx = (gt_inds - 1).clamp(min=0)
+            labels = torch.where(pos, labels_pad.gather(1, idx), self.num_classes)
+            matched = gt_pad.gather(1, idx[..., None].expand(-1, -1, 5))
+            deltas = self.bbox_coder.encode(anchors, matched).to(dtype)
+            bbox_targets = torch.where(pos[..., None], deltas, torch.zeros_like(deltas))
+        bbox_weights = pos[..., None].to(dtype).expand(-1, -1, 5).contiguous()
+        num_total_pos = pos.sum(dim=1).clamp(min=1).sum()
         return labels, label_weights, bbox_targets, bbox_weights, num_total_pos
 
     def loss(
@@ -338,15 +374,9 @@ class RotatedRetinaHead(nn.Module):
             deltas = _levels_to_flat([b.float() for b in bbox_preds], 5)
             cls_el = self.loss_cls.elementwise(logits, labels) * label_weights[..., None]
             box_el = self.loss_bbox.elementwise(deltas, bbox_targets) * bbox_weights
-            loss_cls = [
-                self.loss_cls.loss_weight * reduce_by_avg_factor(x, num_pos)
-                for x in cls_el.split(num_level_anchors, dim=1)
-            ]
-            loss_bbox = [
-                self.loss_bbox.loss_weight * reduce_by_avg_factor(x, num_pos)
-                for x in box_el.split(num_level_anchors, dim=1)
-            ]
-        return {"loss_cls": torch.stack(loss_cls), "loss_bbox": torch.stack(loss_bbox)}
+            loss_cls = self.loss_cls.loss_weight * level_losses(cls_el, num_level_anchors, num_pos)
+            loss_bbox = self.loss_bbox.loss_weight * level_losses(box_el, num_level_anchors, num_pos)
+        return {"loss_cls": loss_cls, "loss_bbox": loss_bbox}
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -406,8 +436,7 @@ class RotatedRetinaHead(nn.Module):
             best_pred = pred.gather(2, best[..., None].expand(-1, -1, -1, 5)).squeeze(2)
             anchors = anc.reshape(-1, a, 5)[None].expand(batch, -1, -1, -1)
             best_anchor = anchors.gather(2, best[..., None].expand(-1, -1, -1, 5)).squeeze(2)
-            boxes = torch.stack([self.bbox_coder.decode(best_anchor[i], best_pred[i]) for i in range(batch)])
-            out.append(boxes.detach())
+            out.append(self.bbox_coder.decode(best_anchor, best_pred).detach())  # box by box: batched
         return out
 
     @torch.no_grad()
@@ -424,7 +453,7 @@ class RotatedRetinaHead(nn.Module):
         out = []
         for reg, roi in zip(bbox_preds, rois, strict=True):
             pred = reg.float().permute(0, 2, 3, 1).reshape(batch, -1, 5)
-            out.append(torch.stack([self.bbox_coder.decode(roi[i], pred[i]) for i in range(batch)]).detach())
+            out.append(self.bbox_coder.decode(roi, pred).detach())
         return out
 
 
@@ -438,3 +467,8 @@ class RotatedATSSHead(RotatedRetinaHead):
         return self.assigner.assign(
             anchors, num_level_anchors, assign_targets_boxes(gt_boxes, self.assign_by_circumhbbox), gt_labels
         )
+
+    def _assigner_batch(
+        self, anchors: Tensor, num_level_anchors: list[int], gt_boxes: Tensor, gt_valid: Tensor
+    ) -> Tensor:
+        return self.assigner.assign_batch(anchors, num_level_anchors, gt_boxes, gt_valid)[0]

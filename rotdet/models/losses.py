@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LossSpec", "l1_loss", "sigmoid_focal_loss", "smooth_l1_loss"]
+__all__ = ["LossSpec", "l1_loss", "level_losses", "sigmoid_focal_loss", "smooth_l1_loss"]
 
 _EPS = torch.finfo(torch.float32).eps
 
@@ -29,7 +29,10 @@ _EPS = torch.finfo(torch.float32).eps
 def sigmoid_focal_loss(logits: Tensor, labels: Tensor, gamma: float = 2.0, alpha: float = 0.25) -> Tensor:
     """Element-wise focal loss ``[N, C]`` of ``logits [N, C]`` against ``labels [N]`` in ``[0, C]``."""
     num_classes = logits.shape[-1]
-    target = F.one_hot(labels, num_classes + 1)[..., :num_classes].to(logits.dtype)
+    # One-hot by comparison: background (= num_classes) matches no column. F.one_hot would check
+    # the label range with a host sync on some devices.
+    classes = torch.arange(num_classes, device=labels.device)
+    target = (labels[..., None] == classes).to(logits.dtype)
     p = logits.sigmoid()
     pt = (1 - p) * target + p * (1 - target)
     focal_weight = (alpha * target + (1 - alpha) * (1 - target)) * pt.pow(gamma)
@@ -78,6 +81,8 @@ class LossSpec:
         return out
 
 
-def reduce_by_avg_factor(loss: Tensor, avg_factor: float) -> Tensor:
-    """mmdet's ``loss.sum() / (avg_factor + eps)``."""
-    return loss.sum() / (avg_factor + _EPS)
+def level_losses(loss: Tensor, level_sizes: list[int], avg_factor: float | Tensor) -> Tensor:
+    """``[L]``: mmdet's ``loss.sum() / (avg_factor + eps)`` of each level's slice of
+    ``loss [B, N, ...]`` (levels concatenated along dim 1); ``avg_factor`` may be a 0-dim tensor."""
+    sums = torch.stack([x.sum() for x in loss.split(level_sizes, dim=1)])
+    return sums / (avg_factor + _EPS)

@@ -56,7 +56,7 @@ def dense_detections(
     """
     batch = cls_scores[0].shape[0]
     device = cls_scores[0].device
-    boxes_l, scores_l = [], []
+    anchors_l, deltas_l, scores_l = [], [], []
     max_shape = [tuple(m["img_shape"][:2]) for m in metas]
     for cls, reg, anchors in zip(cls_scores, bbox_preds, level_anchors, strict=True):
         scores = cls.float().permute(0, 2, 3, 1).reshape(batch, -1, num_classes).sigmoid()
@@ -67,9 +67,11 @@ def dense_detections(
             anchors = anchors.gather(1, top[..., None].expand(-1, -1, 5))
             deltas = deltas.gather(1, top[..., None].expand(-1, -1, 5))
             scores = scores.gather(1, top[..., None].expand(-1, -1, num_classes))
-        boxes_l.append(decode(anchors, deltas, max_shape=max_shape))
+        anchors_l.append(anchors)
+        deltas_l.append(deltas)
         scores_l.append(scores)
-    boxes = torch.cat(boxes_l, dim=1)  # [B, K, 5]
+    # Decoding works box by box: one call for all levels gives the same boxes as one per level.
+    boxes = decode(torch.cat(anchors_l, dim=1), torch.cat(deltas_l, dim=1), max_shape=max_shape)  # [B, K, 5]
     scores = torch.cat(scores_l, dim=1)  # [B, K, C]
     if rescale:
         factors = torch.stack(
@@ -86,10 +88,13 @@ def dense_detections(
     cand_boxes = boxes[img, anchor]
     cand_scores = scores[img, anchor, label]
     keep = batched_nms_rotated(cand_boxes, cand_scores, img * num_classes + label, iou_thr)
+    # Group the kept boxes by image (a stable sort keeps each image's score order): one host sync
+    # for the counts instead of one per image.
     keep_img = img[keep]
+    keep = keep[torch.sort(keep_img, stable=True).indices]
+    counts = torch.bincount(keep_img, minlength=batch).tolist()
     results = []
-    for i in range(batch):
-        mine = keep[keep_img == i]
+    for mine in keep.split(counts):
         if max_per_img > 0:
             mine = mine[:max_per_img]
         results.append({"boxes": cand_boxes[mine], "scores": cand_scores[mine], "labels": label[mine]})

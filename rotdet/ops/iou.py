@@ -34,7 +34,13 @@ try:  # Triton ships with PyTorch's CUDA wheels; without it the PyTorch path run
 except ImportError:  # pragma: no cover - depends on the installation
     _triton_iou = None
 
-__all__ = ["box_iou_rotated", "circumscribed_xyxy", "hbb_overlap_pairs", "rotated_box_intersection"]
+__all__ = [
+    "box_iou_rotated",
+    "circumscribed_xyxy",
+    "hbb_overlap_pairs",
+    "rotated_box_intersection",
+    "separate_groups",
+]
 
 # Pairs handled per vectorised step; each pair holds a few dozen float64 temporaries of 16 values.
 # On the CPU small steps stay in cache (2**14 pairs: ~2 MB a temporary); a GPU wants big launches
@@ -188,6 +194,27 @@ def circumscribed_xyxy(boxes: Tensor) -> Tensor:
     return torch.where(invalid[:, None], empty, xyxy)
 
 
+def separate_groups(xyxys: list[Tensor], groups: list[Tensor]) -> list[Tensor]:
+    """Horizontal boxes moved so that boxes of different groups never overlap: group ``k`` goes to
+    its own strip ``k`` of the x axis, for an overlap search only.
+
+    Args:
+        xyxys: float64 ``[N_i, 4]`` boxes (one or more sets searched against each other).
+        groups: ``[N_i]`` non-negative int group of each box (a class, an image).
+
+    float64 keeps the shifted edges exact enough (10^4 groups x 10^5 px strips leave ulps below
+    1e-6 px). Computed on the device: no host sync.
+    """
+    lo = torch.stack([torch.where(torch.isfinite(x).all(1), x[:, 0], math.inf).amin() for x in xyxys]).amin()
+    hi = torch.stack([torch.where(torch.isfinite(x).all(1), x[:, 2], -math.inf).amax() for x in xyxys]).amax()
+    span = torch.where(hi >= lo, hi - lo + 1.0, 1.0)  # 1.0 when no box is finite
+    out = []
+    for x, g in zip(xyxys, groups, strict=True):
+        shift = g.to(torch.float64) * span
+        out.append(x + torch.stack((shift, torch.zeros_like(shift)) * 2, dim=1))
+    return out
+
+
 def hbb_overlap_pairs(
     xyxy1: Tensor, xyxy2: Tensor, upper_triangle: bool = False
 ) -> Iterator[tuple[Tensor, Tensor]]:
@@ -233,13 +260,10 @@ def hbb_overlap_pairs(
             & (r[..., 1] <= c[..., 3])
             & (c[..., 1] <= r[..., 3])
         )
+        if upper_triangle:  # in the mask, so that one nonzero (one host sync) finds the pairs
+            mask &= row_order[first : first + block, None] < col_order[None, col_lo:col_hi]
         pairs = mask.nonzero()
-        rows = row_order[first + pairs[:, 0]]
-        cols = col_order[col_lo + pairs[:, 1]]
-        if upper_triangle:
-            keep = rows < cols
-            rows, cols = rows[keep], cols[keep]
-        yield rows, cols
+        yield row_order[first + pairs[:, 0]], col_order[col_lo + pairs[:, 1]]
 
 
 def box_iou_rotated(boxes1: Tensor, boxes2: Tensor, mode: str = "iou", aligned: bool = False) -> Tensor:

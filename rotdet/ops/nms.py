@@ -17,42 +17,56 @@ bounded by the block size whatever the number of boxes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from rotdet.ops.iou import _aligned_overlaps, circumscribed_xyxy, hbb_overlap_pairs
+from rotdet.ops.iou import _aligned_overlaps, circumscribed_xyxy, hbb_overlap_pairs, separate_groups
 
 __all__ = ["nms_rotated", "batched_nms_rotated", "multiclass_nms_rotated"]
 
-# Blocks start small and double up to the cap: within a block every pair of alive boxes is tested,
-# so small first blocks keep a dense cluster cheap (its first kept box then clears later blocks),
-# while the cap bounds memory and few, large blocks keep the launch count low on sparse input.
-# A GPU computes IoUs almost for free but pays for every launch and sync, so it takes larger blocks
-# (measured on an H200: 20,000 random boxes 53 -> 30 ms, see BENCHMARKS.md).
-_FIRST_BLOCK = {"cpu": 256}
-_MAX_BLOCK = {"cpu": 4096}
-_FIRST_BLOCK_DEFAULT = 2048
-_MAX_BLOCK_DEFAULT = 16384
+
+@dataclass(frozen=True)
+class _Tuning:
+    """How NMS spends work per device type.
+
+    Blocks start small and double up to the cap: within a block every pair of alive boxes is
+    tested, so small first blocks keep a dense cluster cheap (its first kept box then clears later
+    blocks), while the cap bounds memory and few, large blocks keep the launch count low on sparse
+    input. A GPU computes IoUs almost for free but pays for every launch and host sync, so it takes
+    larger blocks (measured on an H200: 20,000 random boxes 53 -> 30 ms, see BENCHMARKS.md), does
+    not compact the edge list between rounds, and asks whether all is decided only every other
+    round (a round with nothing undecided changes nothing).
+    """
+
+    first_block: int
+    max_block: int
+    prune_edges: bool
+    rounds_per_check: int
+
+
+_TUNING = {"cpu": _Tuning(first_block=256, max_block=4096, prune_edges=True, rounds_per_check=1)}
+_TUNING_DEFAULT = _Tuning(first_block=2048, max_block=16384, prune_edges=False, rounds_per_check=2)
+
+
+def _tuning(device: torch.device) -> _Tuning:
+    return _TUNING.get(device.type, _TUNING_DEFAULT)
+
 
 _UNDECIDED, _KEPT, _SUPPRESSED = 0, 1, 2
 
 
 def _overlapping_pairs(
-    boxes: Tensor,
-    xyxy: Tensor,
-    labels: Tensor | None,
-    rows_idx: Tensor,
-    cols_idx: Tensor,
-    iou_thr: float,
-    upper_triangle: bool,
+    boxes: Tensor, xyxy: Tensor, rows_idx: Tensor, cols_idx: Tensor, iou_thr: float, upper_triangle: bool
 ) -> tuple[Tensor, Tensor]:
-    """Pairs (positions in ``rows_idx`` and ``cols_idx``) with IoU > ``iou_thr`` and equal labels."""
+    """Pairs (positions in ``rows_idx`` and ``cols_idx``) with IoU > ``iou_thr``.
+
+    Boxes of different classes never pair: :func:`_greedy_nms_sorted` has moved each class to its
+    own strip of ``xyxy``'s x axis."""
     found_rows, found_cols = [], []
     for r, c in hbb_overlap_pairs(xyxy[rows_idx], xyxy[cols_idx], upper_triangle=upper_triangle):
-        if labels is not None:
-            same = labels[rows_idx[r]] == labels[cols_idx[c]]
-            r, c = r[same], c[same]
-        over = _aligned_overlaps(boxes[rows_idx[r]], boxes[cols_idx[c]], "iou") > iou_thr
+        over = (_aligned_overlaps(boxes[rows_idx[r]], boxes[cols_idx[c]], "iou") > iou_thr).nonzero()[:, 0]
         found_rows.append(r[over])
         found_cols.append(c[over])
     if not found_rows:
@@ -61,7 +75,7 @@ def _overlapping_pairs(
     return torch.cat(found_rows), torch.cat(found_cols)
 
 
-def _resolve_greedy(state: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+def _resolve_greedy(state: Tensor, src: Tensor, dst: Tensor, tuning: _Tuning) -> Tensor:
     """Greedy NMS decisions inside a block, from its "src suppresses dst" edges (src ranked first).
 
     Args:
@@ -72,24 +86,36 @@ def _resolve_greedy(state: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         ``[B]`` bool, the kept boxes.
     """
     num = state.numel()
-    # Dropping dead edges each round pays on the CPU; on a GPU the compaction's sync costs more
-    # than walking the few dead edges again.
-    prune = state.device.type == "cpu"
+    prune = tuning.prune_edges
+    state = state.long()
+    # Each edge votes by the state of its source: kept counts 2^32, undecided 1, suppressed 0, so
+    # one index_add gives both "has a kept predecessor" and "has an undecided one". Built with fills,
+    # not from a Python list, which would be a host-to-device copy.
+    vote = torch.zeros(3, dtype=torch.long, device=state.device)
+    vote[_UNDECIDED] = 1
+    vote[_KEPT] = 1 << 32
+    rounds = 0
     while True:
         if prune:
             # Edges into decided boxes, or from suppressed ones, can no longer change anything.
-            live = (state[dst] == _UNDECIDED) & (state[src] != _SUPPRESSED)
+            live = ((state[dst] == _UNDECIDED) & (state[src] != _SUPPRESSED)).nonzero()[:, 0]
             src, dst = src[live], dst[live]
-        src_state = state[src]
-        has_kept_pred = torch.zeros(num, dtype=torch.int32, device=state.device)
-        has_kept_pred.index_add_(0, dst, (src_state == _KEPT).to(torch.int32))
-        has_open_pred = torch.zeros(num, dtype=torch.int32, device=state.device)
-        has_open_pred.index_add_(0, dst, (src_state == _UNDECIDED).to(torch.int32))
-        undecided = state == _UNDECIDED
-        state = torch.where(undecided & (has_kept_pred > 0), _SUPPRESSED, state)
-        state = torch.where(undecided & (has_kept_pred == 0) & (has_open_pred == 0), _KEPT, state)
-        if not bool((state == _UNDECIDED).any()):
+        votes = torch.zeros(num, dtype=torch.long, device=state.device).index_add_(0, dst, vote[state[src]])
+        decided = torch.where(votes >= 1 << 32, _SUPPRESSED, torch.where(votes == 0, _KEPT, _UNDECIDED))
+        state = torch.where(state == _UNDECIDED, decided, state)
+        rounds += 1
+        if rounds % tuning.rounds_per_check == 0 and not bool((state == _UNDECIDED).any()):
             return state == _KEPT
+
+
+def _dense_rank(values: Tensor) -> Tensor:
+    """``[N]`` rank of each value among the distinct values (0..U-1), like ``unique``'s inverse
+    but without its host sync."""
+    sorted_values, order = values.sort()
+    step = torch.ones_like(sorted_values, dtype=torch.long)
+    step[0] = 0
+    step[1:] = sorted_values[1:] != sorted_values[:-1]
+    return torch.empty_like(step).scatter_(0, order, step.cumsum(0))
 
 
 def _greedy_nms_sorted(boxes: Tensor, labels: Tensor | None, iou_thr: float) -> Tensor:
@@ -97,30 +123,24 @@ def _greedy_nms_sorted(boxes: Tensor, labels: Tensor | None, iou_thr: float) -> 
     n = boxes.shape[0]
     xyxy = circumscribed_xyxy(boxes.to(torch.float64))
     if labels is not None:
-        # Move each class to its own strip of the x axis, for the overlap search only (IoUs use the
-        # boxes as given): pairs of different classes are then never formed. float64 keeps the shifted
-        # edges exact enough (10^4 classes x 10^5 px strips still leave ulps below 1e-6 px).
-        finite = torch.isfinite(xyxy).all(dim=1)
-        if bool(finite.any()):
-            span = (xyxy[finite, 2].max() - xyxy[finite, 0].min()).item() + 1.0
-            strip = torch.unique(labels, return_inverse=True)[1]  # 0..U-1 whatever the label values
-            shift = strip.to(torch.float64) * span
-            xyxy = xyxy + torch.stack((shift, torch.zeros_like(shift)) * 2, dim=1)
+        # Each class in its own strip of the x axis, for the overlap search only (IoUs use the boxes
+        # as given): pairs of different classes are never formed.
+        (xyxy,) = separate_groups([xyxy], [_dense_rank(labels)])
     kept = torch.zeros(0, dtype=torch.long, device=boxes.device)
-    device_type = boxes.device.type
-    max_block = _MAX_BLOCK.get(device_type, _MAX_BLOCK_DEFAULT)
-    start, size = 0, _FIRST_BLOCK.get(device_type, _FIRST_BLOCK_DEFAULT)
+    tuning = _tuning(boxes.device)
+    max_block = tuning.max_block
+    start, size = 0, tuning.first_block
     while start < n:
         block = torch.arange(start, min(n, start + size), device=boxes.device)
         start, size = start + size, min(2 * size, max_block)
         state = torch.full((block.numel(),), _UNDECIDED, dtype=torch.int8, device=boxes.device)
         if kept.numel():
-            _, hit = _overlapping_pairs(boxes, xyxy, labels, kept, block, iou_thr, upper_triangle=False)
+            _, hit = _overlapping_pairs(boxes, xyxy, kept, block, iou_thr, upper_triangle=False)
             state[hit] = _SUPPRESSED
         alive = block[state == _UNDECIDED]
-        src, dst = _overlapping_pairs(boxes, xyxy, labels, alive, alive, iou_thr, upper_triangle=True)
+        src, dst = _overlapping_pairs(boxes, xyxy, alive, alive, iou_thr, upper_triangle=True)
         alive_pos = alive - block[0]
-        kept_mask = _resolve_greedy(state, alive_pos[src], alive_pos[dst])
+        kept_mask = _resolve_greedy(state, alive_pos[src], alive_pos[dst], tuning)
         kept = torch.cat((kept, block[kept_mask]))
     return kept
 

@@ -25,24 +25,25 @@ _PAIRS_PER_CHUNK = 1 << 22
 
 
 def _inside(px: Tensor, py: Tensor, poly: Tensor) -> Tensor:
-    """Kernel semantics on broadcastable float32 ``px, py`` and ``poly [..., 8]``; returns bool."""
-    crossings = torch.zeros(
-        torch.broadcast_shapes(px.shape, poly.shape[:-1]), dtype=torch.int32, device=px.device
-    )
-    walking = torch.ones_like(crossings, dtype=torch.bool)
-    for i in range(4):
-        j = (i + 3) % 4  # the kernel walks the edge from vertex i back to vertex i - 1
-        sx, sy = poly[..., 2 * i], poly[..., 2 * i + 1]
-        tx, ty = poly[..., 2 * j], poly[..., 2 * j + 1]
-        in_band = (py >= torch.minimum(sy, ty)) & (py <= torch.maximum(sy, ty))
-        at_vertex = in_band & (((sx == px) & (sy == py)) | ((tx == px) & (ty == py)))
-        crosses = in_band & ~at_vertex & ((sy < py) != (ty < py))
-        # Same float32 operations, in the same order, as the kernel. Where `crosses` is False the
-        # quotient may be inf/nan; it is never used there.
-        x = sx + (py - sy) * (tx - sx) / (ty - sy)
-        on_edge = crosses & (x == px)
-        crossings += (walking & crosses & ~on_edge & (x > px)).to(torch.int32)
-        walking &= ~(at_vertex | on_edge)
+    """Kernel semantics on broadcastable float32 ``px, py`` and ``poly [..., 8]``; returns bool.
+
+    The four edges are evaluated side by side on a trailing dimension (the same float32 operations
+    per edge as the kernel), then the walk's stop is applied: an edge counts only if no earlier edge
+    stopped the walk.
+    """
+    # Edge i runs from vertex i back to vertex i - 1, as the kernel walks them.
+    sx, sy = poly[..., 0::2], poly[..., 1::2]  # [..., 4]
+    tx, ty = sx.roll(1, dims=-1), sy.roll(1, dims=-1)
+    px, py = px[..., None], py[..., None]
+    in_band = (py >= torch.minimum(sy, ty)) & (py <= torch.maximum(sy, ty))
+    at_vertex = in_band & (((sx == px) & (sy == py)) | ((tx == px) & (ty == py)))
+    crosses = in_band & ~at_vertex & ((sy < py) != (ty < py))
+    # Where `crosses` is False the quotient may be inf/nan; it is never used there.
+    x = sx + (py - sy) * (tx - sx) / (ty - sy)
+    on_edge = crosses & (x == px)
+    stops = at_vertex | on_edge
+    walked = stops.cumsum(dim=-1) - stops.to(torch.int64) == 0  # no stop on an earlier edge
+    crossings = (walked & crosses & ~on_edge & (x > px)).sum(dim=-1)
     return crossings % 2 == 1
 
 
