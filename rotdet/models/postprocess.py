@@ -92,7 +92,11 @@ def dense_detections(
     # for the counts instead of one per image.
     keep_img = img[keep]
     keep = keep[torch.sort(keep_img, stable=True).indices]
-    counts = torch.bincount(keep_img, minlength=batch).tolist()
+    # (bincount would sync once more on a GPU to size its output)
+    counts = torch.zeros(batch, dtype=torch.long, device=device).index_add_(
+        0, keep_img, torch.ones_like(keep_img)
+    )
+    counts = counts.tolist()
     results = []
     for mine in keep.split(counts):
         if max_per_img > 0:

@@ -137,7 +137,9 @@ def _greedy_nms_sorted(boxes: Tensor, labels: Tensor | None, iou_thr: float) -> 
         if kept.numel():
             _, hit = _overlapping_pairs(boxes, xyxy, kept, block, iou_thr, upper_triangle=False)
             state[hit] = _SUPPRESSED
-        alive = block[state == _UNDECIDED]
+            alive = block[state == _UNDECIDED]
+        else:  # the first block: every box is alive, no selection (no host sync) needed
+            alive = block
         src, dst = _overlapping_pairs(boxes, xyxy, alive, alive, iou_thr, upper_triangle=True)
         alive_pos = alive - block[0]
         kept_mask = _resolve_greedy(state, alive_pos[src], alive_pos[dst], tuning)
