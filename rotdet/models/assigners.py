@@ -228,9 +228,11 @@ class MaxIoUAssigner:
         if n == 0 or m == 0:
             # mmdet: empty overlaps -> all 0 (also for anchors when there are no ground truths).
             return _empty_result(m, n, _overlaps_dtype_probe(gt_boxes), gt_labels)
-        ignored = self._ignored_anchors(anchors, gt_boxes_ignore)
+        ignored = None
+        if self.ignore_iof_thr > 0 and gt_boxes_ignore is not None and gt_boxes_ignore.numel() > 0:
+            ignored = self._ignored_anchors(anchors, gt_boxes_ignore)[None]
         valid = torch.ones(1, m, dtype=torch.bool, device=anchors.device)
-        gt_inds, max_overlaps = self.assign_batch(anchors[None], gt_boxes[None], valid, ignored[None])
+        gt_inds, max_overlaps = self.assign_batch(anchors[None], gt_boxes[None], valid, ignored)
         return AssignResult(m, gt_inds[0], max_overlaps[0], _labels_of(gt_inds[0], gt_labels))
 
     def assign_batch(
@@ -250,6 +252,7 @@ class MaxIoUAssigner:
         batch, n = anchors.shape[:2]
         g = gt_boxes.shape[1]
         device = anchors.device
+        ignore_any = ignored is not None
         if ignored is None:
             ignored = torch.zeros(batch, n, dtype=torch.bool, device=device)
         ignored = ignored.reshape(-1)
@@ -260,8 +263,9 @@ class MaxIoUAssigner:
         g_idx, a_idx, iou = _positive_pairs(
             gt_boxes.reshape(-1, 5), anchors.reshape(-1, 5), gt_img, anchor_img, gt_valid.reshape(-1)
         )
-        keep = (~ignored[a_idx]).nonzero()[:, 0]
-        g_idx, a_idx, iou = g_idx[keep], a_idx[keep], iou[keep]
+        if ignore_any:  # known on the host: no selection (no host sync) when nothing is ignored
+            keep = (~ignored[a_idx]).nonzero()[:, 0]
+            g_idx, a_idx, iou = g_idx[keep], a_idx[keep], iou[keep]
         g_local = g_idx - gt_img[g_idx] * g
         dtype = iou.dtype
 
@@ -365,19 +369,20 @@ def _positive_pairs(
         x1, x2 = separate_groups([x1, x2], [groups1, groups2])
     rows, cols, vals = [], [], []
     for r, c in hbb_overlap_pairs(x1, x2):
-        v = box_iou_rotated(c1[r], c2[c], aligned=True)
-        keep = v > 0
-        if valid1 is not None:
-            keep &= valid1[r]
-        keep = keep.nonzero()[:, 0]
-        rows.append(r[keep])
-        cols.append(c[keep])
-        vals.append(v[keep])
+        rows.append(r)
+        cols.append(c)
+        vals.append(box_iou_rotated(c1[r], c2[c], aligned=True))
     if not rows:
         empty = torch.zeros(0, dtype=torch.long, device=boxes1.device)
         dtype = boxes1.dtype if boxes1.is_floating_point() else torch.float32
         return empty, empty, torch.zeros(0, dtype=dtype, device=boxes1.device)
-    return torch.cat(rows), torch.cat(cols), torch.cat(vals)
+    rows, cols, vals = torch.cat(rows), torch.cat(cols), torch.cat(vals)
+    # One selection for all blocks of the search (one host sync, not one per block).
+    keep = vals > 0
+    if valid1 is not None:
+        keep &= valid1[rows]
+    keep = keep.nonzero()[:, 0]
+    return rows[keep], cols[keep], vals[keep]
 
 
 # --------------------------------------------------------------------------------------------- ATSS
