@@ -211,20 +211,25 @@ def test_nms_multi_block_path(monkeypatch):
     rng = np.random.default_rng(5)
     boxes = random_dota_boxes(rng, 700, image=500, max_size=120)
     scores = rng.random(700).astype(np.float32)
-    for prune, rounds_per_check in ((True, 1), (False, 2), (False, 3)):
-        tuning = nms_module._Tuning(8, 64, prune, rounds_per_check)
+    for prune, rounds_per_check, merged in ((True, 1, False), (False, 2, False), (False, 3, True)):
+        tuning = nms_module._Tuning(8, 64, prune, rounds_per_check, merged_search=merged)
         monkeypatch.setitem(nms_module._TUNING, "cpu", tuning)
         assert nms_rotated(t32(boxes), t32(scores), 0.1).tolist() == greedy_nms(boxes, scores, 0.1)
 
 
 @pytest.mark.parametrize(
     "tuning",
-    [nms_module._TUNING_DEFAULT, nms_module._Tuning(128, 256, prune_edges=False, rounds_per_check=2)],
-    ids=["gpu", "gpu-small-blocks"],
+    [
+        nms_module._TUNING_DEFAULT,
+        nms_module._Tuning(128, 256, prune_edges=False, rounds_per_check=2, merged_search=True),
+        nms_module._Tuning(128, 256, prune_edges=False, rounds_per_check=2, merged_search=False),
+    ],
+    ids=["gpu", "gpu-small-blocks", "gpu-small-blocks-separate-searches"],
 )
 def test_nms_gpu_tuning_on_cpu(monkeypatch, tuning):
-    """The GPU's way (big blocks, no edge pruning, a check every other round) on the CPU: same
-    result, also for class-wise NMS and for a long suppression chain (many rounds)."""
+    """The GPU's way (big blocks, no edge pruning, a check every other round, one overlap search
+    per block) on the CPU: same result, also for class-wise NMS and for a long suppression chain
+    (many rounds)."""
     monkeypatch.setitem(nms_module._TUNING, "cpu", tuning)
     rng = np.random.default_rng(11)
     boxes = random_dota_boxes(rng, 900, image=500, max_size=120)
@@ -234,8 +239,10 @@ def test_nms_gpu_tuning_on_cpu(monkeypatch, tuning):
         assert nms_rotated(t32(boxes), t32(scores), iou_thr).tolist() == greedy_nms(boxes, scores, iou_thr)
     got = batched_nms_rotated(t32(boxes), t32(scores), torch.as_tensor(labels), 0.1)
     assert got.tolist() == greedy_nms(boxes, scores, 0.1, labels=labels)
-    chain = t32([[i * 7.0, 0, 10, 10, 0] for i in range(61)])
-    assert nms_rotated(chain, t32(np.linspace(1, 0.5, 61)), 0.1).tolist() == list(range(0, 61, 2))
+    chain = t32([[i * 7.0, 0, 10, 10, 0] for i in range(301)])
+    assert nms_rotated(chain, t32(np.linspace(1, 0.5, 301)), 0.1).tolist() == list(range(0, 301, 2))
+    cluster = t32([[50, 50, 20, 10, 0.3]] * 600 + [[200, 50, 20, 10, 0.3]] * 5)  # identical boxes
+    assert nms_rotated(cluster, t32(np.linspace(1, 0.5, 605)), 0.1).tolist() == [0, 600]
 
 
 def test_nms_long_suppression_chain():

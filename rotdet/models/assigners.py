@@ -15,6 +15,10 @@ Neither assigner builds the anchors x ground-truths matrices mmrotate builds:
   the ``topk`` nearest anchors per level and ground truth, and computes IoUs and the point-in-polygon
   test for those candidate pairs only (at most ``topk * levels * M`` of them).
 
+Both also assign a whole batch at once (``assign_batch``: ground truths padded to ``[B, G, 5]``),
+with the same result as image by image; ATSS then runs without a single host sync, and MaxIoU with
+one overlap search for the batch. ``assign`` is a batch of one.
+
 In the ``_hbb`` configs (and both R3Det first stages) the assigner sees the circumscribed
 horizontal box of each ground truth while the regression target stays the rotated box; heads get
 the boxes to assign with from :func:`assign_targets_boxes`.
