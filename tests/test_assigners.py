@@ -530,3 +530,17 @@ def test_max_iou_batch_equals_image_by_image(assign_all):
         )
         assert torch.equal(gt_inds[i], exp_inds), i
         assert torch.equal(max_ov[i], exp_ov), i
+
+
+@pytest.mark.parametrize("version", ["le90", "le135", "oc"])
+def test_atss_under_bfloat16_autocast_is_the_float32_assignment(version):
+    """Training with --amp bf16 must not change the targets: mmrotate's le90/le135 polygons come
+    from a matmul, which autocast would run in bfloat16 (corners rounded to whole pixels)."""
+    anchors, counts, gts = random_scene(61, size=384, m=60, version=version)
+    gts[:, :2] += 0.37  # off the bfloat16 grid
+    expected = ATSSAssigner(9, version).assign(anchors, counts, gts).gt_inds
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        polys = mmrotate_gt_polygons(gts, version)
+        got = ATSSAssigner(9, version).assign(anchors, counts, gts).gt_inds
+    assert polys.dtype == torch.float32
+    assert torch.equal(got, expected)

@@ -409,7 +409,9 @@ def mmrotate_gt_polygons(gt_boxes: Tensor, version: str) -> Tensor:
     rects = torch.stack([left, right, right, left, top, top, bottom, bottom], 0).reshape(2, 4, n)
     sin, cos = torch.sin(theta), torch.cos(theta)
     rot = torch.stack([cos, -sin, sin, cos], 0).reshape(2, 2, n)
-    polys = rot.permute(2, 0, 1).matmul(rects.permute(2, 0, 1))  # [n, 2, 4]: rows x, y of corners
+    # Never under autocast: a bfloat16 matmul would round the corners to whole pixels.
+    with torch.autocast(device_type=gt_boxes.device.type, enabled=False):
+        polys = rot.permute(2, 0, 1).matmul(rects.permute(2, 0, 1))  # [n, 2, 4]: rows x, y of corners
     polys = polys.permute(2, 1, 0).reshape(-1, n).transpose(1, 0).clone()  # [n, 8] x0 y0 x1 y1 ...
     polys[:, ::2] += cx.unsqueeze(1)
     polys[:, 1::2] += cy.unsqueeze(1)

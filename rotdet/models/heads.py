@@ -366,9 +366,11 @@ class RotatedRetinaHead(nn.Module):
         batch, device = cls_scores[0].shape[0], cls_scores[0].device
         all_anchors = self._image_anchors(featmap_sizes, batch, device, anchors)
         num_level_anchors = [h * w * self.num_anchors for h, w in featmap_sizes]
-        labels, label_weights, bbox_targets, bbox_weights, num_pos = self.get_targets(
-            all_anchors, num_level_anchors, featmap_sizes, gt_boxes, gt_labels, metas
-        )
+        # Targets in float32 whatever the training precision, as mmrotate computes them.
+        with torch.autocast(device_type=device.type, enabled=False):
+            labels, label_weights, bbox_targets, bbox_weights, num_pos = self.get_targets(
+                all_anchors, num_level_anchors, featmap_sizes, gt_boxes, gt_labels, metas
+            )
         with torch.autocast(device_type=device.type, enabled=False):
             logits = _levels_to_flat([c.float() for c in cls_scores], self.num_classes)
             deltas = _levels_to_flat([b.float() for b in bbox_preds], 5)
