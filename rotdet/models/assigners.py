@@ -507,8 +507,7 @@ class ATSSAssigner:
             if n_l > 0:
                 k = min(self.topk, n_l)
                 level_points = points[..., start : start + n_l, :]
-                images = max(1, points[..., 0, 0].numel())
-                rows = max(1, _DIST_ELEMS_PER_CHUNK // (n_l * images))
+                rows = max(1, _DIST_ELEMS_PER_CHUNK // (n_l * points.shape[:-2].numel()))
                 parts = [
                     _nearest_k(level_points, centres[..., c : c + rows, :], k) + start
                     for c in range(0, m, rows)

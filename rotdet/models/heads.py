@@ -336,7 +336,7 @@ class RotatedRetinaHead(nn.Module):
         pos = gt_inds > 0
         dtype = anchors.dtype
         pw = self.train_cfg.pos_weight
-        label_weights = torch.where(pos, 1.0 if pw <= 0 else float(pw), (gt_inds == 0).to(dtype)).to(dtype)
+        label_weights = torch.where(pos, 1.0 if pw <= 0 else float(pw), (gt_inds == 0).to(dtype))
         if gt_pad.shape[1] == 0:
             labels = torch.full_like(gt_inds, self.num_classes)
             bbox_targets = anchors.new_zeros(anchors.shape)

@@ -85,7 +85,7 @@ def _resolve_greedy(state: Tensor, src: Tensor, dst: Tensor, tuning: _Tuning) ->
     """Greedy NMS decisions inside a block, from its "src suppresses dst" edges (src ranked first).
 
     Args:
-        state: ``[B]`` int8, ``_SUPPRESSED`` for boxes already suppressed, else ``_UNDECIDED``.
+        state: ``[B]`` int64: ``_UNDECIDED``, or already decided (``_KEPT``, ``_SUPPRESSED``).
         src, dst: ``[E]`` positions in the block, ``src < dst``, pairs with IoU above threshold.
 
     Returns:
@@ -93,7 +93,6 @@ def _resolve_greedy(state: Tensor, src: Tensor, dst: Tensor, tuning: _Tuning) ->
     """
     num = state.numel()
     prune = tuning.prune_edges
-    state = state.long()
     # Each edge votes by the state of its source: kept counts 2^32, undecided 1, suppressed 0, so
     # one index_add gives both "has a kept predecessor" and "has an undecided one". Built with fills,
     # not from a Python list, which would be a host-to-device copy.
@@ -139,13 +138,13 @@ def _greedy_nms_sorted(boxes: Tensor, labels: Tensor | None, iou_thr: float) -> 
     while start < n:
         block = torch.arange(start, min(n, start + size), device=boxes.device)
         start, size = start + size, min(2 * size, max_block)
-        state = torch.full((block.numel(),), _UNDECIDED, dtype=torch.int8, device=boxes.device)
+        state = torch.full((block.numel(),), _UNDECIDED, dtype=torch.long, device=boxes.device)
         if kept.numel() and tuning.merged_search:
             # Kept boxes rank before the block, so "row before column" in the joint list is the
             # greedy order; two kept boxes never overlap above the threshold.
             joint = torch.cat((kept, block))
             src, dst = _overlapping_pairs(boxes, xyxy, joint, joint, iou_thr, upper_triangle=True)
-            joint_state = torch.cat((torch.full_like(kept, _KEPT, dtype=torch.int8), state))
+            joint_state = torch.cat((torch.full_like(kept, _KEPT), state))
             kept_mask = _resolve_greedy(joint_state, src, dst, tuning)[kept.numel() :]
             kept = torch.cat((kept, block[kept_mask]))
             continue

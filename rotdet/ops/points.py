@@ -20,8 +20,9 @@ from torch import Tensor
 
 __all__ = ["points_in_polygons"]
 
-# Point-polygon pairs per vectorised step, to bound the float32 temporaries.
-_PAIRS_PER_CHUNK = 1 << 22
+# Point-polygon pairs per vectorised step, to bound the temporaries (each pair holds its four edges:
+# ~16 bytes per float32 temporary).
+_PAIRS_PER_CHUNK = 1 << 20
 
 
 def _inside(px: Tensor, py: Tensor, poly: Tensor) -> Tensor:
