@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rotdet.fileio import atomic_write_bytes
+
 logger = logging.getLogger("rotdet.data")
 
 # mmrotate 0.3.4 DOTADataset.CLASSES order: label i is this tuple's i-th name.
@@ -282,15 +284,6 @@ def write_dota_txt(path: str | os.PathLike, ann: DotaAnnotation, header: bool = 
     difficulties and headers.
     """
     atomic_write_bytes(path, format_dota_text(ann, header=header).encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and ``os.replace`` (atomic on POSIX)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def find_image(img_dir: str | os.PathLike, stem: str) -> Path | None:

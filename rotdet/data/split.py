@@ -38,11 +38,11 @@ import numpy as np
 from rotdet.data.dota import (
     DotaAnnotation,
     ParseLog,
-    atomic_write_bytes,
     format_dota_text,
     list_images,
     read_dota_txt,
 )
+from rotdet.fileio import atomic_write_bytes
 
 logger = logging.getLogger("rotdet.data")
 

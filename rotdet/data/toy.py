@@ -36,7 +36,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from rotdet.data.dota import DotaAnnotation, atomic_write_bytes, write_dota_txt
+from rotdet.data.dota import DotaAnnotation, write_dota_txt
+from rotdet.fileio import atomic_write_bytes
 
 TOY_CLASSES: tuple[str, ...] = (
     "small-vehicle",

@@ -18,13 +18,12 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from rotdet.models.mmrotate_import import safe_torch_load
+from rotdet.fileio import atomic_torch_save, atomic_write_text, safe_torch_load
 
 __all__ = [
     "CheckpointError",
@@ -46,20 +45,7 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(obj: Mapping, path: str | os.PathLike) -> Path:
     """Write ``obj`` with ``torch.save`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(obj), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # Ctrl-C or a full disk mid-write: drop the partial file, keep whatever was there before.
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(dict(obj), path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -159,6 +145,4 @@ class CheckpointManager:
 
     def _write_state(self) -> None:
         data = {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
-        tmp = self.work_dir / ".checkpoints.json.tmp"
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.work_dir / "checkpoints.json")
+        atomic_write_text(self.work_dir / "checkpoints.json", json.dumps(data))

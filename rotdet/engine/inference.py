@@ -35,12 +35,13 @@ from tqdm import tqdm
 
 from rotdet.configs import apply_overrides, load_config
 from rotdet.data.dataset import collate, format_results
-from rotdet.data.dota import atomic_write_bytes, format_coord
+from rotdet.data.dota import format_coord
 from rotdet.data.split import SplitConfig, crop_patch, sliding_windows
 from rotdet.data.transforms import build_pipeline, load_image
 from rotdet.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
 from rotdet.engine.data import config_pipeline, resolve_classes
 from rotdet.evaluation.io import JSON_FORMAT, JSON_FORMAT_VERSION
+from rotdet.fileio import atomic_write_bytes
 from rotdet.models.detectors import R3Det
 from rotdet.models.factory import build_model
 from rotdet.models.heads import TestConfig

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from rotdet.evaluation.results import EvalInputError
+from rotdet.fileio import atomic_write_text
 
 __all__ = [
     "ClassDetections",
@@ -151,11 +152,7 @@ def write_detections_json(
         "classes": list(detections.classes),
         "images": images,
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(doc))
 
 
 def read_detections_json(path: str | os.PathLike) -> DetectionSet:

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 import re
 from collections.abc import Mapping
 
-import numpy as np
 import torch
 from torch import Tensor, nn
+
+from rotdet.fileio import safe_torch_load
 
 __all__ = [
     "add_convert_arguments",
@@ -53,36 +53,6 @@ def rotdet_to_mmrotate_key(key: str) -> str:
     """mmrotate's name of a rotdet state-dict key."""
     m = _NECK_PLAIN.match(key)
     return f"{m.group(1)}.conv.{m.group(2)}" if m else key
-
-
-def _safe_globals() -> list:
-    """numpy reconstructors mmcv's ``meta`` may need (plain data, no code)."""
-    allowed: list = [np.dtype]
-    multiarray = getattr(np, "_core", None) or np.core
-    allowed.append(multiarray.multiarray.scalar)
-    allowed.append(multiarray.multiarray._reconstruct)
-    allowed.append(np.ndarray)
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        allowed += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
-    return allowed
-
-
-def safe_torch_load(path: str | os.PathLike, map_location="cpu"):
-    """``torch.load(weights_only=True)`` with the numpy reconstructors mmcv's ``meta`` may need; an
-    object outside that allow-list is refused with a message naming the file and the object."""
-    try:
-        with torch.serialization.safe_globals(_safe_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # pragma: no cover - best effort diagnostics
-            unsafe = []
-        raise ValueError(
-            f"{path}: refusing to unpickle objects outside the allow-list {unsafe or ''} "
-            f"(weights_only=True): {exc}"
-        ) from exc
 
 
 def load_mmrotate_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
