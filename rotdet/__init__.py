@@ -1,8 +1,12 @@
 """rotdet: oriented object detection for aerial images in pure PyTorch."""
 
+from rotdet._lazy import lazy_exports
+
 __version__ = "0.1.0.dev0"
 
-# After __version__, so that it is already set while the engine's modules import.
-from rotdet.engine.inference import Detections, Detector  # noqa: E402
-
 __all__ = ["Detections", "Detector", "__version__"]
+
+# `from rotdet import Detector` imports the engine (and torch) only when asked for.
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"Detections": "rotdet.engine.inference", "Detector": "rotdet.engine.inference"}
+)

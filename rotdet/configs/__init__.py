@@ -6,6 +6,16 @@ ResNet-18 variant for ToyDOTA. :func:`load_config` reads one by name (or from a 
 applies ``key=value`` overrides with dotted keys, e.g. ``model.backbone.depth=18``; the value is
 parsed as YAML (``[64, 128]``, ``null``, ``0.01``). An unknown key or config name is an error that
 names it.
+
+Includes: a file may start with ``_base_: [paths]`` (relative to that file). The bases are merged in
+order, then the file itself on top, as mmcv merges configs: mappings merge key by key, anything
+else is replaced, and a mapping holding ``_delete_: true`` replaces its base mapping whole.
+
+The angle convention has one source, the top-level ``angle_version``: :func:`resolve_angle_version`
+writes it into every box coder (``angle_range``) and ATSS assigner, turns ``assign_by_circumhbbox:
+true`` into that version, and fills the coder's ``edge_swap`` / ``proj_xy`` / ``norm_factor`` left
+``null`` from :data:`CODER_PRESETS`. A nested value that disagrees with the top-level one is an error
+naming both.
 """
 
 from __future__ import annotations
@@ -16,7 +26,15 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["CONFIG_DIR", "SEED_CONFIGS", "apply_overrides", "list_configs", "load_config"]
+__all__ = [
+    "CODER_PRESETS",
+    "CONFIG_DIR",
+    "SEED_CONFIGS",
+    "apply_overrides",
+    "list_configs",
+    "load_config",
+    "resolve_angle_version",
+]
 
 CONFIG_DIR = Path(__file__).resolve().parent
 
@@ -33,8 +51,20 @@ SEED_CONFIGS: tuple[str, ...] = (
 )
 
 
+# The coder settings mmrotate 0.3.4's configs use with each angle version (the values a ``null``
+# edge_swap / proj_xy / norm_factor takes; an explicit value in a config wins).
+CODER_PRESETS: dict[str, dict] = {
+    "oc": {"edge_swap": False, "proj_xy": False, "norm_factor": None},
+    "le90": {"edge_swap": True, "proj_xy": True, "norm_factor": None},
+    "le135": {"edge_swap": False, "proj_xy": True, "norm_factor": 1},
+}
+BASE_KEY = "_base_"
+DELETE_KEY = "_delete_"
+_FIRST_KEYS = ("name", "source", "angle_version")
+
+
 def list_configs() -> list[str]:
-    """Names of the bundled configurations."""
+    """Names of the bundled configurations (the include files under ``_base_/`` are not configs)."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
@@ -90,20 +120,114 @@ def apply_overrides(cfg: dict, overrides: Iterable[str] | dict | None) -> dict:
     return cfg
 
 
-def load_config(name_or_path: str | Path, overrides: Iterable[str] | dict | None = None) -> dict:
-    """Load a bundled config by name (or a YAML file by path) and apply ``overrides``."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml") or not path.is_file():
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
-        if not path.is_file():
-            raise ValueError(
-                f"unknown config {str(name_or_path)!r}; valid configs: {', '.join(list_configs())}"
-            )
+def merge_config(base: dict, child: dict) -> dict:
+    """``child`` merged onto a copy of ``base`` (mmcv's rule, see the module docstring)."""
+    if child.get(DELETE_KEY):
+        return {k: copy.deepcopy(v) for k, v in child.items() if k != DELETE_KEY}
+    out = copy.deepcopy(base)
+    for key, value in child.items():
+        if key == DELETE_KEY:
+            continue
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_config(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """One YAML file with its ``_base_`` includes merged in (``chain``: the including files)."""
+    if path in chain:
+        raise ValueError(f"{chain[-1]}: _base_ include cycle through {path}")
+    if not path.is_file():
+        raise ValueError(f"{chain[-1]}: _base_ file not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f)
+            doc = yaml.safe_load(f)
     except yaml.YAMLError as exc:  # the message carries the line and column
         raise ValueError(f"{path} is not valid YAML: {_one_line(exc)}") from None
-    if not isinstance(cfg, dict) or "model" not in cfg:
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} is not a mapping of config keys")
+    bases = doc.pop(BASE_KEY, None) or []
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for base in bases:
+        merged = merge_config(merged, _read_yaml((path.parent / str(base)).resolve(), (*chain, path)))
+    return merge_config(merged, doc)
+
+
+def _find_config(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path.resolve()
+    path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown config {str(name_or_path)!r}; valid configs: {', '.join(list_configs())}")
+    return path
+
+
+def load_config(name_or_path: str | Path, overrides: Iterable[str] | dict | None = None) -> dict:
+    """Load a bundled config by name (or a YAML file by path), apply ``overrides``, then
+    :func:`resolve_angle_version`: the result is the config a model is built from, spelled out."""
+    path = _find_config(name_or_path)
+    cfg = _read_yaml(path)
+    if "model" not in cfg or not isinstance(cfg["model"], dict):
         raise ValueError(f"{path} is not a rotdet config (no 'model' mapping)")
-    return apply_overrides(cfg, overrides)
+    cfg = {**{k: cfg[k] for k in _FIRST_KEYS if k in cfg}, **cfg}  # name and convention first
+    return resolve_angle_version(apply_overrides(cfg, overrides))
+
+
+def _agree(where: str, value, version: str, key: str = "angle_version") -> None:
+    if value is not None and value != version:
+        raise ValueError(
+            f"{where}={value!r} disagrees with the top-level {key}={version!r}; set the angle "
+            f"convention only at the top level ({key}=...), or make both the same"
+        )
+
+
+def _resolve_head(head: dict, where: str, version: str) -> None:
+    coder = head.get("bbox_coder")
+    if isinstance(coder, dict):
+        _agree(f"{where}.bbox_coder.angle_range", coder.get("angle_range"), version)
+        coder["angle_range"] = version
+        for key, value in CODER_PRESETS[version].items():
+            if coder.get(key) is None:
+                coder[key] = value
+    circ = head.get("assign_by_circumhbbox", True)  # mmrotate's default: assign on the hbb
+    if isinstance(circ, str):
+        _agree(f"{where}.assign_by_circumhbbox", circ, version)
+    head["assign_by_circumhbbox"] = version if circ else None
+
+
+def _resolve_assigner(train_cfg: dict | None, where: str, version: str) -> None:
+    assigner = (train_cfg or {}).get("assigner")
+    if isinstance(assigner, dict) and str(assigner.get("type", "")).startswith("ATSS"):
+        _agree(f"{where}.assigner.angle_version", assigner.get("angle_version"), version)
+        assigner["angle_version"] = version
+
+
+def resolve_angle_version(cfg: dict) -> dict:
+    """A copy of the whole config ``cfg`` whose model follows its top-level ``angle_version``.
+
+    Raises ValueError naming both values when a nested convention disagrees with the top level."""
+    if "angle_version" not in cfg:
+        raise ValueError("the config has no top-level angle_version (oc, le90 or le135)")
+    version = cfg["angle_version"]
+    if version not in CODER_PRESETS:
+        raise ValueError(f"angle_version={version!r} is not one of {', '.join(CODER_PRESETS)}")
+    cfg = copy.deepcopy(cfg)
+    model = cfg["model"]
+    heads = [("model.bbox_head", model.get("bbox_head"))]
+    heads += [(f"model.refine_heads.{i}", h) for i, h in enumerate(model.get("refine_heads") or [])]
+    for where, head in heads:
+        if isinstance(head, dict):
+            _resolve_head(head, where, version)
+    train_cfg = model.get("train_cfg") or {}
+    if "s0" in train_cfg:  # R3Det: the first stage, then one per refine stage
+        _resolve_assigner(train_cfg["s0"], "model.train_cfg.s0", version)
+        for i, stage in enumerate(train_cfg.get("sr") or []):
+            _resolve_assigner(stage, f"model.train_cfg.sr.{i}", version)
+    else:
+        _resolve_assigner(train_cfg, "model.train_cfg", version)
+    return cfg

@@ -8,38 +8,7 @@
 * :mod:`rotdet.data.browse`: drawing annotations (``rotdet browse``).
 """
 
-from rotdet.data.dataset import DOTADataset, collate
-from rotdet.data.dota import (
-    DOTA_CLASSES,
-    DOTA_V1_CLASSES,
-    DOTA_V2_CLASSES,
-    DOTA_V15_CLASSES,
-    DotaAnnotation,
-    DotaFormatError,
-    ParseLog,
-    get_classes,
-    load_dota_infos,
-    read_dota_txt,
-    write_dota_txt,
-)
-from rotdet.data.merge import merge_patch_detections, parse_patch_name, write_task1_submission
-from rotdet.data.split import (
-    SPLIT_PRESETS,
-    SplitConfig,
-    poly_window_iof,
-    sliding_windows,
-    split_dataset,
-    split_image,
-)
-from rotdet.data.toy import TOY_CLASSES, ensure_toy_dota, make_toy_dota, make_toy_image
-from rotdet.data.transforms import (
-    IMG_NORM_CFG,
-    ImageReadError,
-    build_pipeline,
-    load_image,
-    test_pipeline_cfg,
-    train_pipeline_cfg,
-)
+from rotdet._lazy import lazy_exports
 
 __all__ = [
     "DOTA_CLASSES",
@@ -75,3 +44,42 @@ __all__ = [
     "write_dota_txt",
     "write_task1_submission",
 ]
+
+# Each name imports its module on first use: `rotdet split` must not pay for torch (see rotdet._lazy).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DOTADataset": "rotdet.data.dataset",
+        "DOTA_CLASSES": "rotdet.data.dota",
+        "DOTA_V15_CLASSES": "rotdet.data.dota",
+        "DOTA_V1_CLASSES": "rotdet.data.dota",
+        "DOTA_V2_CLASSES": "rotdet.data.dota",
+        "DotaAnnotation": "rotdet.data.dota",
+        "DotaFormatError": "rotdet.data.dota",
+        "IMG_NORM_CFG": "rotdet.data.transforms",
+        "ImageReadError": "rotdet.data.transforms",
+        "ParseLog": "rotdet.data.dota",
+        "SPLIT_PRESETS": "rotdet.data.split",
+        "SplitConfig": "rotdet.data.split",
+        "TOY_CLASSES": "rotdet.data.toy",
+        "build_pipeline": "rotdet.data.transforms",
+        "collate": "rotdet.data.dataset",
+        "ensure_toy_dota": "rotdet.data.toy",
+        "get_classes": "rotdet.data.dota",
+        "load_dota_infos": "rotdet.data.dota",
+        "load_image": "rotdet.data.transforms",
+        "make_toy_dota": "rotdet.data.toy",
+        "make_toy_image": "rotdet.data.toy",
+        "merge_patch_detections": "rotdet.data.merge",
+        "parse_patch_name": "rotdet.data.merge",
+        "poly_window_iof": "rotdet.data.split",
+        "read_dota_txt": "rotdet.data.dota",
+        "sliding_windows": "rotdet.data.split",
+        "split_dataset": "rotdet.data.split",
+        "split_image": "rotdet.data.split",
+        "test_pipeline_cfg": "rotdet.data.transforms",
+        "train_pipeline_cfg": "rotdet.data.transforms",
+        "write_dota_txt": "rotdet.data.dota",
+        "write_task1_submission": "rotdet.data.merge",
+    },
+)

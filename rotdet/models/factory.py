@@ -6,10 +6,12 @@ Every ``type`` a config may name is handled explicitly below; the only lookup ta
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from torch import nn
 
+from rotdet.configs import resolve_angle_version
 from rotdet.models.anchors import AnchorGenerator
 from rotdet.models.assigners import ATSSAssigner, MaxIoUAssigner
 from rotdet.models.backbone import ResNetBackbone
@@ -21,6 +23,8 @@ from rotdet.models.losses import LossSpec
 from rotdet.models.r3det import FeatureRefineModule
 
 __all__ = ["DETECTORS", "build_model"]
+
+logger = logging.getLogger("rotdet.models")
 
 
 def _take(cfg: dict, what: str, allowed: set[str], expected_type: set[str] | None = None) -> dict:
@@ -221,7 +225,19 @@ DETECTORS: dict[str, Callable[[dict], nn.Module]] = {
 
 
 def build_model(cfg: dict) -> nn.Module:
-    """The detector of a config dict (the whole config or its ``model`` part)."""
+    """The detector of a config dict: the whole config (its top-level ``angle_version`` is then
+    the model's only angle convention, see :func:`rotdet.configs.resolve_angle_version`) or a
+    ``model`` part spelled out in full."""
+    if "model" in cfg:
+        cfg = resolve_angle_version(cfg)
+        coder = cfg["model"]["bbox_head"]["bbox_coder"]
+        logger.info(
+            "angle_version %s: box coder edge_swap=%s proj_xy=%s norm_factor=%s",
+            cfg["angle_version"],
+            coder.get("edge_swap"),
+            coder.get("proj_xy"),
+            coder.get("norm_factor"),
+        )
     model = cfg["model"] if "model" in cfg else cfg
     kind = model.get("type")
     if kind not in DETECTORS:
