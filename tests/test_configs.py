@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from test_models_detectors import tiny_overrides
 from torch import nn
 
@@ -154,3 +155,14 @@ def test_ops_do_not_load_the_engine():
 def test_python_dash_m_rotdet():
     out = subprocess.run([sys.executable, "-m", "rotdet", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("rotdet ")
+
+
+def test_config_command_prints_the_resolved_config(capsys):
+    from rotdet.cli import main
+
+    assert main(["config", "rotated_atss_hbb_r50_fpn_1x_dota_oc", "angle_version=le90"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == load_config("rotated_atss_hbb_r50_fpn_1x_dota_oc", ["angle_version=le90"])
+    assert printed["model"]["bbox_head"]["bbox_coder"]["angle_range"] == "le90"
+    assert main(["config", "--list"]) == 0
+    assert set(SEED_CONFIGS) <= set(capsys.readouterr().out.split())

@@ -179,8 +179,26 @@ def test_collate_batch_and_r3det_options():
     assert all(torch.isfinite(v) for v in losses.values())
 
 
+def _found_boxes(model, images, targets) -> list[bool]:
+    """Per ground truth: a detection of its class at score >= 0.3 overlaps it with IoU >= 0.5."""
+    model.eval()
+    found = []
+    with torch.no_grad():
+        dets = model.predict(images, cfg=TestConfig(score_thr=0.3))
+    for det, tgt in zip(dets, targets, strict=True):
+        for box, label in zip(tgt["boxes"], tgt["labels"], strict=True):
+            sel = det["labels"] == label
+            found.append(
+                bool(sel.any()) and float(box_iou_rotated(box[None], det["boxes"][sel]).max()) >= 0.5
+            )
+    return found
+
+
 def test_tiny_model_overfits_two_images():
-    """ATSS le90 with a narrow ResNet-18 learns two synthetic images: recall >= 0.9 at IoU 0.5."""
+    """ATSS le90 with a narrow ResNet-18 learns two synthetic images: every box found (IoU 0.5).
+
+    Another CPU's kernels (AVX512, AMX, another BLAS) take another trajectory, so the test asks for
+    convergence within a generous budget (checked every 20 steps) instead of a fixed step count."""
     torch.manual_seed(0)
     name = "rotated_atss_obb_r50_fpn_1x_dota_le90"
     model = build_model(load_config(name, tiny_overrides(name, channels=64, num_classes=2, stacked=2)))
@@ -188,19 +206,15 @@ def test_tiny_model_overfits_two_images():
     b2 = torch.tensor([[48.0, 30.0, 42.0, 18.0, -0.2], [30.0, 72.0, 24.0, 15.0, 1.1]])
     images = torch.stack([rect_image(b1, (96, 96)), rect_image(b2, (96, 96))])
     targets = [{"boxes": b1, "labels": torch.tensor([0, 1])}, {"boxes": b2, "labels": torch.tensor([1, 0])}]
+    assert not all(_found_boxes(model, images, targets))  # nothing to find before training
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3, weight_decay=0.0)
-    for _ in range(60):
+    found: list[bool] = []
+    for step in range(1, 241):
         model.train()
         loss = sum_losses(model.forward_train(images, targets))
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval()
-    found = []
-    for det, tgt in zip(model.predict(images, cfg=TestConfig(score_thr=0.3)), targets, strict=True):
-        for box, label in zip(tgt["boxes"], tgt["labels"], strict=True):
-            sel = det["labels"] == label
-            found.append(
-                bool(sel.any()) and float(box_iou_rotated(box[None], det["boxes"][sel]).max()) >= 0.5
-            )
-    assert sum(found) / len(found) >= 0.9, found
+        if step >= 40 and step % 20 == 0 and all(found := _found_boxes(model, images, targets)):
+            break
+    assert all(found), (step, found)

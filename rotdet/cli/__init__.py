@@ -77,6 +77,12 @@ COMMANDS: dict[str, Command] = {
         "add_predict_arguments",
         "run_predict",
     ),
+    "config": Command(
+        "Print a config resolved (bases, overrides, angle convention) or list them.",
+        "rotdet.cli.config",
+        "add_arguments",
+        "run",
+    ),
     "bench": Command(
         "Inference / training speed and peak memory of a config.",
         "rotdet.engine.bench",
