@@ -10,12 +10,13 @@ import yaml
 from test_models_detectors import tiny_overrides
 from torch import nn
 
-from rotdet.configs import CODER_PRESETS, SEED_CONFIGS, load_config, resolve_angle_version
+from rotdet.configs import CODER_PRESETS, CONFIG_DIR, SEED_CONFIGS, load_config, resolve_angle_version
 from rotdet.models.assigners import ATSSAssigner
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
 from rotdet.models.factory import build_model
 
 VERSIONS = tuple(CODER_PRESETS)
+CONFIG_YAML = (CONFIG_DIR / "rotated_atss_obb_r50_fpn_1x_dota_le90.yaml").as_posix()
 TINY = ["model.backbone.depth=18", "model.neck.in_channels=null", "model.backbone.pretrained=false"]
 
 
@@ -166,3 +167,39 @@ def test_config_command_prints_the_resolved_config(capsys):
     assert printed["model"]["bbox_head"]["bbox_coder"]["angle_range"] == "le90"
     assert main(["config", "--list"]) == 0
     assert set(SEED_CONFIGS) <= set(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    ("override", "value"),
+    [("optimizer.lr=1e-4", 1e-4), ("optimizer.lr=5E-3", 5e-3), ("optimizer.weight_decay=1.0e-4", 1e-4)],
+)
+def test_numbers_in_any_usual_spelling_are_numbers(override, value):
+    cfg = load_config("rotated_atss_obb_r50_fpn_1x_dota_le90", [override])
+    key = override.split("=")[0].split(".")[1]
+    assert cfg["optimizer"][key] == value and isinstance(cfg["optimizer"][key], float)
+
+
+def test_numbers_in_config_files_too(tmp_path):
+    (tmp_path / "c.yaml").write_text(f"_base_: [{CONFIG_YAML}]\noptimizer: {{lr: 2e-4}}\n")
+    assert load_config(tmp_path / "c.yaml")["optimizer"]["lr"] == 2e-4
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optimizer.lr=abc", "a number"),
+        ("data.samples_per_gpu=two", "a number"),
+        ("data.img_scale=256", "a list"),
+        ("model.bbox_head.num_classes=abc", "a number"),
+        ("model.backbone.pretrained=[1]", "a boolean"),
+    ],
+)
+def test_wrong_typed_override_names_key_and_expected_type(override, expected):
+    with pytest.raises(ValueError) as err:
+        load_config("rotated_atss_obb_r50_fpn_1x_dota_le90", [override])
+    assert f"'{override.split('=')[0]}' expects {expected}" in str(err.value)
+
+
+def test_flip_ratio_takes_a_number_or_a_list():
+    cfg = load_config("rotated_atss_obb_r50_fpn_1x_dota_le90", ["data.train_flip.flip_ratio=0.5"])
+    assert cfg["data"]["train_flip"]["flip_ratio"] == 0.5

@@ -21,6 +21,7 @@ naming both.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -63,9 +64,60 @@ DELETE_KEY = "_delete_"
 _FIRST_KEYS = ("name", "source", "angle_version")
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2's floats: ``1e-4`` and ``5E3`` are numbers (YAML 1.1,
+    which PyYAML follows, wants a dot and a signed exponent and reads them as strings)."""
+
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_ConfigLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def parse_yaml(text: str):
+    """A YAML document (or one override value) as rotdet reads configs."""
+    return yaml.load(text, Loader=_ConfigLoader)
+
+
 def list_configs() -> list[str]:
     """Names of the bundled configurations (the include files under ``_base_/`` are not configs)."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _kind(value) -> str | None:
+    """The kind of value a config key holds, for checking an override; None: anything goes."""
+    if isinstance(value, bool):
+        return "a boolean (true/false)"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return None
+
+
+# Keys whose component takes one value or a list of them (mmrotate's RRandomFlip).
+SCALAR_OR_LIST_KEYS = frozenset({"data.train_flip.flip_ratio", "data.train_flip.direction"})
+
+
+def _check_type(key: str, old, new) -> None:
+    """An override keeps the kind of the value it replaces (null may replace, or be replaced by,
+    anything), so that a typo fails here, naming the key, before anything is built or written."""
+    expected = _kind(old)
+    if expected is None or new is None or _kind(new) == expected:
+        return
+    if key in SCALAR_OR_LIST_KEYS and {_kind(old), _kind(new)} <= {"a list", "a number", "a string"}:
+        return
+    raise ValueError(f"config key {key!r} expects {expected} (it is {old!r}); got {new!r}")
 
 
 def _set(cfg: dict, key: str, value) -> None:
@@ -78,6 +130,7 @@ def _set(cfg: dict, key: str, value) -> None:
                 raise KeyError(f"unknown config key {key!r}: no item {part!r} in a list of {len(node)}")
             idx = int(part)
             if last:
+                _check_type(key, node[idx], value)
                 node[idx] = value
             else:
                 node = node[idx]
@@ -87,6 +140,7 @@ def _set(cfg: dict, key: str, value) -> None:
             known = ", ".join(sorted(node)) if isinstance(node, dict) else "(not a mapping)"
             raise KeyError(f"unknown config key {key!r}: {where} has no {part!r}; known: {known}")
         if last:
+            _check_type(key, node[part], value)
             node[part] = value
         else:
             node = node[part]
@@ -109,7 +163,7 @@ def apply_overrides(cfg: dict, overrides: Iterable[str] | dict | None) -> dict:
                 raise ValueError(f"override {item!r} is not key=value")
             key, text = item.split("=", 1)
             try:
-                parsed.append((key.strip(), yaml.safe_load(text)))
+                parsed.append((key.strip(), parse_yaml(text)))
             except yaml.YAMLError as exc:
                 raise ValueError(
                     f"override {item!r}: the value is not valid YAML ({_one_line(exc)})"
@@ -143,7 +197,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         raise ValueError(f"{chain[-1]}: _base_ file not found: {path}")
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+            doc = parse_yaml(f.read())
     except yaml.YAMLError as exc:  # the message carries the line and column
         raise ValueError(f"{path} is not valid YAML: {_one_line(exc)}") from None
     if not isinstance(doc, dict):
