@@ -13,6 +13,7 @@ import contextlib
 import os
 import pickle
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -106,15 +107,38 @@ def _safe_globals() -> list:
     return allowed
 
 
+def _unreadable(path: Path, exc: BaseException) -> ValueError:
+    """Say what ``path`` is when torch cannot read it: empty, truncated, or not a checkpoint."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if size == 0:
+        what = "is empty (0 bytes)"
+    elif head.startswith(b"PK") and not zipfile.is_zipfile(path):
+        what = f"is truncated ({size} bytes: the end of its zip archive is missing)"
+    elif head[:1] == b"\x80" and isinstance(exc, EOFError | pickle.UnpicklingError):
+        what = f"is truncated ({size} bytes: its pickle ends early)"
+    else:
+        what = f"is not a PyTorch checkpoint (it starts with {head!r})"
+    return ValueError(f"{path} {what}; an interrupted write or copy? use another file")
+
+
 def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
-    """``torch.load(weights_only=True)`` with the numpy reconstructors mmcv's ``meta`` may need; an
-    object outside that allow-list is refused with a message naming the file and the object."""
+    """``torch.load(weights_only=True)`` with the numpy reconstructors mmcv's ``meta`` may need.
+
+    Raises FileNotFoundError, or ValueError with one line that names the file and says what it is
+    (empty, truncated, not a checkpoint, or holding objects outside the allow-list)."""
     import torch  # see atomic_torch_save
 
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if not zipfile.is_zipfile(path):
+            raise _unreadable(path, exc) from None
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
         except Exception:  # pragma: no cover - best effort diagnostics
@@ -124,3 +148,5 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             f"{path}: refusing to unpickle objects outside the allow-list {unsafe or ''} "
             "(rotdet loads checkpoints with weights_only=True)"
         ) from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile) as exc:
+        raise _unreadable(path, exc) from None

@@ -294,3 +294,40 @@ def test_matches_mmrotate_oracle(name):
     print(name, json.dumps({k: float(f"{v:.3g}") for k, v in errs.items()}))
     bad = {k: v for k, v in errs.items() if v > TOLERANCES[k]}
     assert not bad, bad
+
+
+def test_convert_bad_sources_give_one_line_on_stderr_and_write_nothing(tmp_path, capsys):
+    good = tmp_path / "good.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1000)}, "meta": {}}, good)
+    data = good.read_bytes()
+    cases = {
+        "empty.pth": (b"", "is empty (0 bytes)"),
+        "cut.pth": (data[: len(data) // 2], "is truncated"),
+        "text.pth": (b"hello, not weights\n", "is not a PyTorch checkpoint"),
+    }
+    for name, (content, expected) in cases.items():
+        src = tmp_path / name
+        src.write_bytes(content)
+        dst = tmp_path / "out" / f"{name}.converted"
+        argv = ["convert", str(src), str(dst), "--config", "rotated_atss_obb_r50_fpn_1x_dota_le90"]
+        assert cli_main(argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and expected in captured.err and str(src) in captured.err
+        assert len(captured.err.strip().splitlines()) == 1 and "weights_only=False" not in captured.err
+        assert not dst.exists()
+    assert (
+        cli_main(
+            ["convert", str(tmp_path / "nope.pth"), str(tmp_path / "x.pth"), "--config", "demo_atss_le90"]
+        )
+        == 2
+    )
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_convert_writes_into_a_missing_folder(tmp_path):
+    cfg = load_config("demo_atss_le90")
+    state = {rotdet_to_mmrotate_key(k): v for k, v in build_model(cfg).state_dict().items()}
+    torch.save({"state_dict": state, "meta": {}}, tmp_path / "mm.pth")
+    dst = tmp_path / "new" / "folder" / "demo.pth"
+    assert cli_main(["convert", str(tmp_path / "mm.pth"), str(dst), "--config", "demo_atss_le90"]) == 0
+    assert dst.is_file() and not list(dst.parent.glob(".*.tmp"))

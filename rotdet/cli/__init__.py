@@ -116,7 +116,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 # Errors that come from what the user gave (config, paths, checkpoints, data) and whose message says
 # everything: printed as one line instead of a traceback (ROTDET_DEBUG=1 shows the traceback). The
 # rotdet ones are looked up only where their module is loaded (a raised one always is).
-BUILTIN_USER_ERRORS: tuple[type[BaseException], ...] = (FileNotFoundError, KeyError, ValueError)
+BUILTIN_USER_ERRORS: tuple[type[BaseException], ...] = (OSError, KeyError, ValueError)
 ROTDET_USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("rotdet.engine.checkpoint", "CheckpointError"),
     ("rotdet.engine.train", "NonFiniteLossError"),

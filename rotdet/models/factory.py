@@ -231,7 +231,7 @@ def build_model(cfg: dict) -> nn.Module:
     if "model" in cfg:
         cfg = resolve_angle_version(cfg)
         coder = cfg["model"]["bbox_head"]["bbox_coder"]
-        logger.info(
+        logger.debug(  # config.yaml in a work dir holds them too
             "angle_version %s: box coder edge_swap=%s proj_xy=%s norm_factor=%s",
             cfg["angle_version"],
             coder.get("edge_swap"),

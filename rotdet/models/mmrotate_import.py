@@ -22,10 +22,9 @@ import os
 import re
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor, nn
 
-from rotdet.fileio import safe_torch_load
+from rotdet.fileio import atomic_torch_save, safe_torch_load
 
 __all__ = [
     "add_convert_arguments",
@@ -119,9 +118,9 @@ def convert_checkpoint(
     from rotdet.configs import load_config
     from rotdet.models.factory import build_model
 
+    state, src_meta = load_mmrotate_checkpoint(src)  # a bad file fails before any model is built
     cfg = load_config(config, ["model.backbone.pretrained=false", *(overrides or [])])
     model = build_model(cfg)
-    state, src_meta = load_mmrotate_checkpoint(src)
     converted = mmrotate_to_rotdet_state_dict(state, model)
     meta = {
         "config": cfg["name"],
@@ -132,7 +131,7 @@ def convert_checkpoint(
         if key in src_meta:
             value = src_meta[key]
             meta[key] = list(value) if isinstance(value, tuple) else value
-    torch.save({"state_dict": converted, "meta": meta}, dst)
+    atomic_torch_save({"state_dict": converted, "meta": meta}, dst)
     return meta
 
 
@@ -144,10 +143,6 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    try:
-        meta = convert_checkpoint(args.src, args.dst, args.config, args.cfg_options)
-    except (ValueError, OSError, KeyError) as exc:
-        print(f"rotdet convert: {exc}")
-        return 1
+    meta = convert_checkpoint(args.src, args.dst, args.config, args.cfg_options)  # errors: one line
     print(f"wrote {args.dst} ({meta['config']}, 0 missing / 0 unexpected keys)")
     return 0
