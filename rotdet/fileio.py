@@ -118,6 +118,8 @@ def _unreadable(path: Path, exc: BaseException) -> ValueError:
         what = f"is truncated ({size} bytes: the end of its zip archive is missing)"
     elif head[:1] == b"\x80" and isinstance(exc, EOFError | pickle.UnpicklingError):
         what = f"is truncated ({size} bytes: its pickle ends early)"
+    elif head.startswith(b"PK"):  # a whole zip archive that torch still cannot read
+        what = f"cannot be read as a checkpoint ({type(exc).__name__}: {' '.join(str(exc).split())})"
     else:
         what = f"is not a PyTorch checkpoint (it starts with {head!r})"
     return ValueError(f"{path} {what}; an interrupted write or copy? use another file")
@@ -148,5 +150,5 @@ def safe_torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             f"{path}: refusing to unpickle objects outside the allow-list {unsafe or ''} "
             "(rotdet loads checkpoints with weights_only=True)"
         ) from None
-    except (EOFError, RuntimeError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # a foreign file fails anywhere in the unpickler (even as a KeyError)
         raise _unreadable(path, exc) from None
