@@ -26,9 +26,9 @@ from rotdet.data import (
     split_image,
     test_pipeline_cfg,
 )
+from rotdet.data.visualize import draw_detections
 from rotdet.engine import Detections, Detector
 from rotdet.engine.checkpoint import CheckpointError, save_checkpoint
-from rotdet.engine.visualize import draw_detections
 from rotdet.evaluation.io import read_detections_json
 from rotdet.models.mmrotate_import import rotdet_to_mmrotate_key
 

@@ -5,7 +5,8 @@
 * :mod:`rotdet.data.merge`: patch detections back to images, Task1 submission files;
 * :mod:`rotdet.data.transforms` / :mod:`rotdet.data.dataset`: training and test loading;
 * :mod:`rotdet.data.toy`: the synthetic ToyDOTA set (``rotdet make-toy``);
-* :mod:`rotdet.data.browse`: drawing annotations (``rotdet browse``).
+* :mod:`rotdet.data.browse`: drawing annotations (``rotdet browse``);
+* :mod:`rotdet.data.visualize`: drawing rotated boxes and their captions (browse, predict, demo).
 """
 
 from rotdet._lazy import lazy_exports

@@ -17,7 +17,7 @@ import numpy as np
 from rotdet.data.dota import get_classes, load_dota_infos
 from rotdet.data.toy import TOY_CLASSES
 from rotdet.data.transforms import load_image
-from rotdet.engine.visualize import draw_polygons
+from rotdet.data.visualize import draw_polygons
 
 
 def resolve_classes(spec: str) -> tuple[str, ...]:
@@ -33,7 +33,7 @@ def draw_annotations(
     img: np.ndarray, obbs: np.ndarray, labels: np.ndarray, classes: Sequence[str], difficulties=None
 ) -> np.ndarray:
     """A copy of BGR ``img`` with obbs [N, 5] drawn in per-class colours and labelled (the shared
-    :func:`rotdet.engine.visualize.draw_polygons`; difficult objects thinner)."""
+    :func:`rotdet.data.visualize.draw_polygons`; difficult objects thinner)."""
     from rotdet.structures import obb2poly_np
 
     polys = obb2poly_np(np.asarray(obbs, np.float64).reshape(-1, 5)).reshape(-1, 8)

@@ -4,7 +4,6 @@
   any size, sliding windows and merging) and :class:`Detections`;
 * :mod:`rotdet.engine.predict_cli`: ``rotdet predict`` (drawn images, DOTA lines and JSON per image);
 * :mod:`rotdet.engine.bench`: ``rotdet bench`` (inference and training throughput, peak memory);
-* :mod:`rotdet.engine.visualize`: drawing rotated boxes (shared with ``rotdet browse``);
 * :mod:`rotdet.engine.checkpoint`: saving and loading checkpoints;
 * :mod:`rotdet.engine.data`: datasets and loaders from a config;
 * :mod:`rotdet.engine.optim`: optimizer and learning-rate schedule;

@@ -38,7 +38,7 @@ def draw_examples(detector, image_paths: list[Path], out_dir: Path, score_thr: f
     """Detect with the public API (:class:`~rotdet.engine.inference.Detector`) and draw the
     detections with score >= ``score_thr``; small scenes are enlarged 3x first so captions stay legible."""
     from rotdet.data import load_image
-    from rotdet.engine.visualize import draw_detections
+    from rotdet.data.visualize import draw_detections
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

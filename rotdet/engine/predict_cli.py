@@ -18,9 +18,9 @@ import torch
 
 from rotdet.data.dota import IMAGE_EXTENSIONS, list_images
 from rotdet.data.transforms import ImageReadError, load_image
+from rotdet.data.visualize import draw_detections
 from rotdet.engine.checkpoint import CheckpointError
 from rotdet.engine.inference import Detector, check_window, default_gap
-from rotdet.engine.visualize import draw_detections
 from rotdet.fileio import atomic_write_bytes
 
 __all__ = ["add_predict_arguments", "check_device", "collect_images", "error_message", "run_predict"]
