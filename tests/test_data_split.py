@@ -174,7 +174,14 @@ def test_split_files_names_padding_and_labels(tmp_path):
     summary = split_dataset([img_dir], [ann_dir], out, cfg, progress=False)
     names = sorted(p.stem for p in (out / "images").glob("*.png"))
     assert names == ["P0001__200__0___0", "P0001__200__0___60", "P0001__200__100___0", "P0001__200__100___60"]
-    assert summary == {"images": 1, "patches": 4, "skipped": 0, "failed": [], "skipped_label_lines": 0}
+    assert summary == {
+        "images": 1,
+        "patches": 4,
+        "skipped": 0,
+        "failed": [],
+        "skipped_label_lines": 0,
+        "orphan_labels": [],
+    }
     patch = cv2.imread(str(out / "images" / "P0001__200__100___60.png"))
     assert patch.shape == (200, 200, 3)
     np.testing.assert_array_equal(patch, img[60:260, 100:300])

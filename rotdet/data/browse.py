@@ -7,6 +7,7 @@ difficult objects (difficulty > 0) are drawn thinner.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,8 +17,11 @@ import numpy as np
 
 from rotdet.data.dota import get_classes, load_dota_infos
 from rotdet.data.toy import TOY_CLASSES
-from rotdet.data.transforms import load_image
+from rotdet.data.transforms import ImageReadError, load_image
 from rotdet.data.visualize import draw_polygons
+from rotdet.fileio import atomic_write_bytes
+
+logger = logging.getLogger("rotdet.data")
 
 
 def resolve_classes(spec: str) -> tuple[str, ...]:
@@ -51,24 +55,38 @@ def browse(
     version: str = "le90",
     num: int = 4,
     seed: int | None = None,
-) -> list[Path]:
-    """Draw ``num`` samples (the first ones, or a seeded random choice) to ``out_dir/<id>.png``."""
-    infos = [i for i in load_dota_infos(ann_dir, img_dir, classes, version) if Path(i["filename"]).is_file()]
+) -> tuple[list[Path], list[str]]:
+    """Draw ``num`` samples (the first ones, or a seeded random choice) to ``out_dir/<id>.png``.
+
+    Returns ``(written paths, problems)``: a label file without its image or an image that cannot
+    be read is skipped (logged, listed in ``problems``) and the next sample drawn instead. A missing
+    folder is a FileNotFoundError."""
+    for folder, what in ((ann_dir, "annotation"), (img_dir, "image")):
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{what} folder not found: {folder}")
+    infos = load_dota_infos(ann_dir, img_dir, classes, version)
     if seed is not None:
         order = np.random.default_rng(seed).permutation(len(infos))
         infos = [infos[i] for i in order]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for info in infos[:num]:
+    written, problems = [], []
+    for info in infos:
+        if len(written) == num:
+            break
+        try:
+            img = load_image(info["filename"])
+        except (ImageReadError, FileNotFoundError) as exc:
+            logger.warning("skipped %s: %s", info["id"], exc)
+            problems.append(str(exc))
+            continue
         ann = info["ann"]
-        img = draw_annotations(
-            load_image(info["filename"]), ann["bboxes"], ann["labels"], classes, ann["difficulties"]
-        )
+        img = draw_annotations(img, ann["bboxes"], ann["labels"], classes, ann["difficulties"])
         path = out / f"{info['id']}.png"
-        cv2.imwrite(str(path), img)
+        ok, png = cv2.imencode(".png", img)
+        atomic_write_bytes(path, png.tobytes())
         written.append(path)
-    return written
+    return written, problems
 
 
 def add_browse_arguments(parser) -> None:
@@ -83,8 +101,9 @@ def add_browse_arguments(parser) -> None:
 
 def run_browse(args) -> int:
     """``rotdet browse``."""
-    paths = browse(
+    paths, problems = browse(
         args.ann_dir, args.img_dir, args.out, resolve_classes(args.classes), args.version, args.num, args.seed
     )
-    print(f"drew {len(paths)} sample(s) to {args.out}")
+    skipped = f"; skipped {len(problems)} unreadable or missing image(s), see above" if problems else ""
+    print(f"drew {len(paths)} sample(s) to {args.out}{skipped}")
     return 0

@@ -42,7 +42,7 @@ from rotdet.data.dota import (
     list_images,
     read_dota_txt,
 )
-from rotdet.fileio import atomic_write_bytes
+from rotdet.fileio import atomic_write_bytes, remove_stale_temporaries
 
 logger = logging.getLogger("rotdet.data")
 
@@ -388,7 +388,8 @@ def split_dataset(
     Resumable: images finished by an earlier run with the same settings are skipped; a different
     setting in an existing ``out_dir`` is an error (mixing two splits would be silent corruption).
     Returns a summary ``{"images", "patches", "skipped" (already done), "failed": [messages],
-    "skipped_label_lines"}``.
+    "skipped_label_lines", "orphan_labels": [label files without an image]}``. A missing image or
+    annotation folder is a FileNotFoundError.
     """
     from tqdm import tqdm
 
@@ -397,6 +398,9 @@ def split_dataset(
     ann_dirs = list(ann_dirs) if ann_dirs is not None else [None] * len(img_dirs)
     if len(ann_dirs) != len(img_dirs):
         raise ValueError("give one annotation directory per image directory")
+    for folder, what in [*((d, "image") for d in img_dirs), *((d, "annotation") for d in ann_dirs)]:
+        if folder is not None and not Path(folder).is_dir():  # a typo must not make labels vanish
+            raise FileNotFoundError(f"{what} folder not found: {folder}")
     if cfg.save_ext not in (".png", ".jpg", ".bmp", ".tif"):
         raise ValueError(f"unsupported save_ext {cfg.save_ext!r}")
     if not 0 <= cfg.iof_thr <= 1:
@@ -411,15 +415,18 @@ def split_dataset(
         )
     atomic_write_bytes(cfg_file, cfg_text.encode())
 
-    for stale in itertools.chain(
-        *((out_dir / sub).glob(".*.tmp") for sub in ("images", "annfiles", ".done"))
-    ):
-        stale.unlink(missing_ok=True)  # left by an interrupted run; their files are redone
+    for sub in ("images", "annfiles", ".done"):
+        remove_stale_temporaries(out_dir / sub)  # left by an interrupted run; their files are redone
 
     jobs = []
     seen: dict[str, Path] = {}
+    orphans: list[Path] = []
     for img_dir, ann_dir in zip(img_dirs, ann_dirs, strict=True):
-        for img in list_images(img_dir):
+        images = list_images(img_dir)
+        if ann_dir is not None:
+            stems = {img.stem for img in images}
+            orphans += [a for a in sorted(Path(ann_dir).glob("*.txt")) if a.stem not in stems]
+        for img in images:
             if img.stem in seen:
                 # mmrotate would silently write both images' patches under the same names
                 raise ValueError(f"two images named {img.stem!r}: {seen[img.stem]} and {img}")
@@ -445,7 +452,10 @@ def split_dataset(
     failed = [r["error"] for r in results if not r["ok"]]
     for msg in failed:
         logger.error("split failed: %s", msg)
+    if orphans:
+        logger.warning("%d label file(s) have no image and were not split: %s", len(orphans), _few(orphans))
     return {
+        "orphan_labels": [str(p) for p in orphans],
         "images": len(results),
         "patches": sum(r["patches"] for r in results if r["ok"]),
         "skipped": sum(1 for r in results if r.get("skipped")),
@@ -454,6 +464,11 @@ def split_dataset(
             r.get("skipped_lines", 0) for r in results if r["ok"] and not r.get("skipped")
         ),
     }
+
+
+def _few(paths: Sequence[Path], n: int = 5) -> str:
+    names = ", ".join(p.name for p in paths[:n])
+    return names + (f", ... ({len(paths)} in all)" if len(paths) > n else "")
 
 
 def add_split_arguments(parser) -> None:
