@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import rotdet
 from rotdet.data.browse import add_browse_arguments, run_browse
+from rotdet.data.convert import add_convert_labels_arguments, run_convert_labels
 from rotdet.data.split import add_split_arguments, run_split
 from rotdet.data.toy import add_make_toy_arguments, run_make_toy
 from rotdet.engine.bench import add_bench_arguments, run_bench
@@ -37,7 +38,16 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         run_test,
     ),
     "split": ("Cut large DOTA images into patches (mmrotate img_split).", add_split_arguments, run_split),
-    "make-toy": ("Write the synthetic ToyDOTA dataset.", add_make_toy_arguments, run_make_toy),
+    "make-toy": (
+        "Write the synthetic ToyDOTA dataset (DOTA, YOLO-OBB, HRSC2016 or DIOR-R files).",
+        add_make_toy_arguments,
+        run_make_toy,
+    ),  # fmt: skip
+    "convert-labels": (
+        "Convert label folders between DOTA, YOLO-OBB, HRSC2016 and DIOR-R.",
+        add_convert_labels_arguments,
+        run_convert_labels,
+    ),
     "browse": ("Draw the annotations of a few samples to PNG.", add_browse_arguments, run_browse),
     "eval": ("mAP of Task1 files or rotdet JSON vs labelTxt (DOTA, mmrotate).", add_eval_arguments, run_eval),
     "convert": ("Convert an mmrotate 0.3.4 checkpoint to rotdet.", add_convert_arguments, run_convert),
