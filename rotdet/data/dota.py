@@ -142,6 +142,7 @@ def parse_dota_text(
         logger.warning("skipped %s", item)
         if log is not None:
             log.skipped.append(item)
+            log.note(UNKNOWN_CLASS, int(reason.startswith("unknown class")))
 
     # str.splitlines knows CRLF, CR and LF, so mixed line ends need no special case.
     for lineno, raw_line in enumerate(text.splitlines(), start=1):
@@ -176,8 +177,6 @@ def parse_dota_text(
             continue
         name = tokens[8]
         if known is not None and name not in known:
-            if log is not None:
-                log.note(UNKNOWN_CLASS)
             skip(lineno, f"unknown class name ({name})", raw_line)
             continue
         difficulty = 0

@@ -9,7 +9,8 @@ Per sample (after ``RResize`` and ``RRandomFlip``, before ``Normalize``):
    is in ``rect_classes`` the angle is replaced by one of 90, 180, -90, -180 (mmrotate shuffles that
    list in place and takes its head, so with a numpy generator the list's order carries over from
    one sample to the next, as in mmrotate). Not rotating is angle 0 -- and steps 2-4 still run.
-2. Image: ``cv2.warpAffine`` (bilinear, black border) about the centre; the output keeps the size,
+2. Image: OpenCV 4's ``warpAffine`` (bilinear, black border; see :func:`warp_affine_linear`) about
+   the centre; the output keeps the size,
    or with ``auto_bound`` grows to ``rint(h|sin| + w|cos|)`` x ``rint(h|cos| + w|sin|)`` with the
    centre moved to the middle. QUIRK kept: the image matrix turns about ``(w/2 - 0.5, h/2 - 0.5)``
    (pixel centres) while the boxes turn about ``(w/2, h/2)``, and with ``auto_bound`` the image's
@@ -38,9 +39,58 @@ import torch
 from rotdet.data.mmrotate_geometry import mmrotate_obb2poly_np
 from rotdet.structures import check_version, poly2obb_np
 
-__all__ = ["PolyRandomRotate", "rotate_results"]
+__all__ = ["PolyRandomRotate", "rotate_results", "warp_affine_linear"]
 
 DISCRETE_ANGLES = (90, 180, -90, -180)
+
+
+def _inverse_affine(m: np.ndarray) -> np.ndarray:
+    """OpenCV's inversion of a 2 x 3 matrix (``warpAffine`` without ``WARP_INVERSE_MAP``), in its
+    order of operations."""
+    m = np.asarray(m, np.float64).reshape(6).copy()
+    det = m[0] * m[4] - m[1] * m[3]
+    det = 1.0 / det if det != 0 else 0.0
+    m[0], m[4] = m[4] * det, m[0] * det
+    m[1] *= -det
+    m[3] *= -det
+    m[2], m[5] = -m[0] * m[2] - m[1] * m[5], -m[3] * m[2] - m[4] * m[5]
+    return m
+
+
+def warp_affine_linear(img: np.ndarray, matrix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``cv2.warpAffine(img, matrix, size, flags=cv2.INTER_LINEAR)`` (black border) on uint8 images
+    as OpenCV 4.x computes it, whatever OpenCV is installed.
+
+    OpenCV 4's ``warpAffine`` finds the source position of each output pixel in fixed point (the
+    inverse matrix times 1024, rounded; then 1/32 pixel) and hands the integer positions and the
+    1/32 fractions to ``remap``, whose bilinear weights are 15-bit integers. That is done here
+    step by step, with ``cv2.remap`` on those fixed-point maps. OpenCV 5's ``warpAffine``
+    interpolates at full precision instead, which moves pixel values by up to a few levels;
+    mmrotate 0.3.4 ran with OpenCV 4, so this is what its ``PolyRandomRotate`` gave. Other dtypes
+    go to ``cv2.warpAffine``."""
+    if img.dtype != np.uint8:
+        return cv2.warpAffine(img, matrix, size, flags=cv2.INTER_LINEAR)
+    w, h = int(size[0]), int(size[1])
+    if img.shape[1] == w and img.shape[0] == h and np.array_equal(matrix, np.eye(2, 3)):
+        return img.copy()  # the identity: every weight falls on one pixel
+    m = _inverse_affine(matrix)
+    xs, ys = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
+    x_row = np.rint((m[1] * ys + m[2]) * 1024).astype(np.int64)[:, None] + 16
+    y_row = np.rint((m[4] * ys + m[5]) * 1024).astype(np.int64)[:, None] + 16
+    fx = (x_row + np.rint(m[0] * xs * 1024).astype(np.int64)[None, :]) >> 5  # in 1/32 pixel
+    fy = (y_row + np.rint(m[3] * xs * 1024).astype(np.int64)[None, :]) >> 5
+    # Positions past the border read only black taps however far they are: clip into int16.
+    sx = np.clip(fx >> 5, -2, img.shape[1]).astype(np.int16)
+    sy = np.clip(fy >> 5, -2, img.shape[0]).astype(np.int16)
+    table = ((fy & 31) * 32 + (fx & 31)).astype(np.uint16)
+    return cv2.remap(
+        img,
+        np.stack([sx, sy], axis=-1),
+        table,
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
 def _rotation_matrix(
@@ -73,7 +123,7 @@ def rotate_results(
     rm_image = _rotation_matrix(center - 0.5, angle, bound_w, bound_h, auto_bound, -0.5)
     img = results["img"]
     if len(img):
-        img = cv2.warpAffine(img, rm_image, (bound_w, bound_h), flags=cv2.INTER_LINEAR)
+        img = warp_affine_linear(img, rm_image, (bound_w, bound_h))
     results["img"] = img
     results["img_shape"] = (bound_h, bound_w, c)
     boxes = np.asarray(results.get("gt_bboxes", np.zeros((0, 5), np.float32)))

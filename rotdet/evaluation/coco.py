@@ -177,6 +177,56 @@ def _ap_101(matched: np.ndarray, det_ignored: np.ndarray, scores: np.ndarray, nu
     return out
 
 
+def _class_result(
+    c: int,
+    name: str,
+    det_results: Sequence[Sequence[np.ndarray]],
+    annotations: Sequence[dict],
+    thrs: np.ndarray,
+    max_dets: int,
+    ignore_difficult: bool,
+) -> CocoClassResult:
+    """One class: COCO's ``evaluateImg`` per image, then ``accumulate``."""
+    m_parts, ig_parts, s_parts = [], [], []
+    num_gts = num_dets = 0
+    for dets_img, ann in zip(det_results, annotations, strict=True):
+        dets = np.asarray(dets_img[c], np.float32).reshape(-1, 6)
+        labels = np.asarray(ann["labels"]).reshape(-1)
+        gts = np.asarray(ann["bboxes"], np.float32).reshape(-1, 5)[labels == c]
+        diff = np.asarray(ann.get("difficulties", np.zeros(len(labels)))).reshape(-1)[labels == c]
+        ignored = diff > 0 if ignore_difficult else np.zeros(len(gts), bool)
+        gts, ignored = gts[np.argsort(ignored, kind="mergesort")], np.sort(ignored, kind="mergesort")
+        dets = dets[np.argsort(-dets[:, 5], kind="mergesort")][:max_dets]
+        num_gts += int((~ignored).sum())
+        num_dets += len(dets)
+        if len(dets) == 0:
+            continue
+        ious = (
+            box_iou_rotated(torch.from_numpy(dets[:, :5]), torch.from_numpy(gts)).numpy().astype(np.float64)
+        )
+        matched, det_ig = _match_image(ious, ignored, thrs)
+        m_parts.append(matched)
+        ig_parts.append(det_ig)
+        s_parts.append(dets[:, 5].astype(np.float64))
+    if num_gts == 0:
+        return CocoClassResult(name, 0, num_dets, -1.0, -1.0, -1.0, [-1.0] * len(thrs))
+    if s_parts:
+        aps = _ap_101(
+            np.concatenate(m_parts, 1), np.concatenate(ig_parts, 1), np.concatenate(s_parts), num_gts
+        )
+    else:
+        aps = np.zeros(len(thrs))
+    return CocoClassResult(
+        name,
+        num_gts,
+        num_dets,
+        float(aps.mean()),
+        _at(aps, thrs, 0.5),
+        _at(aps, thrs, 0.75),
+        [float(a) for a in aps],
+    )
+
+
 def eval_coco(
     det_results: Sequence[Sequence[np.ndarray]],
     annotations: Sequence[dict],
@@ -208,51 +258,10 @@ def eval_coco(
         annotations = [annotations[i] for i in order]
     num_classes = len(det_results[0])
     names = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
-    rows = []
-    for c in range(num_classes):
-        m_parts, ig_parts, s_parts = [], [], []
-        num_gts = num_dets = 0
-        for dets_img, ann in zip(det_results, annotations, strict=True):
-            dets = np.asarray(dets_img[c], np.float32).reshape(-1, 6)
-            labels = np.asarray(ann["labels"]).reshape(-1)
-            gts = np.asarray(ann["bboxes"], np.float32).reshape(-1, 5)[labels == c]
-            diff = np.asarray(ann.get("difficulties", np.zeros(len(labels)))).reshape(-1)[labels == c]
-            ignored = diff > 0 if ignore_difficult else np.zeros(len(gts), bool)
-            gts, ignored = gts[np.argsort(ignored, kind="mergesort")], np.sort(ignored, kind="mergesort")
-            dets = dets[np.argsort(-dets[:, 5], kind="mergesort")][:max_dets]
-            num_gts += int((~ignored).sum())
-            num_dets += len(dets)
-            if len(dets) == 0:
-                continue
-            ious = (
-                box_iou_rotated(torch.from_numpy(dets[:, :5]), torch.from_numpy(gts))
-                .numpy()
-                .astype(np.float64)
-            )
-            matched, det_ig = _match_image(ious, ignored, thrs)
-            m_parts.append(matched)
-            ig_parts.append(det_ig)
-            s_parts.append(dets[:, 5].astype(np.float64))
-        if num_gts == 0:
-            rows.append(CocoClassResult(names[c], 0, num_dets, -1.0, -1.0, -1.0, [-1.0] * len(thrs)))
-            continue
-        if s_parts:
-            aps = _ap_101(
-                np.concatenate(m_parts, 1), np.concatenate(ig_parts, 1), np.concatenate(s_parts), num_gts
-            )
-        else:
-            aps = np.zeros(len(thrs))
-        rows.append(
-            CocoClassResult(
-                names[c],
-                num_gts,
-                num_dets,
-                float(aps.mean()),
-                _at(aps, thrs, 0.5),
-                _at(aps, thrs, 0.75),
-                [float(a) for a in aps],
-            )  # fmt: skip
-        )
+    rows = [
+        _class_result(c, names[c], det_results, annotations, thrs, max_dets, ignore_difficult)
+        for c in range(num_classes)
+    ]
     valid = [r for r in rows if r.num_gts > 0]
 
     def mean(values: list[float]) -> float:

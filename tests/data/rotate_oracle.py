@@ -9,6 +9,12 @@ reference oracle's venv (``../shared/reference/README.md``, mmrotate 0.3.4) and 
 ``poly_random_rotate.npz`` beside it::
 
     $REF/venv/bin/python -W ignore tests/data/rotate_oracle.py
+
+Before mmcv-full is compiled there, mmrotate 0.3.4's own source files can be run instead: the
+transform needs only numpy, OpenCV and ``mmrotate.core.bbox.transforms``; the imports it does not
+use (mmcv's ops, mmdet's other transforms, the registry) are stubbed::
+
+    $REF/venv/bin/python -W ignore tests/data/rotate_oracle.py MMROTATE_0.3.4_SOURCE_DIR
 """
 
 from __future__ import annotations
@@ -62,8 +68,45 @@ def make_case(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return img, boxes, labels
 
 
-def record(out: Path = OUT) -> None:
-    from mmrotate.datasets.pipelines.transforms import PolyRandomRotate
+def _load_from_source(src: Path):
+    """mmrotate 0.3.4's ``PolyRandomRotate`` from its source tree, without mmcv / mmdet installed."""
+    import types
+    from collections.abc import Sequence
+
+    def module(name: str, **attrs) -> types.ModuleType:
+        mod = types.ModuleType(name)
+        mod.__dict__.update(attrs)
+        sys.modules[name] = mod
+        return mod
+
+    def is_seq_of(seq, expected_type, seq_type=None):
+        return isinstance(seq, seq_type or Sequence) and all(isinstance(x, expected_type) for x in seq)
+
+    class Registry:
+        def register_module(self, *args, **kwargs):
+            return lambda cls: cls
+
+    module("mmcv", is_seq_of=is_seq_of)
+    module("mmcv.ops", box_iou_rotated=None)
+    for name in ("mmdet", "mmdet.datasets", "mmdet.datasets.pipelines"):
+        module(name)
+    module("mmdet.datasets.pipelines.transforms", Mosaic=object, RandomCrop=object, RandomFlip=object, Resize=object)
+    core = module("mmrotate.core")
+    exec(compile((src / "mmrotate/core/bbox/transforms.py").read_text(), "core/bbox/transforms.py", "exec"), core.__dict__)
+    for name in ("mmrotate", "mmrotate.datasets"):
+        module(name)
+    module("mmrotate.datasets.builder", ROTATED_PIPELINES=Registry())
+    pipes = module("mmrotate.datasets.pipelines.transforms", __package__="mmrotate.datasets.pipelines")
+    path = src / "mmrotate/datasets/pipelines/transforms.py"
+    exec(compile(path.read_text(), str(path), "exec"), pipes.__dict__)
+    return pipes.PolyRandomRotate
+
+
+def record(out: Path = OUT, src: Path | None = None) -> None:
+    if src is None:
+        from mmrotate.datasets.pipelines.transforms import PolyRandomRotate
+    else:
+        PolyRandomRotate = _load_from_source(src)
 
     arrays = {}
     for name, (version, kwargs, _, seed) in CASES.items():
@@ -87,5 +130,4 @@ def record(out: Path = OUT) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    record()
+    record(src=Path(sys.argv[1]) if len(sys.argv) > 1 else None)
