@@ -30,8 +30,16 @@ def make_case(seed: int = 0) -> tuple[list[list[np.ndarray]], list[dict]]:
         gts, labels, per_class = [], [], []
         for c in range(NUM_CLASSES):
             n = 0 if c == 3 else rng.randint(0, 7)
-            g = np.stack([rng.uniform(20, 480, n), rng.uniform(20, 480, n), rng.uniform(6, 80, n),
-                          rng.uniform(6, 80, n), np.zeros(n)], axis=1)  # fmt: skip
+            g = np.stack(
+                [
+                    rng.uniform(20, 480, n),
+                    rng.uniform(20, 480, n),
+                    rng.uniform(6, 80, n),
+                    rng.uniform(6, 80, n),
+                    np.zeros(n),
+                ],
+                axis=1,
+            )
             g = np.round(g * 8) / 8
             gts.append(g)
             labels += [c] * n
@@ -42,8 +50,16 @@ def make_case(seed: int = 0) -> tuple[list[list[np.ndarray]], list[dict]]:
             d = src.copy()
             d[:, :4] += jitter
             fp_n = rng.randint(0, 4) + (150 if (img == 3 and c == 0) else 0)
-            fp = np.stack([rng.uniform(20, 480, fp_n), rng.uniform(20, 480, fp_n), rng.uniform(6, 80, fp_n),
-                           rng.uniform(6, 80, fp_n), np.zeros(fp_n)], axis=1)  # fmt: skip
+            fp = np.stack(
+                [
+                    rng.uniform(20, 480, fp_n),
+                    rng.uniform(20, 480, fp_n),
+                    rng.uniform(6, 80, fp_n),
+                    rng.uniform(6, 80, fp_n),
+                    np.zeros(fp_n),
+                ],
+                axis=1,
+            )
             d = np.round(np.concatenate([d, fp]) * 8) / 8
             d[:, 2:4] = np.maximum(d[:, 2:4], 1)
             scores = np.round(rng.uniform(0.05, 1, len(d)), 2)  # two decimals: ties
@@ -63,13 +79,24 @@ def record() -> dict:
     from pycocotools.cocoeval import COCOeval
 
     dets, anns = make_case()
-    gt = {"images": [{"id": i + 1} for i in range(NUM_IMAGES)], "categories": [{"id": c + 1} for c in range(NUM_CLASSES)],
-          "annotations": []}  # fmt: skip
+    gt = {
+        "images": [{"id": i + 1} for i in range(NUM_IMAGES)],
+        "categories": [{"id": c + 1} for c in range(NUM_CLASSES)],
+        "annotations": [],
+    }
     for i, ann in enumerate(anns):
         for box, label in zip(ann["bboxes"], ann["labels"], strict=True):
             xywh = _xywh(box)
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1, "category_id": int(label) + 1,
-                                      "bbox": xywh, "area": xywh[2] * xywh[3], "iscrowd": 0})  # fmt: skip
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": i + 1,
+                    "category_id": int(label) + 1,
+                    "bbox": xywh,
+                    "area": xywh[2] * xywh[3],
+                    "iscrowd": 0,
+                }
+            )
     res = [
         {"image_id": i + 1, "category_id": c + 1, "bbox": _xywh(d), "score": float(d[5])}
         for i, per_class in enumerate(dets)
@@ -88,8 +115,13 @@ def record() -> dict:
         ev.summarize()
         prec = ev.eval["precision"][:, :, :, 0, -1]  # [T, R, K] at area "all", the largest maxDets
         per_class = [float(np.mean(p[p > -1])) if (p > -1).any() else -1.0 for p in np.moveaxis(prec, 2, 0)]
-        out[name] = {"max_dets": max_dets[-1], "mAP": float(ev.stats[0]), "AP50": float(ev.stats[1]),
-                     "AP75": float(ev.stats[2]), "per_class": per_class}  # fmt: skip
+        out[name] = {
+            "max_dets": max_dets[-1],
+            "mAP": float(ev.stats[0]),
+            "AP50": float(ev.stats[1]),
+            "AP75": float(ev.stats[2]),
+            "per_class": per_class,
+        }
     return out
 
 

@@ -35,11 +35,25 @@ CASES = {
     "oc_auto_bound": ("oc", {"rotate_ratio": 1.0, "angles_range": 45, "auto_bound": True}, (31, 60), 3),
     "le135_range": ("le135", {"rotate_ratio": 1.0, "angles_range": 180}, (48, 33), 4),
     "le135_auto_bound": ("le135", {"rotate_ratio": 1.0, "angles_range": 30, "auto_bound": True}, (48, 33), 5),
-    "le90_value": ("le90", {"rotate_ratio": 1.0, "mode": "value", "angles_range": [30, -60, 90]}, (37, 53), 6),
+    "le90_value": (
+        "le90",
+        {"rotate_ratio": 1.0, "mode": "value", "angles_range": [30, -60, 90]},
+        (37, 53),
+        6,
+    ),
     "le90_rect": ("le90", {"rotate_ratio": 1.0, "angles_range": 180, "rect_classes": [1]}, (37, 53), 7),
-    "oc_rect_auto": ("oc", {"rotate_ratio": 1.0, "angles_range": 180, "rect_classes": [2],
-                            "auto_bound": True}, (37, 53), 8),  # fmt: skip
-    "le90_negative": ("le90", {"rotate_ratio": 1.0, "angles_range": 180, "allow_negative": True}, (20, 24), 9),
+    "oc_rect_auto": (
+        "oc",
+        {"rotate_ratio": 1.0, "angles_range": 180, "rect_classes": [2], "auto_bound": True},
+        (37, 53),
+        8,
+    ),
+    "le90_negative": (
+        "le90",
+        {"rotate_ratio": 1.0, "angles_range": 180, "allow_negative": True},
+        (20, 24),
+        9,
+    ),
     "le90_not_rotated": ("le90", {"rotate_ratio": 0.0}, (37, 53), 10),
 }
 
@@ -90,9 +104,18 @@ def _load_from_source(src: Path):
     module("mmcv.ops", box_iou_rotated=None)
     for name in ("mmdet", "mmdet.datasets", "mmdet.datasets.pipelines"):
         module(name)
-    module("mmdet.datasets.pipelines.transforms", Mosaic=object, RandomCrop=object, RandomFlip=object, Resize=object)
+    module(
+        "mmdet.datasets.pipelines.transforms",
+        Mosaic=object,
+        RandomCrop=object,
+        RandomFlip=object,
+        Resize=object,
+    )
     core = module("mmrotate.core")
-    exec(compile((src / "mmrotate/core/bbox/transforms.py").read_text(), "core/bbox/transforms.py", "exec"), core.__dict__)
+    exec(
+        compile((src / "mmrotate/core/bbox/transforms.py").read_text(), "core/bbox/transforms.py", "exec"),
+        core.__dict__,
+    )
     for name in ("mmrotate", "mmrotate.datasets"):
         module(name)
     module("mmrotate.datasets.builder", ROTATED_PIPELINES=Registry())
@@ -111,10 +134,15 @@ def record(out: Path = OUT, src: Path | None = None) -> None:
     arrays = {}
     for name, (version, kwargs, _, seed) in CASES.items():
         img, boxes, labels = make_case(name)
-        np.random.seed(seed)
+        np.random.seed(seed)  # noqa: NPY002 - mmrotate draws from the global numpy RNG
         t = PolyRandomRotate(version=version, **kwargs)
         for k in range(CALLS):
-            results = {"img": img.copy(), "img_shape": img.shape, "gt_bboxes": boxes.copy(), "gt_labels": labels.copy()}
+            results = {
+                "img": img.copy(),
+                "img_shape": img.shape,
+                "gt_bboxes": boxes.copy(),
+                "gt_labels": labels.copy(),
+            }
             res = t(results)
             key = f"{name}/{k}"
             arrays[f"{key}/angle"] = np.float64(results["rotate_angle"])
