@@ -69,7 +69,16 @@ def test_config_file_yaml_error_names_file_and_line(tmp_path):
 
 def test_config_names_and_loader_errors():
     names = list_configs()
-    assert set(SEED_CONFIGS) | {"demo_atss_le90"} == set(names)
+    # HRSC2016 (mmrotate's), DIOR-R, DOTA v2.0, YOLO-OBB (rotdet's): see tests/test_data_formats.py
+    dataset_configs = {
+        "rotated_retinanet_hbb_r50_fpn_6x_hrsc_rr_oc",
+        "rotated_retinanet_obb_r50_fpn_6x_hrsc_rr_le90",
+        "rotated_atss_obb_r50_fpn_6x_hrsc_rr_le90",
+        "rotated_atss_obb_r50_fpn_1x_dior_le90",
+        "rotated_atss_obb_r50_fpn_1x_dota2_le90",
+        "rotated_atss_obb_r50_fpn_1x_yolo_le90",
+    }
+    assert set(SEED_CONFIGS) | {"demo_atss_le90"} | dataset_configs == set(names)
     with pytest.raises(ValueError, match="rotated_atss_obb_r50_fpn_1x_dota_le90"):
         load_config("rotated_atss_obb_r50_fpn_1x_dota_le45")
     with pytest.raises(KeyError, match="model.backbone.dept"):

@@ -51,7 +51,16 @@ COMMANDS: dict[str, Command] = {
         "run_split",
     ),
     "make-toy": Command(
-        "Write the synthetic ToyDOTA dataset.", "rotdet.data.toy", "add_make_toy_arguments", "run_make_toy"
+        "Write the synthetic ToyDOTA dataset (DOTA, YOLO-OBB, HRSC2016 or DIOR-R files).",
+        "rotdet.data.toy",
+        "add_make_toy_arguments",
+        "run_make_toy",
+    ),
+    "convert-labels": Command(
+        "Convert label folders between DOTA, YOLO-OBB, HRSC2016 and DIOR-R.",
+        "rotdet.data.convert",
+        "add_convert_labels_arguments",
+        "run_convert_labels",
     ),
     "browse": Command(
         "Draw the annotations of a few samples to PNG.",

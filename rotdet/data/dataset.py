@@ -1,4 +1,5 @@
-"""A map-style DOTA dataset (mmrotate 0.3.4 ``DOTADataset`` semantics) and its batch collation."""
+"""Map-style datasets (any label format; DOTA with mmrotate 0.3.4 ``DOTADataset`` semantics) and
+batch collation."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from rotdet.data.dota import ParseLog, get_classes, load_dota_infos
+from rotdet.data.classes import get_classes
+from rotdet.data.dota import load_dota_infos
+from rotdet.data.records import ParseLog
 from rotdet.data.transforms import (
     Compose,
     ImageReadError,
@@ -33,26 +36,129 @@ META_KEYS = (
 )
 
 
-class DOTADataset(torch.utils.data.Dataset):
-    """DOTA-format images + labelTxt files (original or split patches, or ToyDOTA).
+class RotatedDataset(torch.utils.data.Dataset):
+    """A map-style dataset of annotation dicts (:func:`rotdet.data.records.records_to_infos`), from
+    any label format, with a transform pipeline.
+
+    Args:
+        infos: ``{"id", "filename", "ann": {"bboxes", "labels", "polygons", "difficulties"}}`` dicts
+            (``width`` / ``height`` optional).
+        classes: the class names (label ``i`` is ``classes[i]``).
+        version: angle version of ``ann["bboxes"]``.
+        pipeline: transforms (a :class:`Compose` or config dicts); default: mmrotate's DOTA train
+            pipeline (obb flips) or, in ``test_mode``, its test pipeline.
+        test_mode: no flips by default; as mmdet, a sample the pipeline drops is an error.
+        skip_unreadable: an unreadable image is logged and the next sample given instead of raising.
+        parse_log: what reading the labels skipped or noticed (kept for the caller to report).
+        group_by_aspect: a dropped sample is replaced by one of the same orientation (mmdet's
+            ``CustomDataset`` flags; mmrotate's DOTA / SAR datasets put every image in one group).
+
+    A sample is the transformed results dict: ``img`` (float32 CHW tensor), ``gt_bboxes`` [N, 5],
+    ``gt_labels`` [N] (int64), ``gt_polygons`` [N, 8] tensors and ``img_metas`` (dict of :data:`META_KEYS`).
+    A training transform that drops a sample (``PolyRandomRotate`` leaving no box) makes the dataset
+    draw another index, from the images of the same orientation (width > height or not, when the
+    sizes are known and ``group_by_aspect``), as mmdet's ``CustomDataset`` does; the draw uses
+    torch's RNG, which the training loader seeds per sample.
+    """
+
+    MAX_REDRAWS = 1000
+
+    def __init__(
+        self,
+        infos: Sequence[dict],
+        classes: Sequence[str],
+        version: str = "oc",
+        pipeline: Compose | Sequence[dict | Callable] | None = None,
+        test_mode: bool = False,
+        skip_unreadable: bool = False,
+        parse_log: ParseLog | None = None,
+        group_by_aspect: bool = True,
+    ):
+        self.classes = tuple(classes)
+        self.group_by_aspect = group_by_aspect
+        self.version = version
+        self.test_mode = test_mode
+        self.skip_unreadable = skip_unreadable
+        self.parse_log = parse_log if parse_log is not None else ParseLog()
+        self.data_infos = list(infos)
+        if pipeline is None:
+            pipeline = test_pipeline_cfg() if test_mode else train_pipeline_cfg(version)
+        self.pipeline = pipeline if isinstance(pipeline, Compose) else build_pipeline(pipeline)
+        self._flags: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.data_infos)
+
+    @property
+    def img_ids(self) -> list[str]:
+        return [i["id"] for i in self.data_infos]
+
+    def get_ann_info(self, idx: int) -> dict:
+        """The untransformed annotation of sample ``idx`` (for evaluation)."""
+        return self.data_infos[idx]["ann"]
+
+    def prepare(self, idx: int) -> dict | None:
+        """Sample ``idx`` through the pipeline (None when a transform drops it)."""
+        info = self.data_infos[idx]
+        ann = info["ann"]
+        results = {
+            "id": info["id"],
+            "filename": info["filename"],
+            "gt_bboxes": ann["bboxes"].copy(),
+            "gt_labels": ann["labels"].copy(),
+            "gt_polygons": ann["polygons"].copy(),
+        }
+        results = self.pipeline(results)
+        return None if results is None else format_results(results)
+
+    def _another(self, idx: int) -> int:
+        """A random index of the same orientation group as ``idx`` (mmdet's ``_rand_another``)."""
+        if self._flags is None:
+            wide = [
+                bool(i.get("width") and i.get("height") and i["width"] / i["height"] > 1)
+                for i in self.data_infos
+            ]
+            self._flags = np.array(wide if self.group_by_aspect else [False] * len(self), np.int64)
+        pool = np.flatnonzero(self._flags == self._flags[idx])
+        return int(pool[int(torch.randint(len(pool), ()))])
+
+    def _get(self, idx: int) -> dict:
+        for _ in range(self.MAX_REDRAWS):
+            data = self.prepare(idx)
+            if data is not None:
+                return data
+            if self.test_mode:
+                raise ValueError(f"the pipeline dropped test sample {idx} ({self.data_infos[idx]['id']})")
+            idx = self._another(idx)
+        raise ValueError(f"the pipeline dropped {self.MAX_REDRAWS} samples in a row (no box survives it?)")
+
+    def __getitem__(self, idx: int) -> dict:
+        if not self.skip_unreadable:
+            return self._get(idx)
+        for k in range(len(self)):
+            j = (idx + k) % len(self)
+            try:
+                return self._get(j)
+            except ImageReadError as exc:
+                logger.warning("skipped sample %d: %s", j, exc)
+        raise ImageReadError("no readable image in the dataset")
+
+
+class DOTADataset(RotatedDataset):
+    """DOTA-format images + labelTxt files (original or split patches, SSDD / HRSID as mmrotate
+    prepares them, or ToyDOTA): mmrotate 0.3.4 ``DOTADataset`` semantics.
 
     Args:
         ann_dir: directory of ``.txt`` label files; None (or no ``.txt`` in it) is the test phase:
             every image of ``img_dir``, without objects.
         img_dir: directory of the images (``<label stem>.png``, or another image extension).
-        classes: a class list name (``"v1.0"``, ``"v1.5"``, ``"v2.0"``) or the names themselves.
+        classes: a class list name (``"v1.0"``, ``"dota1.5"``, ``"sar"``...) or the names themselves.
         version: angle version of ``gt_bboxes``.
-        pipeline: transforms (a :class:`Compose` or a list of config dicts); default: mmrotate's
-            train pipeline (obb flips) or, in ``test_mode``, its test pipeline.
-        test_mode: no empty-gt filtering of images with objects dropped; no flips by default.
+        pipeline, test_mode, skip_unreadable: see :class:`RotatedDataset`.
         filter_empty_gt: as mmrotate: label files of size 0 are dropped at load (in both modes),
             and outside test mode images left without objects too.
         difficulty: objects with a larger difficulty are dropped (mmrotate keeps <= 100).
         strict: malformed label lines raise instead of being skipped with a warning.
-        skip_unreadable: an unreadable image is logged and the next sample given instead of raising.
-
-    A sample is the transformed results dict: ``img`` (float32 CHW tensor), ``gt_bboxes`` [N, 5],
-    ``gt_labels`` [N] (int64), ``gt_polygons`` [N, 8] tensors and ``img_metas`` (dict of :data:`META_KEYS`).
     """
 
     def __init__(
@@ -68,63 +174,25 @@ class DOTADataset(torch.utils.data.Dataset):
         strict: bool = False,
         skip_unreadable: bool = False,
     ):
-        self.classes = get_classes(classes)
-        self.version = version
-        self.test_mode = test_mode
-        self.skip_unreadable = skip_unreadable
-        self.parse_log = ParseLog()
+        classes = get_classes(classes)
+        log = ParseLog()
         infos = load_dota_infos(
             ann_dir,
             img_dir,
-            self.classes,
+            classes,
             version,
             difficulty=difficulty,
             strict=strict,
-            log=self.parse_log,
+            log=log,
             skip_empty_files=filter_empty_gt,
         )
-        if self.parse_log.skipped:
-            logger.warning(self.parse_log.summary())
+        if log.skipped:
+            logger.warning(log.summary())
         if filter_empty_gt and not test_mode:
             infos = [i for i in infos if i["ann"]["labels"].size > 0]
-        self.data_infos = infos
-        if pipeline is None:
-            pipeline = test_pipeline_cfg() if test_mode else train_pipeline_cfg(version)
-        self.pipeline = pipeline if isinstance(pipeline, Compose) else build_pipeline(pipeline)
-
-    def __len__(self) -> int:
-        return len(self.data_infos)
-
-    @property
-    def img_ids(self) -> list[str]:
-        return [i["id"] for i in self.data_infos]
-
-    def get_ann_info(self, idx: int) -> dict:
-        """The untransformed annotation of sample ``idx`` (for evaluation)."""
-        return self.data_infos[idx]["ann"]
-
-    def prepare(self, idx: int) -> dict:
-        info = self.data_infos[idx]
-        ann = info["ann"]
-        results = {
-            "id": info["id"],
-            "filename": info["filename"],
-            "gt_bboxes": ann["bboxes"].copy(),
-            "gt_labels": ann["labels"].copy(),
-            "gt_polygons": ann["polygons"].copy(),
-        }
-        return format_results(self.pipeline(results))
-
-    def __getitem__(self, idx: int) -> dict:
-        if not self.skip_unreadable:
-            return self.prepare(idx)
-        for k in range(len(self)):
-            j = (idx + k) % len(self)
-            try:
-                return self.prepare(j)
-            except ImageReadError as exc:
-                logger.warning("skipped sample %d: %s", j, exc)
-        raise ImageReadError("no readable image in the dataset")
+        super().__init__(
+            infos, classes, version, pipeline, test_mode, skip_unreadable, log, group_by_aspect=False
+        )
 
 
 def format_results(results: dict) -> dict:

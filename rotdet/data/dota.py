@@ -14,94 +14,55 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from rotdet.data.classes import (
+    DOTA_CLASSES,
+    DOTA_V1_CLASSES,
+    DOTA_V2_CLASSES,
+    DOTA_V15_CLASSES,
+    get_classes,
+)
+from rotdet.data.records import (
+    IMAGE_EXTENSIONS,
+    OUT_OF_IMAGE,
+    UNKNOWN_CLASS,
+    ImageRecord,
+    LabelFormatError,
+    ParseLog,
+    SkippedLine,
+    image_size,
+    records_to_infos,
+)
+from rotdet.data.records import find_image as find_image_as
 from rotdet.fileio import atomic_write_bytes
 
 logger = logging.getLogger("rotdet.data")
 
-# mmrotate 0.3.4 DOTADataset.CLASSES order: label i is this tuple's i-th name.
-DOTA_V1_CLASSES: tuple[str, ...] = (
-    "plane",
-    "baseball-diamond",
-    "bridge",
-    "ground-track-field",
-    "small-vehicle",
-    "large-vehicle",
-    "ship",
-    "tennis-court",
-    "basketball-court",
-    "storage-tank",
-    "soccer-ball-field",
-    "roundabout",
-    "harbor",
-    "swimming-pool",
-    "helicopter",
-)
-# DOTA v1.5 adds one class, v2.0 two more, appended in this order (mmrotate 1.x's DOTAv15/DOTAv2).
-DOTA_V15_CLASSES: tuple[str, ...] = DOTA_V1_CLASSES + ("container-crane",)
-DOTA_V2_CLASSES: tuple[str, ...] = DOTA_V15_CLASSES + ("airport", "helipad")
-DOTA_CLASSES: dict[str, tuple[str, ...]] = {
-    "v1.0": DOTA_V1_CLASSES,
-    "v1.5": DOTA_V15_CLASSES,
-    "v2.0": DOTA_V2_CLASSES,
-}
-
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+__all__ = [
+    "DOTA_CLASSES",
+    "DOTA_V1_CLASSES",
+    "DOTA_V15_CLASSES",
+    "DOTA_V2_CLASSES",
+    "DotaAnnotation",
+    "DotaFormatError",
+    "ParseLog",
+    "SkippedLine",
+    "get_classes",
+    "load_dota_infos",
+    "parse_dota_text",
+    "read_dota_records",
+    "read_dota_txt",
+    "write_dota_txt",
+]
 
 
-def get_classes(spec: str | Sequence[str]) -> tuple[str, ...]:
-    """Return a class list: a DOTA version name (``"v1.0"``, ``"v1.5"``, ``"v2.0"``, also ``"dota1.0"``
-    style) or an explicit sequence of names from a config (order = label ids; duplicates rejected)."""
-    if isinstance(spec, str):
-        key = spec.lower().removeprefix("dota").removeprefix("_")
-        key = key if key.startswith("v") else "v" + key
-        if key in ("v1", "v2"):
-            key += ".0"
-        if key not in DOTA_CLASSES:
-            raise ValueError(f"unknown DOTA class list {spec!r}; expected one of {', '.join(DOTA_CLASSES)}")
-        return DOTA_CLASSES[key]
-    names = tuple(str(c) for c in spec)
-    if not names or len(set(names)) != len(names):
-        raise ValueError(f"a class list must be non-empty with unique names, got {names!r}")
-    return names
-
-
-class DotaFormatError(ValueError):
+class DotaFormatError(LabelFormatError):
     """A malformed DOTA label line, raised in ``strict`` mode; the message names ``file:line``."""
-
-
-@dataclass
-class SkippedLine:
-    path: str
-    lineno: int
-    reason: str
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.lineno}: {self.reason}: {self.text!r}"
-
-
-@dataclass
-class ParseLog:
-    """Collects the lines skipped while reading one or many label files."""
-
-    skipped: list[SkippedLine] = field(default_factory=list)
-    files: int = 0
-
-    def summary(self) -> str:
-        if not self.skipped:
-            return f"read {self.files} label file(s), no line skipped"
-        reasons = Counter(s.reason.split(" (")[0] for s in self.skipped)
-        n_files = len({s.path for s in self.skipped})
-        detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
-        n = len(self.skipped)
-        return f"read {self.files} label file(s), skipped {n} line(s) in {n_files} file(s): {detail}"
 
 
 @dataclass
@@ -181,6 +142,7 @@ def parse_dota_text(
         logger.warning("skipped %s", item)
         if log is not None:
             log.skipped.append(item)
+            log.note(UNKNOWN_CLASS, int(reason.startswith("unknown class")))
 
     # str.splitlines knows CRLF, CR and LF, so mixed line ends need no special case.
     for lineno, raw_line in enumerate(text.splitlines(), start=1):
@@ -288,17 +250,55 @@ def write_dota_txt(path: str | os.PathLike, ann: DotaAnnotation, header: bool = 
 
 def find_image(img_dir: str | os.PathLike, stem: str) -> Path | None:
     """The image file ``stem.<ext>`` in ``img_dir`` (``.png`` first, as mmrotate assumes), or None."""
-    img_dir = Path(img_dir)
-    for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
-        p = img_dir / (stem + ext)
-        if p.is_file():
-            return p
-    return None
+    return find_image_as(img_dir, stem, (".png",))
 
 
 def list_images(img_dir: str | os.PathLike) -> list[Path]:
     """Image files of ``img_dir`` (by extension, case-insensitive), sorted by name."""
     return sorted(p for p in Path(img_dir).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def read_dota_records(
+    ann_dir: str | os.PathLike | None,
+    img_dir: str | os.PathLike,
+    classes: Sequence[str],
+    strict: bool = False,
+    log: ParseLog | None = None,
+    skip_empty_files: bool = False,
+    check_bounds: bool = False,
+) -> list[ImageRecord]:
+    """One :class:`ImageRecord` per label file of ``ann_dir`` (sorted by name), as mmrotate 0.3.4's
+    ``DOTADataset.load_annotations`` lists them; when ``ann_dir`` is None or holds no ``.txt``, one
+    empty record per image of ``img_dir`` (the test phase).
+
+    ``skip_empty_files`` drops label files of size 0 before parsing (mmrotate does whenever
+    ``filter_empty_gt`` is on, also in test mode). ``check_bounds`` reads each image's size from
+    its header to count objects with corners outside it in ``log``.
+    """
+    log = log if log is not None else ParseLog()
+    ann_files = sorted(Path(ann_dir).glob("*.txt")) if ann_dir is not None else []
+    if not ann_files:
+        return [ImageRecord.empty(img.stem, str(img)) for img in list_images(img_dir)]
+    records = []
+    for ann_file in ann_files:
+        if skip_empty_files and ann_file.stat().st_size == 0:
+            continue
+        stem = ann_file.stem
+        img = find_image(img_dir, stem)
+        ann = read_dota_txt(ann_file, classes=classes, strict=strict, log=log)
+        rec = ImageRecord(
+            stem,
+            str(img) if img is not None else str(Path(img_dir) / (stem + ".png")),
+            ann.polygons,
+            ann.labels(classes),
+            ann.difficulties,
+            meta={"imagesource": ann.imagesource, "gsd": ann.gsd},
+        )
+        if check_bounds and img is not None and (size := image_size(img)) is not None:
+            rec.width, rec.height = size
+            log.note(OUT_OF_IMAGE, int(rec.outside_image().sum()))
+        records.append(rec)
+    return records
 
 
 def load_dota_infos(
@@ -325,51 +325,12 @@ def load_dota_infos(
     drops label files of size 0 before parsing, as mmrotate does whenever ``filter_empty_gt`` is on
     (also in test mode: its validation set has no empty patches).
     """
-    from rotdet.structures import check_version, poly2obb_np
+    from rotdet.structures import check_version
 
     check_version(version)
     own_log = log if log is not None else ParseLog()
-    infos: list[dict] = []
-    ann_files = sorted(Path(ann_dir).glob("*.txt")) if ann_dir is not None else []
-    if not ann_files:
-        for img in list_images(img_dir):
-            infos.append({"id": img.stem, "filename": str(img), "ann": _empty_ann()})
-        return infos
-    for ann_file in ann_files:
-        if skip_empty_files and ann_file.stat().st_size == 0:
-            continue
-        stem = ann_file.stem
-        img = find_image(img_dir, stem)
-        ann = read_dota_txt(ann_file, classes=classes, strict=strict, log=own_log)
-        keep_diff = ann.difficulties <= difficulty
-        ann = ann.select(np.nonzero(keep_diff)[0])
-        if len(ann):
-            obbs, keep = poly2obb_np(ann.polygons, version)
-            ann = ann.select(np.nonzero(keep)[0])
-            obbs = np.asarray(obbs, dtype=np.float32).reshape(-1, 5)
-        else:
-            obbs = np.zeros((0, 5), np.float32)
-        infos.append(
-            {
-                "id": stem,
-                "filename": str(img) if img is not None else str(Path(img_dir) / (stem + ".png")),
-                "ann": {
-                    "bboxes": obbs,
-                    "labels": ann.labels(classes),
-                    "polygons": ann.polygons.astype(np.float32),
-                    "difficulties": ann.difficulties,
-                },
-            }
-        )
+    records = read_dota_records(ann_dir, img_dir, classes, strict, own_log, skip_empty_files)
+    infos = records_to_infos(records, version, difficulty, own_log)
     if log is None and own_log.skipped:
         logger.warning(own_log.summary())
     return infos
-
-
-def _empty_ann() -> dict:
-    return {
-        "bboxes": np.zeros((0, 5), np.float32),
-        "labels": np.zeros((0,), np.int64),
-        "polygons": np.zeros((0, 8), np.float32),
-        "difficulties": np.zeros((0,), np.int64),
-    }

@@ -36,17 +36,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from rotdet.data.classes import TOY_CLASSES
 from rotdet.data.dota import DotaAnnotation, write_dota_txt
 from rotdet.fileio import atomic_write_bytes
-
-TOY_CLASSES: tuple[str, ...] = (
-    "small-vehicle",
-    "large-vehicle",
-    "ship",
-    "bridge",
-    "storage-tank",
-    "roundabout",
-)
 
 FLAVOURS = ("small", "large")
 
@@ -359,8 +351,92 @@ def ensure_toy_dota(
     return ids
 
 
+TOY_LAYOUTS = {
+    "dota": ("images", "labelTxt"),
+    "yolo-obb": ("images", "labels"),
+    "hrsc": ("FullDataSet/AllImages", "FullDataSet/Annotations"),
+    "dior": ("JPEGImages-trainval", "Annotations/Oriented Bounding Boxes"),
+}
+_IMAGE_EXT = {"dota": ".png", "yolo-obb": ".png", "hrsc": ".bmp", "dior": ".jpg"}
+
+
+def make_toy(
+    out_dir: str | os.PathLike,
+    fmt: str = "dota",
+    num_images: int = 8,
+    flavour: str = "small",
+    seed: int = 0,
+    size: tuple[int, int] | None = None,
+) -> list[str]:
+    """ToyDOTA's scenes (the same as :func:`make_toy_dota` for a seed) in another label format:
+
+    * ``dota``: ``images/*.png``, ``labelTxt/*.txt``;
+    * ``yolo-obb``: ``images/*.png``, ``labels/*.txt`` and ``data.yaml`` (``train`` and ``val`` both
+      ``images``, ``names`` the six classes);
+    * ``hrsc``: ``FullDataSet/AllImages/*.bmp``, ``FullDataSet/Annotations/*.xml`` (each polygon's
+      le90 box as ``mbox``; ``Class_ID`` 1000000NN for the NN-th toy class) and
+      ``ImageSets/trainval.txt``;
+    * ``dior``: ``JPEGImages-trainval/*.jpg`` (lossy, as DIOR's), ``Annotations/Oriented Bounding
+      Boxes/*.xml`` and ``ImageSets/Main/trainval.txt``.
+
+    Read with the same classes (``toy``) and angle version, the DOTA, YOLO-OBB and HRSC2016 sets give
+    the same images and the same boxes. Returns the image ids.
+    """
+    from rotdet.data.convert import write_records
+    from rotdet.data.formats import check_format
+    from rotdet.data.formats.yolo_obb import write_data_yaml
+    from rotdet.data.records import ImageRecord
+
+    fmt = check_format(fmt)
+    if fmt == "sar":
+        fmt = "dota"
+    if fmt == "dota":
+        return make_toy_dota(out_dir, num_images, flavour, seed, size)
+    out = Path(out_dir)
+    img_sub, ann_sub = TOY_LAYOUTS[fmt]
+    ext = _IMAGE_EXT[fmt]
+    ids, records = [], []
+    for i in range(num_images):
+        img, ann = make_toy_image(seed * 100003 + i, flavour, size)
+        img_id = f"T{i:04d}"
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else []
+        ok, buf = cv2.imencode(ext, img, params)
+        if not ok:  # pragma: no cover
+            raise OSError(f"cannot encode {img_id}{ext}")
+        atomic_write_bytes(out / img_sub / f"{img_id}{ext}", buf.tobytes())
+        h, w = img.shape[:2]
+        records.append(
+            ImageRecord(
+                img_id,
+                str(out / img_sub / f"{img_id}{ext}"),
+                ann.polygons,
+                ann.labels(TOY_CLASSES),
+                ann.difficulties,
+                w,
+                h,
+            )  # fmt: skip
+        )
+        ids.append(img_id)
+    write_records(records, out / ann_sub, fmt, TOY_CLASSES)
+    listing = "".join(f"{i}\n" for i in ids)
+    if fmt == "yolo-obb":
+        write_data_yaml(out / "data.yaml", TOY_CLASSES, root=out, train="images", val="images")
+    elif fmt == "hrsc":
+        atomic_write_bytes(out / "ImageSets" / "trainval.txt", listing.encode())
+    else:
+        atomic_write_bytes(out / "ImageSets" / "Main" / "trainval.txt", listing.encode())
+    return ids
+
+
 def add_make_toy_arguments(parser) -> None:
-    parser.add_argument("--out", required=True, help="output directory (images/, labelTxt/)")
+    parser.add_argument("--out", required=True, help="output directory (layout by --format)")
+    parser.add_argument(
+        "--format",
+        choices=tuple(TOY_LAYOUTS),
+        default="dota",
+        help="label format: dota (images/, labelTxt/), yolo-obb (images/, labels/, data.yaml), "
+        "hrsc (FullDataSet/, ImageSets/), dior (JPEGImages-trainval/, Annotations/, ImageSets/)",
+    )
     parser.add_argument("-n", "--num-images", type=int, default=8, help="number of scenes")
     parser.add_argument(
         "--flavour", choices=FLAVOURS, default="small", help="small (256-512 px) or large (>=3000 px)"
@@ -371,8 +447,9 @@ def add_make_toy_arguments(parser) -> None:
 
 def run_make_toy(args) -> int:
     """``rotdet make-toy``."""
-    ids = make_toy_dota(
-        args.out, args.num_images, args.flavour, args.seed, tuple(args.size) if args.size else None
+    fmt = getattr(args, "format", "dota")
+    ids = make_toy(
+        args.out, fmt, args.num_images, args.flavour, args.seed, tuple(args.size) if args.size else None
     )
-    print(f"wrote {len(ids)} ToyDOTA {args.flavour} scene(s) to {args.out}")
+    print(f"wrote {len(ids)} ToyDOTA {args.flavour} scene(s) to {args.out} ({fmt} format)")
     return 0

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from rotdet.data.rotate import PolyRandomRotate
 from rotdet.structures import check_version, flip_obb, flip_poly, rescale_obb
 
 IMG_NORM_CFG = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375], "to_rgb": True}
@@ -210,14 +211,17 @@ class Pad:
 
 
 class Compose:
-    """Apply transforms in order."""
+    """Apply transforms in order; a transform that returns None drops the sample (mmdet's rule:
+    the dataset then takes another one), and so does the whole pipeline."""
 
-    def __init__(self, transforms: Sequence[Callable[[dict], dict]]):
+    def __init__(self, transforms: Sequence[Callable[[dict], dict | None]]):
         self.transforms = list(transforms)
 
-    def __call__(self, results: dict) -> dict:
+    def __call__(self, results: dict) -> dict | None:
         for t in self.transforms:
             results = t(results)
+            if results is None:
+                return None
         return results
 
     def __repr__(self) -> str:
@@ -228,6 +232,8 @@ TRANSFORMS: dict[str, type] = {
     "LoadImage": LoadImage,
     "RResize": RResize,
     "RRandomFlip": RRandomFlip,
+    "PolyRandomRotate": PolyRandomRotate,
+    "RRandomRotate": PolyRandomRotate,  # mmrotate 1.x's name
     "Normalize": Normalize,
     "Pad": Pad,
 }
@@ -248,37 +254,45 @@ def build_pipeline(cfg: Sequence[dict | Callable]) -> Compose:
     return Compose(transforms)
 
 
+DOTA_OBB_FLIP = {"flip_ratio": [0.25, 0.25, 0.25], "direction": ["horizontal", "vertical", "diagonal"]}
+DOTA_HBB_FLIP = {"flip_ratio": 0.5, "direction": "horizontal"}
+
+
+def pipeline_cfg(
+    train: bool,
+    version: str,
+    img_scale: Sequence[int] = (1024, 1024),
+    flip: dict | None = None,
+    rotate: dict | None = None,
+    img_norm: dict | None = None,
+    size_divisor: int = 32,
+) -> list[dict]:
+    """The one pipeline builder: mmrotate's order ``LoadImage``, ``RResize``, (train:
+    ``RRandomFlip`` when ``flip`` is given, ``PolyRandomRotate`` when ``rotate`` is given, both in
+    ``version``), ``Normalize``, ``Pad``. ``flip`` / ``rotate`` are the transforms' keyword
+    arguments (a config's ``data.train_flip`` / ``data.train_rotate``)."""
+    steps: list[dict] = [{"type": "LoadImage"}, {"type": "RResize", "img_scale": list(img_scale)}]
+    if train and flip:
+        steps.append({"type": "RRandomFlip", **flip, "version": version})
+    if train and rotate:
+        steps.append({"type": "PolyRandomRotate", **rotate, "version": version})
+    steps += [
+        {"type": "Normalize", **(img_norm if img_norm is not None else IMG_NORM_CFG)},
+        {"type": "Pad", "size_divisor": size_divisor},
+    ]
+    return steps
+
+
 def train_pipeline_cfg(
     version: str = "le90", img_scale: Sequence[int] = (1024, 1024), hbb: bool = False
 ) -> list[dict]:
     """mmrotate's DOTA training pipeline: obb configs flip 0.25 each way; hbb (oc) configs 0.5 horizontal."""
-    flip = (
-        {"type": "RRandomFlip", "flip_ratio": 0.5, "direction": "horizontal", "version": version}
-        if hbb
-        else {
-            "type": "RRandomFlip",
-            "flip_ratio": [0.25, 0.25, 0.25],
-            "direction": ["horizontal", "vertical", "diagonal"],
-            "version": version,
-        }
-    )
-    return [
-        {"type": "LoadImage"},
-        {"type": "RResize", "img_scale": list(img_scale)},
-        flip,
-        {"type": "Normalize", **IMG_NORM_CFG},
-        {"type": "Pad", "size_divisor": 32},
-    ]
+    return pipeline_cfg(True, version, img_scale, flip=DOTA_HBB_FLIP if hbb else DOTA_OBB_FLIP)
 
 
 def test_pipeline_cfg(img_scale: Sequence[int] = (1024, 1024)) -> list[dict]:
     """mmrotate's DOTA test pipeline (no flip)."""
-    return [
-        {"type": "LoadImage"},
-        {"type": "RResize", "img_scale": list(img_scale)},
-        {"type": "Normalize", **IMG_NORM_CFG},
-        {"type": "Pad", "size_divisor": 32},
-    ]
+    return pipeline_cfg(False, "oc", img_scale)
 
 
 test_pipeline_cfg.__test__ = False  # not a pytest test, despite its name

@@ -13,14 +13,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rotdet.evaluation.coco import eval_coco
 from rotdet.evaluation.dota_task1 import eval_dota_task1, load_task1_detections
+from rotdet.evaluation.hrsc import eval_hrsc
 from rotdet.evaluation.io import DetectionSet, list_label_files, read_detections_json
 from rotdet.evaluation.mmrotate_map import eval_rbbox_map
-from rotdet.evaluation.results import EvalInputError, EvalResult
+from rotdet.evaluation.results import EvalInputError
 
 __all__ = ["add_eval_arguments", "evaluate_folder", "mmrotate_annotations", "run_eval"]
 
-PROTOCOLS = ("dota", "mmrotate")
+PROTOCOLS = ("dota", "mmrotate", "coco", "hrsc")
 
 
 def mmrotate_annotations(
@@ -81,30 +83,72 @@ def evaluate_folder(
     protocol: str = "dota",
     iou_thr: float = 0.5,
     use_07_metric: bool = True,
-) -> EvalResult:
+    gt_format: str = "dota",
+    images: str | os.PathLike | None = None,
+    max_dets: int = 100,
+    gt_list: str | os.PathLike | None = None,
+):
     """Evaluate detections (a Task1 folder, a rotdet JSON file or a :class:`DetectionSet`) against a
-    labelTxt folder by the ``"dota"`` (official, full images) or ``"mmrotate"`` protocol."""
+    ground-truth folder by the ``"dota"`` (official, full images, labelTxt only), ``"mmrotate"``,
+    ``"hrsc"`` (:func:`rotdet.evaluation.hrsc.eval_hrsc`) or ``"coco"``
+    (:func:`rotdet.evaluation.coco.eval_coco`) protocol; ``gt_format`` is any of
+    :data:`rotdet.data.formats.FORMATS` (see :func:`rotdet.data.formats.read_ground_truth`)."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     if protocol == "dota":
+        if gt_format not in ("dota", "sar"):
+            raise EvalInputError(f"the dota protocol reads labelTxt ground truth; for {gt_format} use "
+                                 "--protocol mmrotate, hrsc or coco")  # fmt: skip
         return eval_dota_task1(dets, gt, classes, iou_thr=iou_thr, use_07_metric=use_07_metric)
-    if protocol == "mmrotate":
+    if gt_format in ("dota", "sar"):
         image_ids, anns = mmrotate_annotations(gt, classes)
-        det_results = _mmrotate_det_results(dets, classes, image_ids)
-        return eval_rbbox_map(
-            det_results, anns, iou_thr=iou_thr, use_07_metric=use_07_metric, classes=classes
-        )
-    raise ValueError(f"unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+    else:
+        from rotdet.data.formats import read_ground_truth
+
+        image_ids, anns = read_ground_truth(gt, gt_format, classes, images, ann_file=gt_list)
+    det_results = _mmrotate_det_results(dets, classes, image_ids)
+    if protocol == "hrsc":
+        return eval_hrsc(det_results, anns, classes, use_07_metric=use_07_metric)
+    if protocol == "coco":
+        return eval_coco(det_results, anns, classes, max_dets=max_dets, image_ids=image_ids)
+    return eval_rbbox_map(det_results, anns, iou_thr=iou_thr, use_07_metric=use_07_metric, classes=classes)
 
 
 # ------------------------------------------------------------------------------------------ CLI
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dets", help="a folder of Task1_<class>.txt files, or a rotdet JSON results file")
-    parser.add_argument("gt", help="a labelTxt folder (one <image>.txt per image)")
+    parser.add_argument(
+        "gt",
+        help="ground truth: a labelTxt folder, an HRSC / DIOR-R XML folder, a YOLO data YAML or label folder",
+    )
     parser.add_argument(
         "--protocol",
         choices=PROTOCOLS,
         default="dota",
         help="dota: the official Task1 protocol (DOTA_devkit: polygon IoU > thr, difficult ignored); "
-        "mmrotate: mmrotate 0.3.4's eval_rbbox_map (obb IoU >= thr, difficult counted). Default: dota",
+        "mmrotate: mmrotate 0.3.4's eval_rbbox_map (obb IoU >= thr, difficult counted); "
+        "hrsc: mmrotate's HRSCDataset.evaluate (eval_rbbox_map at IoU 0.5:0.95, AP50..AP95 and their mean); "
+        "coco: COCO mAP@0.5:0.95 with rotated IoU, 101 recall points, AP50, AP75. Default: dota",
+    )
+    parser.add_argument(
+        "--gt-format",
+        choices=("dota", "sar", "yolo-obb", "hrsc", "dior"),
+        default="dota",
+        help="format of the ground truth (default dota)",
+    )
+    parser.add_argument(
+        "--images", default=None, help="the images, for YOLO-OBB labels (their sizes) or to find XML images"
+    )
+    parser.add_argument(
+        "--gt-list",
+        default=None,
+        help="hrsc / dior: evaluate the image ids of this list (e.g. ImageSets/test.txt), not every XML",
+    )
+    parser.add_argument(
+        "--max-dets",
+        type=int,
+        default=100,
+        help="coco: detections per image and class (default 100, as pycocotools; 1000 for dense scenes)",
     )
     parser.add_argument(
         "--classes",
@@ -123,12 +167,16 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _resolve_classes(spec: str | None, dets: str) -> tuple[str, ...]:
+def _resolve_classes(spec: str | None, dets: str, yolo_gt: str | None = None) -> tuple[str, ...]:
     from rotdet.data import get_classes
 
     if spec is None:
         if os.path.isfile(dets):
             return read_detections_json(dets).classes
+        if yolo_gt is not None and os.path.isfile(yolo_gt):
+            from rotdet.data.formats.yolo_obb import read_data_yaml
+
+            return read_data_yaml(yolo_gt).names
         return get_classes("v1.0")
     if spec.lower() == "toy":
         from rotdet.data import TOY_CLASSES
@@ -147,7 +195,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         if not Path(args.dets).exists():
             raise EvalInputError(f"{args.dets}: no such detections folder or file")
-        classes = _resolve_classes(args.classes, args.dets)
+        classes = _resolve_classes(args.classes, args.dets, args.gt if args.gt_format == "yolo-obb" else None)
         start = time.perf_counter()
         result = evaluate_folder(
             args.dets,
@@ -156,6 +204,10 @@ def run_eval(args: argparse.Namespace) -> int:
             protocol=args.protocol,
             iou_thr=args.iou_thr,
             use_07_metric=args.metric == "11points",
+            gt_format=args.gt_format,
+            images=args.images,
+            max_dets=args.max_dets,
+            gt_list=args.gt_list,
         )
     except (EvalInputError, ValueError) as e:
         print(f"rotdet eval: error: {e}", file=sys.stderr)

@@ -1,0 +1,249 @@
+"""The one record type every label reader returns, the report of what a read skipped or noticed,
+and the step from records to the dataset's annotation dicts.
+
+* :class:`ImageRecord`: one image and its objects (polygons in pixels, labels, difficulties, and
+  the rotated boxes themselves where a format stores them, as HRSC2016 does);
+* :class:`ParseLog`: the lines / XML elements skipped (each with ``file:line`` or
+  ``file:element path``) and counts of what was kept but is suspicious (coordinates outside the
+  image) or dropped later (degenerate polygons); :meth:`ParseLog.summary` is one line;
+* :class:`LabelFormatError`: what ``strict=True`` raises instead of skipping;
+* :func:`records_to_infos`: records -> ``{"id", "filename", "ann": {...}}`` in an angle version, the
+  dicts :class:`rotdet.data.RotatedDataset` and the evaluation read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger("rotdet.data")
+
+__all__ = [
+    "ImageRecord",
+    "LabelFormatError",
+    "ParseLog",
+    "SkippedLine",
+    "image_size",
+    "records_to_infos",
+]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+# Observation kinds counted by ParseLog.note (kept objects, or objects dropped after reading).
+OUT_OF_IMAGE = "object(s) with coordinates outside the image"
+DEGENERATE = "degenerate polygon(s) dropped (an edge under 2 px)"
+UNKNOWN_CLASS = "object(s) of an unknown class skipped"
+
+
+class LabelFormatError(ValueError):
+    """A malformed label file, line or element, raised in ``strict`` mode; the message says where
+    (``file:line`` or ``file:element path``)."""
+
+
+@dataclass
+class SkippedLine:
+    """One skipped line (``lineno``) or XML element (``element``, e.g. ``/annotation/object[2]``)."""
+
+    path: str
+    lineno: int | None
+    reason: str
+    text: str
+    element: str | None = None
+
+    @property
+    def where(self) -> str:
+        if self.element is not None:
+            return f"{self.path}:{self.element}"
+        return f"{self.path}:{self.lineno}" if self.lineno is not None else self.path
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.reason}: {self.text!r}" if self.text else f"{self.where}: {self.reason}"
+
+
+@dataclass
+class ParseLog:
+    """Collects what was skipped while reading one or many label files, and counts of noticed
+    problems (:data:`OUT_OF_IMAGE`, :data:`DEGENERATE`, :data:`UNKNOWN_CLASS`, ...)."""
+
+    skipped: list[SkippedLine] = field(default_factory=list)
+    files: int = 0
+    counts: Counter = field(default_factory=Counter)
+
+    def skip(self, item: SkippedLine, strict: bool = False) -> None:
+        """Record ``item`` (a warning), or raise :class:`LabelFormatError` when ``strict``."""
+        if strict:
+            raise LabelFormatError(str(item))
+        logger.warning("skipped %s", item)
+        self.skipped.append(item)
+
+    def note(self, kind: str, n: int = 1) -> None:
+        if n:
+            self.counts[kind] += int(n)
+
+    def summary(self) -> str:
+        parts = [f"read {self.files} label file(s)"]
+        if self.skipped:
+            reasons = Counter(s.reason.split(" (")[0] for s in self.skipped)
+            n_files = len({s.path for s in self.skipped})
+            detail = ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+            parts.append(f"skipped {len(self.skipped)} line(s) in {n_files} file(s): {detail}")
+        else:
+            parts.append("no line skipped")
+        parts += [f"{n} {kind}" for kind, n in sorted(self.counts.items()) if n]
+        return ", ".join(parts)
+
+    @property
+    def problems(self) -> bool:
+        """Whether anything was skipped (the counts alone describe data that is usable as it is:
+        DOTA objects cross patch borders, mmrotate drops degenerate polygons too)."""
+        return bool(self.skipped)
+
+
+@dataclass
+class ImageRecord:
+    """One image and its objects, whatever the file format.
+
+    Attributes:
+        id: image id (the image / label file stem).
+        filename: image path.
+        width, height: image size in pixels when the labels give it (XML) or it was read (YOLO).
+        polygons: float32 ``[N, 8]`` corners in pixels, in the file's vertex order.
+        labels: int64 ``[N]`` indices into the class list the reader was given.
+        difficulties: int64 ``[N]`` (0 where the format has none).
+        obbs, obb_version: the rotated boxes ``[N, 5]`` as the file stores them (HRSC2016's
+            ``mbox``, le90) or None; :func:`records_to_infos` uses them as they are for that
+            version (mmrotate's HRSCDataset does) and converts the polygons for any other.
+        meta: format extras (DOTA ``imagesource`` / ``gsd``, HRSC ``headers`` ``[N, 2]``).
+    """
+
+    id: str
+    filename: str
+    polygons: np.ndarray
+    labels: np.ndarray
+    difficulties: np.ndarray
+    width: int | None = None
+    height: int | None = None
+    obbs: np.ndarray | None = None
+    obb_version: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @staticmethod
+    def empty(img_id: str, filename: str, width: int | None = None, height: int | None = None) -> ImageRecord:
+        return ImageRecord(
+            img_id,
+            filename,
+            np.zeros((0, 8), np.float32),
+            np.zeros((0,), np.int64),
+            np.zeros((0,), np.int64),
+            width,
+            height,
+        )
+
+    def select(self, index: np.ndarray | Sequence[int]) -> ImageRecord:
+        """The objects at integer ``index`` (per-object arrays in ``meta`` are not subset)."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        return ImageRecord(
+            self.id,
+            self.filename,
+            self.polygons[index],
+            self.labels[index],
+            self.difficulties[index],
+            self.width,
+            self.height,
+            None if self.obbs is None else self.obbs[index],
+            self.obb_version,
+            dict(self.meta),
+        )
+
+    def outside_image(self, tolerance: float = 0.0) -> np.ndarray:
+        """bool ``[N]``: a corner outside ``[0, width] x [0, height]`` (all False, size unknown)."""
+        if self.width is None or self.height is None or not len(self):
+            return np.zeros(len(self), bool)
+        xs, ys = self.polygons[:, 0::2], self.polygons[:, 1::2]
+        lo, hx, hy = -tolerance, self.width + tolerance, self.height + tolerance
+        return ((xs < lo) | (xs > hx) | (ys < lo) | (ys > hy)).any(axis=1)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(width, height)`` from the image file's header (no decoding), or None when unreadable.
+
+    Pillow's decompression-bomb guard is off while the header is read: DOTA's largest scenes
+    (20,000 px square) are above its limit."""
+    from PIL import Image, UnidentifiedImageError
+
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as img:
+            return int(img.size[0]), int(img.size[1])
+    except (OSError, UnidentifiedImageError, ValueError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def records_to_infos(
+    records: Sequence[ImageRecord],
+    version: str,
+    difficulty: int = 100,
+    log: ParseLog | None = None,
+) -> list[dict]:
+    """The dataset's annotation dicts, as mmrotate 0.3.4's datasets build them::
+
+        {"id", "filename", "width", "height", "ann": {"bboxes": float32 [N, 5] obbs in ``version``,
+         "labels": int64 [N], "polygons": float32 [N, 8], "difficulties": int64 [N]}}
+
+    Objects with a difficulty above ``difficulty`` are dropped, then objects whose polygon gives no
+    box (``poly2obb_np``'s drop: an edge under 2 px) are dropped and counted in ``log``. A record
+    with ``obbs`` in ``version`` keeps them as its boxes (HRSC2016 in le90, as mmrotate).
+    """
+    from rotdet.structures import check_version, poly2obb_np
+
+    check_version(version)
+    infos = []
+    for rec in records:
+        rec = rec.select(np.flatnonzero(rec.difficulties <= difficulty))
+        if rec.obbs is not None and rec.obb_version == version:
+            obbs = np.asarray(rec.obbs, np.float32).reshape(-1, 5)
+        elif len(rec):
+            obbs, keep = poly2obb_np(rec.polygons, version)
+            if log is not None:
+                log.note(DEGENERATE, int((~keep).sum()))
+            rec = rec.select(np.flatnonzero(keep))
+            obbs = np.asarray(obbs, np.float32).reshape(-1, 5)
+        else:
+            obbs = np.zeros((0, 5), np.float32)
+        infos.append(
+            {
+                "id": rec.id,
+                "filename": rec.filename,
+                "width": rec.width,
+                "height": rec.height,
+                "ann": {
+                    "bboxes": obbs,
+                    "labels": rec.labels.astype(np.int64),
+                    "polygons": rec.polygons.astype(np.float32),
+                    "difficulties": rec.difficulties.astype(np.int64),
+                },
+            }
+        )
+    return infos
+
+
+def find_image(img_dir: str | os.PathLike, stem: str, prefer: Sequence[str] = (".png",)) -> Path | None:
+    """The image ``stem.<ext>`` in ``img_dir`` (the ``prefer`` extensions first), or None."""
+    img_dir = Path(img_dir)
+    exts = list(dict.fromkeys([*prefer, *IMAGE_EXTENSIONS]))
+    for ext in exts + [e.upper() for e in exts]:
+        p = img_dir / (stem + ext)
+        if p.is_file():
+            return p
+    return None
