@@ -105,8 +105,13 @@ def _kind(value) -> str | None:
     return None
 
 
-# Keys whose component takes one value or a list of them (mmrotate's RRandomFlip).
-SCALAR_OR_LIST_KEYS = frozenset({"data.train_flip.flip_ratio", "data.train_flip.direction"})
+# Keys whose component takes either kind (mmrotate's RRandomFlip takes one value or a list; mmrotate
+# spells assign_by_circumhbbox as an angle version, rotdet as a boolean): matched by key suffix.
+EITHER_KIND_KEYS: dict[str, frozenset[str]] = {
+    "train_flip.flip_ratio": frozenset({"a number", "a list"}),
+    "train_flip.direction": frozenset({"a string", "a list"}),
+    "assign_by_circumhbbox": frozenset({"a boolean (true/false)", "a string"}),
+}
 
 
 def _check_type(key: str, old, new) -> None:
@@ -115,7 +120,8 @@ def _check_type(key: str, old, new) -> None:
     expected = _kind(old)
     if expected is None or new is None or _kind(new) == expected:
         return
-    if key in SCALAR_OR_LIST_KEYS and {_kind(old), _kind(new)} <= {"a list", "a number", "a string"}:
+    either = next((kinds for suffix, kinds in EITHER_KIND_KEYS.items() if key.endswith(suffix)), frozenset())
+    if {expected, _kind(new)} <= either:
         return
     raise ValueError(f"config key {key!r} expects {expected} (it is {old!r}); got {new!r}")
 
