@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from rotdet.evaluation.dota_task1 import eval_dota_task1, load_task1_detections
 from rotdet.evaluation.io import DetectionSet, list_label_files, read_detections_json
-from rotdet.evaluation.mmrotate_map import eval_rbbox_map
 from rotdet.evaluation.results import EvalInputError, EvalResult
+
+# The DOTA protocol runs on numpy alone; torch (and rotdet.data) are imported by the mmrotate one.
 
 __all__ = ["add_eval_arguments", "evaluate_folder", "mmrotate_annotations", "run_eval"]
 
@@ -37,6 +37,8 @@ def mmrotate_annotations(
 
 def _mmrotate_det_results(dets, classes: Sequence[str], image_ids: Sequence[str]) -> list[list[np.ndarray]]:
     """Per image per class ``[K, 6]`` float32 obbs + score for mmrotate's protocol."""
+    import torch
+
     from rotdet.structures import poly2obb
 
     if isinstance(dets, (str, os.PathLike)) and os.path.isfile(os.fspath(dets)):
@@ -87,6 +89,8 @@ def evaluate_folder(
     if protocol == "dota":
         return eval_dota_task1(dets, gt, classes, iou_thr=iou_thr, use_07_metric=use_07_metric)
     if protocol == "mmrotate":
+        from rotdet.evaluation.mmrotate_map import eval_rbbox_map
+
         image_ids, anns = mmrotate_annotations(gt, classes)
         det_results = _mmrotate_det_results(dets, classes, image_ids)
         return eval_rbbox_map(
