@@ -503,6 +503,176 @@ def test_malformed_inputs(tmp_path):
         read_detections_json(tmp_path / "bad.json")
 
 
+# ------------------------------------------------------------------- vectorised text readers
+def _line_readers_agree(raw: bytes, kind: str):
+    """The vectorised reader equals the line-by-line one (or declines), and where the line reader
+    raises the public reader raises the same error."""
+    from rotdet.evaluation import _fastparse
+    from rotdet.evaluation.io import _parse_labeltxt_lines, _read_task1_lines
+
+    path = Path("x.txt")
+    slow_fn = _read_task1_lines if kind == "task1" else _parse_labeltxt_lines
+    try:
+        slow = slow_fn(path, raw)
+    except EvalInputError as e:
+        slow = e
+    if kind == "task1":
+        fast = _fastparse.read_task1(raw)
+        fast = None if fast is None else ClassDetections(*fast)
+    else:
+        fast = _fastparse.read_labeltxt_many([raw])
+        fast = None if fast is None else GroundTruthImage(*fast[0])
+    if isinstance(slow, EvalInputError):
+        assert fast is None, raw
+        return False
+    if fast is not None:
+        for f in (
+            ("image_ids", "scores", "polygons") if kind == "task1" else ("polygons", "names", "difficult")
+        ):
+            a, b = getattr(fast, f), getattr(slow, f)
+            if isinstance(a, np.ndarray):
+                assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), (raw, f)
+                assert np.array_equal(np.signbit(a), np.signbit(b)), (raw, f)  # -0.0 stays -0.0
+            else:
+                assert a == b, (raw, f)
+    return fast is not None
+
+
+_NUMBER_FORMS = [
+    "0",
+    "7",
+    "-3",
+    "+4",
+    "12.5",
+    "-0.0",
+    "0.25",
+    ".5",
+    "5.",
+    "-.75",
+    "+.5",
+    "00012.50",
+    "1e3",
+    "-2.5E-3",
+    "inf",
+    "nan",
+    "1_0",
+    "0.1234567890123456789",
+    "123456789012345678901234567",
+    "0.30000000000000004",
+    "9007199254740993",
+    "9007199254740993.0",
+    "18446744073709551615",
+    "1.7976931348623157e308",
+    "x",
+    "1.2.3",
+    "--1",
+    "1-",
+    "",
+    "0x10",
+    "١٢",
+]
+
+
+def test_fast_readers_equal_line_readers():
+    """Every form of number, whitespace and line break the line readers accept or reject."""
+    rng = np.random.default_rng(5)
+    decimals = [f"{v:.{int(rng.integers(0, 20))}f}" for v in rng.uniform(-5000, 5000, 200)] + [
+        repr(float(v)) for v in rng.uniform(-1, 1, 200) * 10.0 ** rng.integers(-6, 6, 200)
+    ]
+    # Midpoints of doubles written in full (the long double path must send them to float()).
+    for v in rng.uniform(1, 2, 50):
+        lo = float(v)
+        mid = (np.longdouble(lo) + np.longdouble(np.nextafter(lo, 2.0))) / 2
+        decimals.append(np.format_float_positional(mid, unique=False, precision=25))
+    seps = [" ", "  ", "\t", " \t "]
+    breaks = ["\n", "\r\n", "\r"]
+    accepted = 0
+    for _ in range(600):
+        lines = []
+        for _ in range(int(rng.integers(0, 6))):
+            kind = rng.random()
+            if kind < 0.08:
+                lines.append(rng.choice(["", "   ", "\t"]))
+                continue
+            nums = [str(rng.choice(decimals)) for _ in range(9)]
+            if rng.random() < 0.15:
+                nums[int(rng.integers(9))] = str(rng.choice(_NUMBER_FORMS))
+            name = str(rng.choice(["P0001", "P0002__1024__0___824", "img", "é", "a\x0bb"]))
+            tokens = [name, *nums]
+            if rng.random() < 0.05:
+                tokens = tokens[: int(rng.integers(0, 10))] + (["extra"] if rng.random() < 0.5 else [])
+            sep = str(rng.choice(seps))
+            lead = str(rng.choice(["", " ", "\t"])) if rng.random() < 0.2 else ""
+            lines.append(lead + sep.join(tokens))
+        br = str(rng.choice(breaks))
+        text = br.join(lines) + (br if rng.random() < 0.7 else "")
+        raw = ("\ufeff" if rng.random() < 0.1 else "").encode() + text.encode()
+        if rng.random() < 0.03:
+            raw = raw.replace(b" ", b"\x00", 1)
+        accepted += _line_readers_agree(raw, "task1")
+    assert accepted > 200  # the fast path covered most of them
+    accepted = 0
+    for _ in range(600):
+        lines = []
+        if rng.random() < 0.7:
+            lines += ["imagesource:GoogleEarth", "gsd:0.146343590398"]
+        for _ in range(int(rng.integers(0, 6))):
+            coords = [str(rng.choice(decimals[:200])) for _ in range(8)]
+            if rng.random() < 0.1:
+                coords[int(rng.integers(8))] = str(rng.choice(_NUMBER_FORMS))
+            tokens = [*coords, str(rng.choice(["plane", "small-vehicle", "ship"]))]
+            if rng.random() < 0.7:
+                tokens.append(str(rng.choice(["0", "1", "2", "+1", "-0", "1.0", "x", "1_0", "007"])))
+            if rng.random() < 0.05:
+                tokens = tokens[: int(rng.integers(0, 11))]
+            if rng.random() < 0.03:
+                tokens = ["GSD:0.5"] if rng.random() < 0.5 else ["note:", "x"]
+            lines.append(str(rng.choice(seps)).join(tokens))
+        br = str(rng.choice(breaks))
+        raw = (br.join(lines) + br).encode()
+        accepted += _line_readers_agree(raw, "labeltxt")
+    assert accepted > 200
+
+
+def test_fast_float_parse_is_correctly_rounded():
+    from rotdet.evaluation import _fastparse
+
+    rng = np.random.default_rng(9)
+    texts = []
+    for _ in range(20000):
+        digits = "".join(rng.choice(list("0123456789"), int(rng.integers(1, 23))))
+        cut = int(rng.integers(0, len(digits) + 1))
+        t = digits[:cut] + "." + digits[cut:] if rng.random() < 0.8 else digits
+        texts.append(("-" if rng.random() < 0.3 else "") + t)
+    raw = " ".join(texts).encode()
+    tok = _fastparse.tokenize(raw)
+    got = _fastparse.parse_floats(tok, np.arange(len(texts)))
+    assert np.array_equal(got, np.array([float(t) for t in texts]))
+    assert np.array_equal(np.signbit(got), np.signbit(np.array([float(t) for t in texts])))
+
+
+def test_label_folder_reading_is_per_file(tmp_path):
+    """Files read together: each gets its own objects; a file the fast path declines (non-ASCII)
+    is read line by line; the first bad file (sorted order) is the error, with its line."""
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "gt" / "a.txt").write_text("imagesource:x\r\ngsd:0.1\r\n0 0 10 0 10 10 0 10 plane 0\r\n")
+    (tmp_path / "gt" / "b.txt").write_bytes(b"")
+    (tmp_path / "gt" / "c.txt").write_text("1 1 9 1 9 9 1 9 ship\n2 2 8 2 8 8 2 8 ship 1", encoding="utf-8")
+    (tmp_path / "gt" / "d.txt").write_text("imagesource:caf\u00e9\n5 5 6 5 6 6 5 6 plane 0\n")
+    gts = read_labeltxt_folder(tmp_path / "gt")
+    assert list(gts) == ["a", "b", "c", "d"]
+    assert gts["a"].names == ["plane"] and gts["b"].names == [] and gts["c"].names == ["ship", "ship"]
+    assert gts["c"].difficult.tolist() == [0, 1] and gts["d"].polygons.tolist() == [[5, 5, 6, 5, 6, 6, 5, 6]]
+    assert gts["b"].polygons.shape == (0, 8) and gts["b"].difficult.dtype == np.int64
+    (tmp_path / "gt" / "e.txt").write_text("0 0 1 0 1 1 0 1 plane 0\n0 0 1 0 1 1 0 plane 0 1 2\n")
+    (tmp_path / "gt" / "f.txt").write_text("0 0 1 0 1 1 0 inf plane 0\n")
+    with pytest.raises(EvalInputError, match=r"e\.txt:2: expected"):
+        read_labeltxt_folder(tmp_path / "gt")
+    (tmp_path / "gt" / "e.txt").unlink()
+    with pytest.raises(EvalInputError, match=r"f\.txt:1: non-finite"):
+        read_labeltxt_folder(tmp_path / "gt")
+
+
 # -------------------------------------------------------------------------------------- CLI
 def test_cli_end_to_end(shared_data, tmp_path, capsys):
     """``rotdet eval`` on the real DOTA samples: perturbed ground-truth polygons as detections."""
@@ -580,8 +750,31 @@ def test_cli_json_results(shared_data, tmp_path):
 
 
 def test_pair_search_paths_agree(monkeypatch):
-    """Images too crowded for the dense per-image enumeration are swept instead: same results."""
+    """The candidate search in tiny steps gives the same results (and the dense per-image way, the
+    fallback for non-finite boxes, the same pairs)."""
     from rotdet.evaluation import _matching
+
+    rng = np.random.default_rng(1)
+    for trial in range(200):
+        na, nb = (int(v) for v in rng.integers(0, 200, 2))
+        ni = int(rng.integers(1, 12))
+        scale = 10 ** rng.uniform(0, 4)
+
+        def boxes(n, scale=scale, integer=trial % 2):
+            xy, wh = rng.uniform(-scale, scale, (n, 2)), rng.uniform(0, scale / 5, (n, 2))
+            if integer:  # integer boxes: touching edges and corners
+                xy, wh = np.round(xy), np.round(wh)
+            return np.c_[xy, xy + wh]
+
+        a, b = boxes(na), boxes(nb)
+        ia, ib = rng.integers(0, ni, na), rng.integers(0, ni, nb)
+        pad = (0.0, 0.5, 1.5)[trial % 3]
+        rows, cols = _matching.same_image_pairs(a, ia, b, ib, pad)
+        pairs = set(zip(rows.tolist(), cols.tolist(), strict=True))
+        assert len(pairs) == len(rows)
+        if na and nb:
+            r2, c2 = _matching._same_image_pairs_dense(a + np.array([-pad, -pad, pad, pad]), ia, b, ib)
+            assert pairs == set(zip(r2.tolist(), c2.tolist(), strict=True)), trial
 
     z = np.load(DATA / "mmrotate_map_case.npz")
     dets, anns = _oracle_inputs(z, "distinct")

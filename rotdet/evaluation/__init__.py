@@ -8,7 +8,12 @@
 * :mod:`rotdet.evaluation.polygon_iou`: the devkit's polygon IoU, vectorised.
 
 Both return an :class:`EvalResult` (per-class table, mean, ``table()``, ``write_json()``).
+
+Everything here but :func:`eval_rbbox_map` runs on numpy alone; that one (rotated IoU in torch) is
+imported on first use, so that the DOTA protocol does not import torch.
 """
+
+from typing import TYPE_CHECKING
 
 from rotdet.evaluation.ap import average_precision_mmdet, average_precision_voc
 from rotdet.evaluation.dota_task1 import eval_dota_task1, load_task1_detections
@@ -22,10 +27,22 @@ from rotdet.evaluation.io import (
     task1_from_detection_set,
     write_detections_json,
 )
-from rotdet.evaluation.mmrotate_map import eval_rbbox_map
 from rotdet.evaluation.polygon_iou import polygon_iou, polygon_iou_aligned
 from rotdet.evaluation.results import ClassResult, EvalInputError, EvalResult
 from rotdet.evaluation.runner import evaluate_folder, mmrotate_annotations
+
+if TYPE_CHECKING:
+    from rotdet.evaluation.mmrotate_map import eval_rbbox_map
+
+
+def __getattr__(name: str):
+    if name == "eval_rbbox_map":
+        from rotdet.evaluation.mmrotate_map import eval_rbbox_map
+
+        globals()[name] = eval_rbbox_map
+        return eval_rbbox_map
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ClassDetections",

@@ -23,6 +23,7 @@ file) are an error or zero detections here.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 
@@ -89,22 +90,23 @@ def _eval_class(
     image_index: dict[str, int],
     gt_polys: np.ndarray,
     gt_img: np.ndarray,
-    gt_local: np.ndarray,
     gt_difficult: np.ndarray,
     iou_thr: float,
     use_07_metric: bool,
 ) -> ClassResult:
+    """One class; its ground truths in image order, each image's in file order (so that, among one
+    image's, the smaller index is the devkit's earlier ``BBGT`` row)."""
     npos = int((~gt_difficult).sum())
     nd = len(det)
-    unknown = [i for i in dict.fromkeys(det.image_ids) if i not in image_index]
-    if unknown:
+    if not set(det.image_ids) <= image_index.keys():
+        unknown = [i for i in dict.fromkeys(det.image_ids) if i not in image_index]
         raise EvalInputError(
             f"{name}: detections on {len(unknown)} image(s) without a label file in the ground truth, "
             f"e.g. {', '.join(unknown[:3])}"
         )
     sorted_ind = np.argsort(-det.scores)
     polys = det.polygons[sorted_ind]
-    det_img = np.array([image_index[i] for i in det.image_ids], np.int64).reshape(-1)[sorted_ind]
+    det_img = np.fromiter(map(image_index.__getitem__, det.image_ids), np.int64, count=nd)[sorted_ind]
 
     ovmax = np.full(nd, -np.inf)
     jmax = np.full(nd, -1, np.int64)
@@ -128,7 +130,7 @@ def _eval_class(
         rows, cols = rows[keep], cols[keep]
         ious = polygon_iou_aligned(gt_polys[cols], polys[rows])
         nan = np.isnan(ious)
-        ovmax, pair = best_per_row(rows[~nan], gt_local[cols[~nan]], ious[~nan], nd)
+        ovmax, pair = best_per_row(rows[~nan], cols[~nan], ious[~nan], nd)
         has = pair >= 0  # (no candidate pair at all is possible: then nothing is indexed)
         jmax[has] = cols[~nan][pair[has]]
         if nan.any():  # np.max over candidates holding a NaN is NaN: never a match
@@ -199,27 +201,30 @@ def eval_dota_task1(
     image_ids = list(gts)
     image_index = {img: i for i, img in enumerate(image_ids)}
 
+    # Every ground truth's class (-1: not evaluated), then the classes' ground truths in image order.
+    names = list(itertools.chain.from_iterable(g.names for g in gts.values()))
+    class_index = {c: k for k, c in enumerate(classes)}
+    lookup = {n: class_index.get(n, -1) for n in set(names)}
+    code = np.fromiter(map(lookup.__getitem__, names), np.int64, count=len(names))
+    counts = [len(g.names) for g in gts.values()]
+    polys = _cat(
+        [np.asarray(g.polygons, np.float64).reshape(-1, 8) for g in gts.values()], (0, 8), np.float64
+    )
+    difficult = _cat([np.asarray(g.difficult).reshape(-1) != 0 for g in gts.values()], (0,), bool)
+    img = np.repeat(np.arange(len(image_ids)), counts)
+    order = np.argsort(code, kind="stable")
+    bounds = np.searchsorted(code[order], np.arange(len(classes) + 1))
     results = []
-    for name in classes:
-        polys, img, local, diff = [], [], [], []
-        for i, img_id in enumerate(image_ids):
-            g = gts[img_id]
-            m = np.array([n == name for n in g.names], bool).reshape(-1)
-            k = int(m.sum())
-            if k:
-                polys.append(g.polygons[m])
-                diff.append(g.difficult[m] != 0)
-                img.append(np.full(k, i, np.int64))
-                local.append(np.arange(k))
+    for c, name in enumerate(classes):
+        sel = order[bounds[c] : bounds[c + 1]]
         results.append(
             _eval_class(
                 name,
                 per_class[name],
                 image_index,
-                _cat(polys, (0, 8), np.float64),
-                _cat(img, (0,), np.int64),
-                _cat(local, (0,), np.int64),
-                _cat(diff, (0,), bool),
+                polys[sel],
+                img[sel],
+                difficult[sel],
                 iou_thr,
                 use_07_metric,
             )

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from rotdet.evaluation import _fastparse
 from rotdet.evaluation.results import EvalInputError
 from rotdet.fileio import atomic_write_text
 
@@ -117,7 +117,8 @@ class DetectionSet:
 
 
 def _np(a) -> np.ndarray:
-    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    # A torch tensor without importing torch (evaluation from files does not need it).
+    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
 
 
 # ----------------------------------------------------------------------------------------- JSON
@@ -219,6 +220,8 @@ def task1_from_detection_set(detections: DetectionSet, as_written: bool = True) 
     begin point (:func:`rotdet.structures.best_begin_point`, le135 rounded through float32 as
     mmrotate does). ``as_written`` rounds coordinates to 2 decimals, as the files hold them.
     """
+    import torch
+
     from rotdet.structures import best_begin_point, obb2poly
 
     entries = list(detections.images.items())
@@ -267,11 +270,23 @@ def _cat_or(parts: list[np.ndarray], shape: tuple[int, ...], dtype) -> np.ndarra
 
 def read_task1_file(path: str | os.PathLike) -> ClassDetections:
     """One ``Task1_<class>.txt``: lines ``imagename score x1 y1 x2 y2 x3 y3 x4 y4`` (blank lines
-    skipped; anything else malformed is an error naming ``file:line``)."""
+    skipped; anything else malformed is an error naming ``file:line``).
+
+    Read by the vectorised :mod:`rotdet.evaluation._fastparse`; text it declines (malformed,
+    non-ASCII) by :func:`_read_task1_lines`, which defines the result and names the bad line."""
     path = Path(path)
+    raw = path.read_bytes()
+    fast = _fastparse.read_task1(raw)
+    if fast is not None:
+        return ClassDetections(*fast)
+    return _read_task1_lines(path, raw)
+
+
+def _read_task1_lines(path: Path, raw: bytes) -> ClassDetections:
+    """:func:`read_task1_file` line by line."""
     ids: list[str] = []
     rows: list[list[float]] = []
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    text = raw.decode("utf-8-sig", errors="replace")
     for lineno, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
@@ -332,8 +347,13 @@ def parse_labeltxt(path: str | os.PathLike) -> GroundTruthImage:
     float64. Blank lines and ``imagesource:`` / ``gsd:`` headers are skipped; other lines are errors
     (``file:line``) where the devkit would crash or silently drop them."""
     path = Path(path)
+    return _parse_labeltxt_lines(path, path.read_bytes())
+
+
+def _parse_labeltxt_lines(path: Path, raw: bytes) -> GroundTruthImage:
+    """:func:`parse_labeltxt` line by line (what the vectorised reader must equal)."""
     polys, names, diffs = [], [], []
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    text = raw.decode("utf-8-sig", errors="replace")
     for lineno, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
@@ -366,6 +386,38 @@ def list_label_files(label_dir: str | os.PathLike) -> list[Path]:
     return files
 
 
+# Bytes of label files read by one vectorised call.
+_LABEL_BYTES_PER_BATCH = 1 << 25
+
+
 def read_labeltxt_folder(label_dir: str | os.PathLike) -> dict[str, GroundTruthImage]:
-    """``{image id: GroundTruthImage}`` for every ``*.txt`` of ``label_dir`` (sorted by name)."""
-    return {p.stem: parse_labeltxt(p) for p in list_label_files(label_dir)}
+    """``{image id: GroundTruthImage}`` for every ``*.txt`` of ``label_dir`` (sorted by name), as
+    :func:`parse_labeltxt` reads each: files are read together by the vectorised
+    :mod:`rotdet.evaluation._fastparse`, and a batch it declines file by file, the files it declines
+    line by line (which also raises the error naming the first bad ``file:line``)."""
+    files = list_label_files(label_dir)
+    out: dict[str, GroundTruthImage] = {}
+    batch: list[tuple[Path, bytes]] = []
+    size = 0
+
+    def flush() -> None:
+        parsed = _fastparse.read_labeltxt_many([raw for _, raw in batch])
+        for k, (path, raw) in enumerate(batch):
+            if parsed is not None:
+                one = parsed[k]
+            else:
+                alone = _fastparse.read_labeltxt_many([raw]) if len(batch) > 1 else None
+                one = alone[0] if alone is not None else None
+            out[path.stem] = GroundTruthImage(*one) if one is not None else _parse_labeltxt_lines(path, raw)
+        batch.clear()
+
+    for path in files:
+        raw = path.read_bytes()
+        batch.append((path, raw))
+        size += len(raw)
+        if size >= _LABEL_BYTES_PER_BATCH:
+            flush()
+            size = 0
+    if batch:
+        flush()
+    return out

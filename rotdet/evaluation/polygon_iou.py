@@ -18,15 +18,21 @@ own rounding, ~1e-10 of IoU at DOTA scales).
 Shared boundary counts once: an edge of the first triangle lying on the far edge of the second counts
 when both run the same way, an edge of the second lying on the first's never does, so identical
 polygons have IoU exactly 1 and polygons touching along an edge 0.
+
+Pairs of two strictly convex quadrilaterals (nearly every pair in DOTA: detections are rectangles,
+annotations almost always convex) take a shorter way to the same sum. There the sum is the area of
+the intersection, whose boundary is the parts of each polygon's edges inside the other: each edge is
+clipped against the other polygon's four half-planes (8 edges x 4 planes instead of 16 triangle
+pairs x 2 edges x 3 planes), with the same shared-boundary rule (the first polygon's edges own it).
+It agrees with the triangle sum to rounding (~1e-15 of the IoU; both are ~1e-10 from the devkit's
+own rounding), keeps IoU 1 for identical polygons and 0 for polygons touching along an edge.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from rotdet.ops.iou import hbb_overlap_pairs
+from rotdet.evaluation._matching import hbb_overlap_pairs
 
 __all__ = ["polygon_areas", "polygon_intersection", "polygon_iou", "polygon_iou_aligned"]
 
@@ -69,6 +75,15 @@ def _clip_fraction(sx, sy, ex, ey, ux, uy, vx, vy, owns_shared_edges: bool) -> n
     return frac
 
 
+def _coordinates(*polys: np.ndarray) -> list[np.ndarray]:
+    """x and y ``[4, K]`` of each ``[K, 8]`` array, C-contiguous (a transposed view would make every
+    later ``[4, 4, K]`` operation stride over memory)."""
+    out = []
+    for p in polys:
+        out += [np.ascontiguousarray(p[:, 0::2].T), np.ascontiguousarray(p[:, 1::2].T)]
+    return out
+
+
 def _oriented_triangles(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...]:
     """For vertices ``[4, K]`` (origin already moved): each edge's triangle with the origin, as
     counter-clockwise far-edge endpoints ``a, b`` (``[4, K]`` each coordinate) and its sign
@@ -87,7 +102,7 @@ def _shoelace2(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def _intersection_chunk(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Signed devkit intersection of aligned pairs ``[K, 8]`` float64."""
-    px, py = p[:, 0::2].T, p[:, 1::2].T  # [4, K]
+    px, py = p[:, 0::2].T, p[:, 1::2].T  # [4, K] (views: their layout fixes the sums' rounding)
     qx, qy = q[:, 0::2].T, q[:, 1::2].T
     cx, cy = px.mean(axis=0), py.mean(axis=0)
     px, py, qx, qy = px - cx, py - cy, qx - cx, qy - cy
@@ -106,8 +121,58 @@ def _intersection_chunk(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return signed * orient
 
 
+def _convex_orientation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """+1 / -1 for quadrilaterals (vertices ``[4, K]``) whose four turns are all left / all right
+    (strictly convex, counter-clockwise / clockwise in (x, y) axes), 0 for any other."""
+    ex, ey = np.roll(x, -1, 0) - x, np.roll(y, -1, 0) - y
+    turn = ex * np.roll(ey, -1, 0) - ey * np.roll(ex, -1, 0)
+    return np.where((turn > 0).all(axis=0), 1.0, np.where((turn < 0).all(axis=0), -1.0, 0.0))
+
+
+def _clipped_edges(sx, sy, sign_s, hx, hy, sign_h, owns_shared_edges: bool) -> np.ndarray:
+    """Twice the boundary integral ``x dy - y dx`` over the parts of the edges of convex polygon S
+    inside convex polygon H, S traversed counter-clockwise (vertices ``[4, K]``, orientations
+    ``sign_*`` of +-1). Edge ``i`` is ``s_i -> s_i+1``; H's half-plane ``k`` is left of
+    ``h_k -> h_k+1`` when H turns left (right when it turns right)."""
+    # H's edge directions, negated for a clockwise H (exactly: the sides below then are negated).
+    dhx, dhy = (np.roll(hx, -1, 0) - hx) * sign_h, (np.roll(hy, -1, 0) - hy) * sign_h  # [4 (k), K]
+    # g[i, k]: side of vertex s_i w.r.t. plane k (> 0 inside); an edge's ends are s_i and s_i+1.
+    g0 = dhx[None] * (sy[:, None] - hy[None]) - dhy[None] * (sx[:, None] - hx[None])
+    g1 = np.roll(g0, -1, 0)
+    out0, out1 = g0 < 0, g1 < 0
+    if owns_shared_edges:
+        dropped = (out0 & out1).any(axis=1)
+        collinear = (g0 == 0) & (g1 == 0)
+        if collinear.any():  # rare: an edge on the line of one of H's edges
+            esx, esy = (np.roll(sx, -1, 0) - sx) * sign_s, (np.roll(sy, -1, 0) - sy) * sign_s
+            same_way = dhx[None] * esx[:, None] + dhy[None] * esy[:, None] > 0
+            dropped |= (collinear & ~same_way).any(axis=1)
+    else:
+        dropped = ((g0 <= 0) & (g1 <= 0)).any(axis=1)
+    # Masks by multiplication (np.where and masked reductions branch per element, several times
+    # slower); the denominator made non-zero keeps every t finite, so that t * False is 0.
+    denom = g0 - g1
+    denom += denom == 0
+    t = g0 / denom
+    t_enter = (t * out0).max(axis=1)  # t where the edge enters plane k, else 0
+    t_leave = (t * out1 + ~out1).min(axis=1)  # t where it leaves, else 1
+    frac = np.maximum(t_leave - t_enter, 0.0) * ~dropped
+    cross = sx * np.roll(sy, -1, 0) - sy * np.roll(sx, -1, 0)
+    return (frac * cross).sum(axis=0) * sign_s
+
+
+def _convex_intersection_chunk(p: np.ndarray, q: np.ndarray, sign_p, sign_q) -> np.ndarray:
+    """Intersection areas of aligned pairs ``[K, 8]`` of strictly convex quadrilaterals."""
+    px, py, qx, qy = _coordinates(p, q)
+    cx, cy = px.mean(axis=0), py.mean(axis=0)
+    px, py, qx, qy = px - cx, py - cy, qx - cx, qy - cy
+    twice = _clipped_edges(px, py, sign_p, qx, qy, sign_q, True)
+    twice += _clipped_edges(qx, qy, sign_q, px, py, sign_p, False)
+    return twice / 2
+
+
 def _np64(polys) -> np.ndarray:
-    if isinstance(polys, Tensor):
+    if hasattr(polys, "detach"):  # a torch tensor (without importing torch)
         polys = polys.detach().cpu().numpy()
     return np.ascontiguousarray(polys, dtype=np.float64).reshape(-1, 8)
 
@@ -119,10 +184,16 @@ def polygon_intersection(polys1, polys2) -> np.ndarray:
     if p.shape != q.shape:
         raise ValueError(f"expected two [K, 8] polygon arrays of one shape, got {p.shape} and {q.shape}")
     out = np.empty(p.shape[0], dtype=np.float64)
-    for start in range(0, p.shape[0], _PAIRS_PER_CHUNK):
-        out[start : start + _PAIRS_PER_CHUNK] = _intersection_chunk(
-            p[start : start + _PAIRS_PER_CHUNK], q[start : start + _PAIRS_PER_CHUNK]
-        )
+    sign_p = _convex_orientation(*_coordinates(p))
+    sign_q = _convex_orientation(*_coordinates(q))
+    convex = (sign_p != 0) & (sign_q != 0)
+    for sel, fast in ((np.flatnonzero(convex), True), (np.flatnonzero(~convex), False)):
+        for start in range(0, len(sel), _PAIRS_PER_CHUNK):
+            i = sel[start : start + _PAIRS_PER_CHUNK]
+            if fast:
+                out[i] = _convex_intersection_chunk(p[i], q[i], sign_p[i], sign_q[i])
+            else:
+                out[i] = _intersection_chunk(p[i], q[i])
     return out
 
 
@@ -149,8 +220,14 @@ def polygon_iou_aligned(polys1, polys2) -> np.ndarray:
 
 def polygon_hbbs(polys) -> np.ndarray:
     """Horizontal boxes ``[K, 4]`` (xmin, ymin, xmax, ymax) of quadrilaterals ``[K, 8]`` (float64)."""
-    p = _np64(polys).reshape(-1, 4, 2)
-    return np.concatenate([p.min(axis=1), p.max(axis=1)], axis=1)
+    p = _np64(polys)
+    out = np.empty((len(p), 4))
+    # Column by column: numpy's reductions over a short axis cost ~10x more. (min/max are exact;
+    # a NaN coordinate gives NaN as p.min(axis=1) does.)
+    for k, fn in enumerate((np.minimum, np.minimum, np.maximum, np.maximum)):
+        c = k % 2
+        out[:, k] = fn(fn(p[:, c], p[:, c + 2]), fn(p[:, c + 4], p[:, c + 6]))
+    return out
 
 
 def polygon_iou(polys1, polys2) -> np.ndarray:
@@ -158,8 +235,6 @@ def polygon_iou(polys1, polys2) -> np.ndarray:
     :func:`polygon_iou_aligned` on the pairs whose horizontal boxes overlap or touch; 0 elsewhere."""
     p, q = _np64(polys1), _np64(polys2)
     out = np.zeros((p.shape[0], q.shape[0]), dtype=np.float64)
-    hp, hq = torch.from_numpy(polygon_hbbs(p)), torch.from_numpy(polygon_hbbs(q))
-    for rows, cols in hbb_overlap_pairs(hp, hq):
-        r, c = rows.numpy(), cols.numpy()
+    for r, c in hbb_overlap_pairs(polygon_hbbs(p), polygon_hbbs(q)):
         out[r, c] = polygon_iou_aligned(p[r], q[c])
     return out

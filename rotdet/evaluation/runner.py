@@ -11,14 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from rotdet.evaluation.coco import eval_coco
 from rotdet.evaluation.dota_task1 import eval_dota_task1, load_task1_detections
-from rotdet.evaluation.hrsc import eval_hrsc
 from rotdet.evaluation.io import DetectionSet, list_label_files, read_detections_json
-from rotdet.evaluation.mmrotate_map import eval_rbbox_map
 from rotdet.evaluation.results import EvalInputError
+
+# The DOTA protocol runs on numpy alone; torch (and rotdet.data) are imported by the other ones, in
+# the branch that runs them.
 
 __all__ = ["add_eval_arguments", "evaluate_folder", "mmrotate_annotations", "run_eval"]
 
@@ -39,6 +38,8 @@ def mmrotate_annotations(
 
 def _mmrotate_det_results(dets, classes: Sequence[str], image_ids: Sequence[str]) -> list[list[np.ndarray]]:
     """Per image per class ``[K, 6]`` float32 obbs + score for mmrotate's protocol."""
+    import torch
+
     from rotdet.structures import poly2obb
 
     if isinstance(dets, (str, os.PathLike)) and os.path.isfile(os.fspath(dets)):
@@ -108,9 +109,15 @@ def evaluate_folder(
         image_ids, anns = read_ground_truth(gt, gt_format, classes, images, ann_file=gt_list)
     det_results = _mmrotate_det_results(dets, classes, image_ids)
     if protocol == "hrsc":
+        from rotdet.evaluation.hrsc import eval_hrsc
+
         return eval_hrsc(det_results, anns, classes, use_07_metric=use_07_metric)
     if protocol == "coco":
+        from rotdet.evaluation.coco import eval_coco
+
         return eval_coco(det_results, anns, classes, max_dets=max_dets, image_ids=image_ids)
+    from rotdet.evaluation.mmrotate_map import eval_rbbox_map
+
     return eval_rbbox_map(det_results, anns, iou_thr=iou_thr, use_07_metric=use_07_metric, classes=classes)
 
 
