@@ -141,11 +141,10 @@ def _check_paths(cfg: dict, split: str, entry: dict, root: Path) -> None:
             if not value:
                 continue
             path = Path(value) if Path(value).is_absolute() else root / value
-            if not path.exists():
-                hint = "; or train without evaluation: --eval-interval 0" if split == "val" else ""
+            if not path.exists():  # (training adds its own hint: --eval-interval 0 for a missing val)
                 raise FileNotFoundError(
                     f"{split} {what} {path} does not exist (data root {root}; "
-                    f"set --data-root or data.root=... to where the dataset is{hint})"
+                    f"set --data-root or data.root=... to where the dataset is)"
                 )
 
 

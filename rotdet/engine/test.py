@@ -105,6 +105,26 @@ def evaluate_model(
     return eval_rbbox_map(results, annotations, classes=dataset.classes)
 
 
+def describe_split(cfg: dict, split: str, data_root: str | None = None) -> str:
+    """Which folder ``split`` reads, and a warning when it is the training data (mmrotate's DOTA
+    configs validate on trainval: a model scored there scores far above the held-out table)."""
+    entry = cfg["data"].get(split) or {}
+    train = cfg["data"].get("train") or {}
+    root = Path(data_root or cfg["data"].get("root", "."))
+    where = f"evaluating data.{split}: {root / entry['img_dir']}" if entry.get("img_dir") else f"data.{split}"
+    if (
+        split != "train"
+        and entry
+        and {k: entry.get(k) for k in ("img_dir", "ann_file")}
+        == {k: train.get(k) for k in ("img_dir", "ann_file")}
+    ):
+        where += (
+            f"\nwarning: data.{split} is the training data (same folder as data.train): the mAP is a "
+            "training-set score; split DOTA's val set alone (README) and train on train to score held out"
+        )
+    return where
+
+
 # ----------------------------------------------------------------------------------- command line
 
 
@@ -153,7 +173,12 @@ def run_test(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     info, device = init_distributed(args.device)
     split = args.split or ("test" if args.format_only else "val")
+    if args.merge or args.format_only:
+        # Every patch of every image: detections in object-free patches are false positives too.
+        cfg["data"]["filter_empty_gt"] = False
     dataset = build_dataset(cfg, split, args.data_root, test_mode=True)
+    if info.is_main:
+        print(describe_split(cfg, split, args.data_root))
     detector = Detector.from_config(cfg, checkpoint=args.checkpoint, device=device)
     # One folder per checkpoint by default, so testing another checkpoint never overwrites results.
     out = Path(args.out or Path("work_dirs") / cfg.get("name", "run") / "test" / Path(args.checkpoint).stem)

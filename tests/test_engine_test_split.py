@@ -1,0 +1,26 @@
+"""`rotdet test` says which split it scores and warns when that is the training data; under --merge
+every patch counts, empty ones included (their detections are false positives)."""
+
+from __future__ import annotations
+
+from rotdet.configs import load_config
+from rotdet.data import build_dataset, make_toy_dota
+from rotdet.engine.test import describe_split
+
+
+def test_describe_split_warns_on_training_data():
+    seed = load_config("rotated_atss_obb_r50_fpn_1x_dota_le90")  # mmrotate validates on trainval
+    text = describe_split(seed, "val", "/data/dota")
+    assert "/data/dota/trainval/images" in text and "warning: data.val is the training data" in text
+    demo = load_config("demo_atss_le90")
+    assert "warning" not in describe_split(demo, "val") and "val/images" in describe_split(demo, "val")
+
+
+def test_filter_empty_gt_false_keeps_empty_patches_in_test_mode(tmp_path):
+    make_toy_dota(tmp_path / "val", num_images=3, size=(128, 128))
+    empty = sorted((tmp_path / "val" / "labelTxt").glob("*.txt"))[0]
+    empty.write_text("")
+    cfg = load_config("demo_atss_le90", [f"data.root={tmp_path.as_posix()}"])
+    assert len(build_dataset(cfg, "val", test_mode=True)) == 2  # mmrotate's loading drops it
+    cfg["data"]["filter_empty_gt"] = False  # what `rotdet test --merge` sets
+    assert len(build_dataset(cfg, "val", test_mode=True)) == 3
