@@ -24,6 +24,7 @@ from rotdet.engine.predict_cli import add_predict_arguments, run_predict
 from rotdet.engine.test import add_test_arguments, run_test
 from rotdet.engine.train import NonFiniteLossError, add_train_arguments, run_train
 from rotdet.evaluation.runner import add_eval_arguments, run_eval
+from rotdet.export.cli import add_export_arguments, run_export
 from rotdet.models.mmrotate_import import add_convert_arguments, run_convert
 
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -43,6 +44,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "convert": ("Convert an mmrotate 0.3.4 checkpoint to rotdet.", add_convert_arguments, run_convert),
     "predict": ("Detect objects in images of any size.", add_predict_arguments, run_predict),
     "bench": ("Inference / training speed and peak memory of a config.", add_bench_arguments, run_bench),
+    "export": ("Export a model to ONNX (or torch.export .pt2) for deployment.", add_export_arguments, run_export),
 }
 
 
