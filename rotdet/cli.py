@@ -44,7 +44,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "convert": ("Convert an mmrotate 0.3.4 checkpoint to rotdet.", add_convert_arguments, run_convert),
     "predict": ("Detect objects in images of any size.", add_predict_arguments, run_predict),
     "bench": ("Inference / training speed and peak memory of a config.", add_bench_arguments, run_bench),
-    "export": ("Export a model to ONNX (or torch.export .pt2) for deployment.", add_export_arguments, run_export),
+    "export": (
+        "Export a model to ONNX (or torch.export .pt2) for deployment.",
+        add_export_arguments,
+        run_export,
+    ),
 }
 
 

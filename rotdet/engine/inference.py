@@ -284,9 +284,7 @@ class Detector:
         return cls._build(cfg, ckpt, path, device)
 
     @classmethod
-    def from_export(
-        cls, path: str | os.PathLike, device: str | torch.device | None = None
-    ) -> Detector:
+    def from_export(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> Detector:
         """A detector on an exported graph (``rotdet export``: a ``model.onnx`` / ``model.pt2`` or
         its folder); same :meth:`predict`, no PyTorch model (see :mod:`rotdet.export`)."""
         from rotdet.export.runtime import ExportedDetector

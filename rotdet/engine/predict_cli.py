@@ -99,7 +99,9 @@ def run_predict(args: argparse.Namespace) -> int:
     # An exported model carries its weights: what stands in the checkpoint's place is an image.
     paths = [args.checkpoint, *args.paths] if exported else list(args.paths)
     if not paths:
-        print("rotdet predict: no image given (CONFIG CHECKPOINT PATHS..., or EXPORT PATHS...)", file=sys.stderr)
+        print(
+            "rotdet predict: no image given (CONFIG CHECKPOINT PATHS..., or EXPORT PATHS...)", file=sys.stderr
+        )
         return 2
     images, problems = collect_images(paths)
     if not images:

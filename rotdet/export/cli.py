@@ -22,7 +22,9 @@ __all__ = ["add_export_arguments", "run_export"]
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="config name (see rotdet.configs) or .yaml path")
     parser.add_argument("checkpoint", help="checkpoint: rotdet's, or mmrotate 0.3.4's")
-    parser.add_argument("--out", required=True, help="export folder (created; a previous export there is replaced)")
+    parser.add_argument(
+        "--out", required=True, help="export folder (created; a previous export there is replaced)"
+    )
     parser.add_argument(
         "--format", choices=sorted(FORMATS), default="onnx", help="onnx (default) or pt2 (torch.export)"
     )
@@ -32,9 +34,7 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="window size of the graph, a multiple of 32 (default: the config's test scale)",
     )
-    parser.add_argument(
-        "--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s)"
-    )
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s)")
     parser.add_argument(
         "--onnx-exporter",
         choices=["torchscript", "dynamo"],
@@ -73,7 +73,8 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"rotdet export: {error_message(exc)}", file=sys.stderr)
         return 2
     files = ", ".join(sorted(p.name for p in out.iterdir()))
-    print(f"exported {detector.cfg.get('name', args.config)} to {out} ({files}) in {time.perf_counter() - start:.1f} s")
+    name = detector.cfg.get("name", args.config)
+    print(f"exported {name} to {out} ({files}) in {time.perf_counter() - start:.1f} s")
     print(f"  rotdet predict {out / FORMATS[args.format]} IMAGES... --out preds/   (reads {EXPORT_JSON})")
     return 0
 
@@ -83,4 +84,4 @@ def _require(*modules: str) -> None:
 
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ExportError(f"{', '.join(missing)} not installed: pip install -e \".[export]\"")
+        raise ExportError(f'{", ".join(missing)} not installed: pip install -e ".[export]"')

@@ -105,7 +105,9 @@ def build_graph(detector, input_size: int | None = None) -> CandidateGraph:
         model = copy.deepcopy(model).cpu()
     norm = detector.cfg["data"].get("img_norm", IMG_NORM_CFG)
     cfg = detector._test_cfg(None)
-    return CandidateGraph(model.eval(), size, norm["mean"], norm["std"], norm.get("to_rgb", True), cfg.nms_pre).eval()
+    return CandidateGraph(
+        model.eval(), size, norm["mean"], norm["std"], norm.get("to_rgb", True), cfg.nms_pre
+    ).eval()
 
 
 def _legacy_onnx_available() -> bool:
@@ -158,7 +160,9 @@ def _torch_export(graph: CandidateGraph, example: torch.Tensor) -> torch.export.
     return torch.export.export(graph, (example,), dynamic_shapes={"images": {0: batch}})
 
 
-def _check_outputs(fmt: str, got: tuple[np.ndarray, np.ndarray], want: tuple[torch.Tensor, torch.Tensor]) -> None:
+def _check_outputs(
+    fmt: str, got: tuple[np.ndarray, np.ndarray], want: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     """The exported graph's candidates match the eager graph's, each within a few places of its
     own (two anchors whose best scores differ by a rounding error may swap places in the top-k;
     the NMS orders by score anyway)."""
@@ -208,7 +212,9 @@ def check_out_folder(out: str | os.PathLike) -> Path:
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / EXPORT_JSON).is_file():
-        raise ExportError(f"--out {out} is a folder that holds other files (no {EXPORT_JSON}); not replacing it")
+        raise ExportError(
+            f"--out {out} is a folder that holds other files (no {EXPORT_JSON}); not replacing it"
+        )
     return out
 
 

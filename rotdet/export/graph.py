@@ -97,7 +97,9 @@ class CandidateGraph(nn.Module):
         self.register_buffer("std", torch.from_numpy(np.float32(std)), persistent=False)
         self.sizes = featmap_sizes(model, self.size)
         device = self.mean.device
-        anchors = model.bbox_head.anchor_generator.grid_anchors(self.sizes, device=device, dtype=torch.float32)
+        anchors = model.bbox_head.anchor_generator.grid_anchors(
+            self.sizes, device=device, dtype=torch.float32
+        )
         self.level_anchors = [int(a.shape[0]) for a in anchors]
         for i, a in enumerate(anchors):
             self.register_buffer(f"anchors_{i}", a.contiguous(), persistent=False)

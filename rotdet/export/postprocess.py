@@ -49,7 +49,11 @@ def candidates_to_detections(
     xmax = boxes.new_tensor([float(m["img_shape"][1] - 1) for m in metas])[:, None]
     ymax = boxes.new_tensor([float(m["img_shape"][0] - 1) for m in metas])[:, None]
     boxes = torch.cat(
-        [torch.minimum(boxes[..., :1], xmax[..., None]), torch.minimum(boxes[..., 1:2], ymax[..., None]), boxes[..., 2:]],
+        [
+            torch.minimum(boxes[..., :1], xmax[..., None]),
+            torch.minimum(boxes[..., 1:2], ymax[..., None]),
+            boxes[..., 2:],
+        ],
         dim=2,
     )
     if rescale:

@@ -86,7 +86,8 @@ def read_export_metadata(path: str | os.PathLike) -> tuple[Path, dict]:
         raise ExportError(f'{meta_path}: not rotdet export metadata ("format": "{EXPORT_FORMAT}")')
     if meta.get("format_version") != EXPORT_FORMAT_VERSION:
         raise ExportError(
-            f"{meta_path}: format version {meta.get('format_version')}, this rotdet reads {EXPORT_FORMAT_VERSION}"
+            f"{meta_path}: format version {meta.get('format_version')}, "
+            f"this rotdet reads {EXPORT_FORMAT_VERSION}"
         )
     graph = meta.get("graph") or {}
     name, fmt = graph.get("file"), graph.get("format")
@@ -99,7 +100,8 @@ def read_export_metadata(path: str | os.PathLike) -> tuple[Path, dict]:
         raise ExportError(f"{graph_path} is missing (named by {meta_path})")
     if file_sha256(graph_path) != graph.get("sha256"):
         raise ExportError(
-            f"{graph_path} does not match {meta_path} (checksum differs): the metadata belongs to another export"
+            f"{graph_path} does not match {meta_path} (checksum differs): "
+            "the metadata belongs to another export"
         )
     return graph_path, meta
 
@@ -114,8 +116,8 @@ def _ort_providers(device: torch.device | None) -> tuple[list[str], torch.device
     if device.type == "cuda":
         if not cuda:
             raise ExportError(
-                f"--device {device}: this onnxruntime has no CUDA provider (providers: {', '.join(available)}; "
-                "pip install onnxruntime-gpu)"
+                f"--device {device}: this onnxruntime has no CUDA provider "
+                f"(providers: {', '.join(available)}; pip install onnxruntime-gpu)"
             )
         options = {"device_id": device.index or 0}
         return [("CUDAExecutionProvider", options), "CPUExecutionProvider"], device
@@ -130,9 +132,12 @@ class ExportedModel:
     Args:
         path: the export folder or its graph file.
         device: cpu / cuda (default: cuda when available to the runtime, else the CPU).
+        threads: ONNX Runtime's intra-op threads (default: its own choice).
     """
 
-    def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike, device: str | torch.device | None = None, threads: int | None = None
+    ) -> None:
         self.graph_path, self.meta = read_export_metadata(path)
         self.format = self.meta["graph"]["format"]
         self.size = int(self.meta["input"]["size"][0])
@@ -145,6 +150,8 @@ class ExportedModel:
             providers, self.device = _ort_providers(device)
             options = ort.SessionOptions()
             options.log_severity_level = 3  # no warnings about unused initialisers etc.
+            if threads is not None:
+                options.intra_op_num_threads = int(threads)
             self.session = ort.InferenceSession(str(self.graph_path), options, providers=providers)
             self.program = None
         else:
@@ -189,8 +196,10 @@ class ExportedDetector(Detector):
     metadata); ``model`` is None.
     """
 
-    def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None) -> None:
-        self.runner = ExportedModel(path, device)
+    def __init__(
+        self, path: str | os.PathLike, device: str | torch.device | None = None, threads: int | None = None
+    ) -> None:
+        self.runner = ExportedModel(path, device, threads)
         self.meta = self.runner.meta
         self.cfg = dict(self.meta["config"])
         self.device = self.runner.device
