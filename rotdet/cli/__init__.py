@@ -86,6 +86,12 @@ COMMANDS: dict[str, Command] = {
         "add_predict_arguments",
         "run_predict",
     ),
+    "export": Command(
+        "Export a model to ONNX (or torch.export .pt2) for deployment.",
+        "rotdet.export.cli",
+        "add_export_arguments",
+        "run_export",
+    ),
     "config": Command(
         "Print a config resolved (bases, overrides, angle convention) or list them.",
         "rotdet.cli.config",

@@ -284,6 +284,14 @@ class Detector:
         return cls._build(cfg, ckpt, path, device)
 
     @classmethod
+    def from_export(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> Detector:
+        """A detector on an exported graph (``rotdet export``: a ``model.onnx`` / ``model.pt2`` or
+        its folder); same :meth:`predict`, no PyTorch model (see :mod:`rotdet.export`)."""
+        from rotdet.export.runtime import ExportedDetector
+
+        return ExportedDetector(path, device)
+
+    @classmethod
     def _build(
         cls, cfg: dict, ckpt: dict | None, path: str | os.PathLike | None, device: str | torch.device | None
     ) -> Detector:
@@ -334,6 +342,11 @@ class Detector:
             "scale_factor": np.ones(4, np.float32),
         }
         return format_results(self._transform(results))
+
+    def _detect_batch(self, patches: list[np.ndarray], cfg: TestConfig) -> list[dict[str, torch.Tensor]]:
+        """The model's detections (window pixels) of BGR patches, one forward pass."""
+        batch = collate([self._prepare_patch(p) for p in patches])
+        return self.model.predict(batch["img"].to(self.device), batch["img_metas"], cfg=cfg)
 
     @torch.no_grad()
     def predict(
@@ -391,10 +404,8 @@ class Detector:
         for start in range(0, len(windows), batch_size):
             chunk = windows[start : start + batch_size]
             # Cut lazily, batch by batch: the patches of a huge scene never exist all at once.
-            batch = collate(
-                [self._prepare_patch(crop_patch(img, w, None if whole else PATCH_PADDING)) for w in chunk]
-            )
-            outputs = self.model.predict(batch["img"].to(self.device), batch["img_metas"], cfg=cfg)
+            patches = [crop_patch(img, w, None if whole else PATCH_PADDING) for w in chunk]
+            outputs = self._detect_batch(patches, cfg)
             for (x0, y0, _, _), out in zip(chunk.tolist(), outputs, strict=True):
                 b, s, lab = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
                 if not whole:

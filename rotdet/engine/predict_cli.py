@@ -63,9 +63,13 @@ def collect_images(paths: list[str]) -> tuple[list[Path], list[str]]:
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config name (see rotdet.configs) or .yaml path")
+    parser.add_argument(
+        "config",
+        help="config name (see rotdet.configs) or .yaml path; or an exported model.onnx / model.pt2 "
+        "(or its folder, see `rotdet export`), then no checkpoint follows",
+    )
     parser.add_argument("checkpoint", help="checkpoint: rotdet's, or mmrotate 0.3.4's")
-    parser.add_argument("paths", nargs="+", help="image files and/or folders of images")
+    parser.add_argument("paths", nargs="*", help="image files and/or folders of images")
     parser.add_argument("--out", default="work_dirs/predict", help="output folder (default: %(default)s)")
     parser.add_argument(
         "--size", type=int, default=None, help="sliding-window size (default: the config's scale)"
@@ -89,7 +93,17 @@ def run_predict(args: argparse.Namespace) -> int:
     """``rotdet predict``: 0 when every image was processed, 1 when some failed, 2 on a setup error."""
     from tqdm import tqdm
 
-    images, problems = collect_images(args.paths)
+    from rotdet.export.runtime import is_export_path
+
+    exported = is_export_path(args.config)
+    # An exported model carries its weights: what stands in the checkpoint's place is an image.
+    paths = [args.checkpoint, *args.paths] if exported else list(args.paths)
+    if not paths:
+        print(
+            "rotdet predict: no image given (CONFIG CHECKPOINT PATHS..., or EXPORT PATHS...)", file=sys.stderr
+        )
+        return 2
+    images, problems = collect_images(paths)
     if not images:
         for msg in problems:
             print(f"rotdet predict: {msg}", file=sys.stderr)
@@ -107,7 +121,12 @@ def run_predict(args: argparse.Namespace) -> int:
         stems[img.stem] = img
     try:
         device = check_device(args.device)
-        detector = Detector.from_config(args.config, args.checkpoint, device, args.cfg_options)
+        if exported:
+            if args.cfg_options:
+                raise ValueError("--cfg-options does not apply to an exported model (fixed at export time)")
+            detector = Detector.from_export(args.config, device)
+        else:
+            detector = Detector.from_config(args.config, args.checkpoint, device, args.cfg_options)
         size = args.size if args.size is not None else detector.window_size
         check_window(size, args.gap if args.gap is not None else default_gap(size), args.batch_size)
     except (CheckpointError, ValueError, KeyError) as exc:

@@ -1,0 +1,225 @@
+"""Export: parity of the full-size seed configs, and speed per 1024² window (PyTorch vs exports).
+
+    python benchmarks/bench_export.py --parity              # the eight R50 seed configs, real DOTA images
+    python benchmarks/bench_export.py --speed               # ATSS le90 and R3Det-ATSS, batch 1 and 4
+    python benchmarks/bench_export.py --speed --configs demo_atss_le90 --size 256 --repeats 2   # quick
+
+Parity: each seed config at full size (ResNet-50, 256-channel heads, 1024² windows) with seeded
+unit-scale weights, the classification bias set so that about ``--candidates`` class scores per
+window pass the threshold; the model is exported to ONNX and ``.pt2`` and ``Detector.predict``
+(sliced at 1024 / 200, merged) runs on the real DOTA images with PyTorch, ONNX Runtime and the
+ExportedProgram. It prints the detections per runtime, whether every class has the same count and
+the largest box / angle / score differences of the paired detections (the tests' rule).
+
+Speed: per window, same run, same threads: ``end to end`` is one batch of windows through
+``Detector._detect_batch`` (pipeline, network, candidates, NMS), ``graph`` the network + candidate
+selection alone (eager ``CandidateGraph``, the ONNX Runtime session, the ``.pt2`` program); export
+time and file size. ONNX Runtime's CUDA provider is added where the installed onnxruntime has it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import append_record, print_table, time_call  # noqa: E402
+
+from rotdet.configs import SEED_CONFIGS, load_config  # noqa: E402
+from rotdet.engine import Detector  # noqa: E402
+from rotdet.export import export_detector  # noqa: E402
+from rotdet.export.exporter import build_graph  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repo
+IMAGES = ["dota_samples/images/P0706.png", "demo/dota_demo.jpg"]
+
+
+def seed_weights(model: nn.Module, seed: int) -> None:
+    """Unit-scale random weights (as tests/test_export.py), the heads' regression damped."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(m.weight[0].numel()))
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+            elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+                m.weight.copy_(0.5 + torch.rand(m.weight.shape, generator=g))
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+                if isinstance(m, nn.BatchNorm2d):
+                    m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                    m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+        for head in [model.bbox_head, *getattr(model, "refine_head", [])]:
+            head.retina_reg.weight.mul_(0.3)
+
+
+def calibrate(det: Detector, window: np.ndarray, candidates: int) -> float:
+    """Shift the classification biases so that about ``candidates`` class scores of ``window``
+    pass the threshold (a uniform shift changes neither the top-k nor R3Det's best anchors)."""
+    graph = build_graph(det)
+    with torch.no_grad():
+        _, scores = graph(torch.from_numpy(np.ascontiguousarray(window))[None])
+    logits = torch.logit(scores.double().clamp(1e-12, 1 - 1e-12)).flatten()
+    thr = math.log(0.05 / 0.95)
+    k = min(candidates, logits.numel() - 1)
+    shift = thr - float(logits.topk(k + 1).values[-1]) - 1e-3
+    with torch.no_grad():
+        for head in [det.model.bbox_head, *getattr(det.model, "refine_head", [])]:
+            head.retina_cls.bias.add_(shift)
+    return shift
+
+
+def make_detector(name: str, size: int | None, threads: int) -> Detector:
+    overrides = [f"data.img_scale=[{size},{size}]"] if size else []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        det = Detector.from_config(load_config(name, overrides), device="cpu")
+    seed_weights(det.model, 0)
+    torch.set_num_threads(threads)
+    return det
+
+
+def compare(got, want) -> dict:
+    """The tests' pairing: same count per class, paired by nearest box."""
+    same, box, ang, score = True, 0.0, 0.0, 0.0
+    for c in range(len(want.class_names)):
+        g, w = np.flatnonzero(got.labels == c), np.flatnonzero(want.labels == c)
+        if len(g) != len(w):
+            same = False
+            continue
+        if not len(w):
+            continue
+        gb, wb = got.boxes[g].astype(np.float64), want.boxes[w].astype(np.float64)
+        dist = np.abs(gb[:, None, :4] - wb[None, :, :4]).max(axis=2)
+        pair = dist.argmin(axis=1)
+        same &= len(np.unique(pair)) == len(w)
+        box = max(box, float(dist[np.arange(len(g)), pair].max()))
+        ang = max(ang, float(np.abs(gb[:, 4] - wb[pair, 4]).max()))
+        score = max(score, float(np.abs(got.scores[g] - want.scores[w][pair]).max()))
+    return {"same_counts": same, "max_box_px": box, "max_angle_rad": ang, "max_score": score}
+
+
+def run_parity(args) -> list[dict]:
+    images = [cv2.imread(str(args.data / p)) for p in IMAGES]
+    rows = []
+    for name in args.configs.split(",") if args.configs else SEED_CONFIGS:
+        det = make_detector(name, args.size, args.threads)
+        size = det.window_size
+        shift = calibrate(det, images[0][:size, :size], args.candidates)
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = {"pytorch": det}
+            for fmt in ("onnx", "pt2"):
+                start = time.perf_counter()
+                export_detector(det, Path(tmp) / fmt, fmt=fmt)
+                print(f"{name}: {fmt} export {time.perf_counter() - start:.1f} s", flush=True)
+                runs[fmt] = Detector.from_export(Path(tmp) / fmt, device="cpu")
+            for path, img in zip(IMAGES, images, strict=True):
+                found = {k: d.predict(img, batch_size=args.batch_size) for k, d in runs.items()}
+                for fmt in ("onnx", "pt2"):
+                    row = {"config": name, "image": Path(path).name, "runtime": fmt, "bias_shift": shift}
+                    row.update(detections=len(found[fmt]), pytorch=len(found["pytorch"]))
+                    row.update(compare(found[fmt], found["pytorch"]))
+                    rows.append(row)
+                    print_table([row], list(row))
+    return rows
+
+
+def run_speed(args) -> list[dict]:
+    import onnxruntime as ort
+
+    rows = []
+    for name in (
+        args.configs.split(",")
+        if args.configs
+        else ["rotated_atss_obb_r50_fpn_1x_dota_le90", "r3det_atss_r50_fpn_1x_dota_oc"]
+    ):
+        det = make_detector(name, args.size, args.threads)
+        size = det.window_size
+        img = cv2.imread(str(args.data / IMAGES[1]))
+        windows = [img[y : y + size, x : x + size] for y, x in ((0, 0), (0, 500), (500, 0), (500, 500))]
+        calibrate(det, windows[0], args.candidates)
+        graph = build_graph(det)
+        with tempfile.TemporaryDirectory() as tmp:
+            exports, info = {}, {}
+            for fmt in ("onnx", "pt2"):
+                start = time.perf_counter()
+                export_detector(det, Path(tmp) / fmt, fmt=fmt)
+                info[fmt] = {
+                    "export_s": time.perf_counter() - start,
+                    "size_mb": (Path(tmp) / fmt / f"model.{fmt}").stat().st_size / 2**20,
+                }
+                exports[fmt] = Detector.from_export(Path(tmp) / fmt, device="cpu", threads=args.threads)
+            if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+                exports["onnx-cuda"] = Detector.from_export(Path(tmp) / "onnx", device="cuda")
+            cfg = det._test_cfg(None)
+            for batch in (1, 4):
+                patches = [windows[i % len(windows)] for i in range(batch)]
+                stacked = np.stack(patches)
+                x = torch.from_numpy(stacked)
+                runners = {"pytorch": (det, lambda graph=graph, x=x: graph(x))}
+                for key, ex in exports.items():
+                    runners[key] = (ex, lambda ex=ex, stacked=stacked: ex.runner(stacked))
+                for key, (d, graph_fn) in runners.items():
+                    with torch.no_grad():
+                        e2e = time_call(
+                            lambda d=d, patches=patches, cfg=cfg: d._detect_batch(patches, cfg),
+                            "cpu",
+                            args.repeats,
+                        )
+                        net = time_call(graph_fn, "cpu", args.repeats)
+                    row = {
+                        "config": name,
+                        "runtime": key,
+                        "batch": batch,
+                        "end_to_end_s_per_window": e2e / batch,
+                        "graph_s_per_window": net / batch,
+                        **info.get(key.split("-")[0] if key != "pytorch" else "", {}),
+                    }
+                    rows.append(row)
+                    print_table([row], list(row))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--parity", action="store_true")
+    parser.add_argument("--speed", action="store_true")
+    parser.add_argument("--configs", default=None, help="comma-separated config names")
+    parser.add_argument("--size", type=int, default=None, help="window size (default: the config's)")
+    parser.add_argument(
+        "--candidates", type=int, default=500, help="class scores over the threshold per window"
+    )
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument(
+        "--data", type=Path, default=SHARED, help="the shared data folder (default: %(default)s)"
+    )
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    if not (args.parity or args.speed):
+        parser.error("give --parity and/or --speed")
+    if args.parity:
+        rows = run_parity(args)
+        print_table(rows, list(rows[0]))
+        append_record("export_parity", rows, threads=args.threads)
+    if args.speed:
+        rows = run_speed(args)
+        print_table(rows, list(rows[0]))
+        append_record("export_speed", rows, threads=args.threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The exported graph: windows in, the candidates that go into NMS out, static shapes throughout.
+
+:class:`CandidateGraph` wraps a :mod:`rotdet.models` detector (Rotated RetinaNet / ATSS, or R3Det)
+for a fixed window size ``S``:
+
+* input ``images``: uint8 ``[B, S, S, 3]``, BGR (OpenCV's layout, what the split tool writes), the
+  batch size free;
+* in the graph: the test pipeline's ``Normalize`` (float32, BGR -> RGB when the config says
+  ``to_rgb``, ``(x - mean) / std``: mmcv's ``imnormalize`` bit for bit), then the backbone, the neck and
+  the head layers (R3Det: every refinement stage with its feature alignment);
+* per FPN level the ``nms_pre`` anchors with the best class score (``topk``; every anchor when the
+  level has no more than ``nms_pre``), decoded by the head's box coder with the centre clamp to the
+  window, exactly as :func:`rotdet.models.postprocess.dense_detections` selects them;
+* outputs ``boxes`` float32 ``[B, K, 5]`` (the config's angle version, window pixels) and
+  ``scores`` float32 ``[B, K, C]`` (sigmoid), ``K = sum_l min(nms_pre, N_l)``.
+
+Anchors are buffers (constants in the graph); there is no ``nonzero``, boolean indexing or other
+data-dependent shape, and nothing of :mod:`rotdet.ops` but the pure-PyTorch feature alignment (the
+Triton IoU kernel and NMS stay outside). Score threshold, class-wise NMS and ``max_per_img`` run
+after the graph (:func:`rotdet.export.postprocess.candidates_to_detections`).
+
+The head layers are called through their public pieces (``extract_feat``, ``head(feats)``, the
+heads' ``bbox_coder`` and ``anchor_generator``, R3Det's ``feat_refine_module``); what the heads do
+between them at inference (R3Det's ``filter_bboxes`` / ``refine_bboxes``, the per-level top-k) is
+restated here on static shapes and checked against the model by ``tests/test_export.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from rotdet.models.detectors import SIZE_DIVISOR, R3Det, RotatedSingleStageDetector
+
+__all__ = ["CandidateGraph", "featmap_sizes", "num_candidates"]
+
+
+def featmap_sizes(model: nn.Module, size: int) -> list[tuple[int, int]]:
+    """Per-level feature-map sizes of a ``size`` x ``size`` window (run once, on the CPU)."""
+    head = model.bbox_head
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            param = next(model.parameters())
+            x = torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device)
+            cls_scores, _ = head(model.extract_feat(x))
+    finally:
+        model.train(was_training)
+    return [(int(c.shape[-2]), int(c.shape[-1])) for c in cls_scores]
+
+
+def num_candidates(level_anchors: Sequence[int], nms_pre: int) -> int:
+    """``K``: what the per-level selection keeps of ``level_anchors`` anchors."""
+    return sum(nms_pre if 0 < nms_pre < n else n for n in level_anchors)
+
+
+class CandidateGraph(nn.Module):
+    """``images uint8 [B, S, S, 3] (BGR)`` -> ``(boxes [B, K, 5], scores [B, K, C])``.
+
+    Args:
+        model: a :class:`~rotdet.models.detectors.RotatedSingleStageDetector` or
+            :class:`~rotdet.models.detectors.R3Det` (eval mode; its weights are shared, not copied).
+        size: the window size ``S`` (a multiple of 32).
+        mean, std, to_rgb: the config's ``img_norm`` (mean / std in RGB order when ``to_rgb``).
+        nms_pre: the final head's ``test_cfg.nms_pre``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        to_rgb: bool,
+        nms_pre: int,
+    ) -> None:
+        super().__init__()
+        if not isinstance(model, (RotatedSingleStageDetector, R3Det)):
+            raise TypeError(f"cannot export a {type(model).__name__}: not a rotdet detector")
+        if size < SIZE_DIVISOR or size % SIZE_DIVISOR:
+            raise ValueError(f"the input size must be a multiple of {SIZE_DIVISOR} (>= 32), got {size}")
+        self.model = model
+        self.size = int(size)
+        self.to_rgb = bool(to_rgb)
+        self.nms_pre = int(nms_pre)
+        self.is_r3det = isinstance(model, R3Det)
+        self.final_head = model.refine_head[-1] if self.is_r3det else model.bbox_head
+        self.num_classes = int(self.final_head.num_classes)
+        # mmcv's imnormalize: OpenCV subtracts the mean from the float32 image (exact in float32)
+        # and multiplies by 1 / std in double, rounding once; over the 256 values of a uint8
+        # channel that is float32 ``(x - mean) / std`` bit for bit (checked by the tests).
+        self.register_buffer("mean", torch.from_numpy(np.float32(mean)), persistent=False)
+        self.register_buffer("std", torch.from_numpy(np.float32(std)), persistent=False)
+        self.sizes = featmap_sizes(model, self.size)
+        device = self.mean.device
+        anchors = model.bbox_head.anchor_generator.grid_anchors(
+            self.sizes, device=device, dtype=torch.float32
+        )
+        self.level_anchors = [int(a.shape[0]) for a in anchors]
+        for i, a in enumerate(anchors):
+            self.register_buffer(f"anchors_{i}", a.contiguous(), persistent=False)
+        # R3Det's refine heads have one anchor (the refined box) per location
+        final_per_level = (
+            [h * w for h, w in self.sizes] if self.is_r3det else [int(a.shape[0]) for a in anchors]
+        )
+        self.num_candidates = num_candidates(final_per_level, self.nms_pre)
+
+    def _anchors(self) -> list[Tensor]:
+        return [getattr(self, f"anchors_{i}") for i in range(len(self.sizes))]
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 ``[B, S, S, 3]`` BGR -> float32 ``[B, 3, S, S]`` as the test pipeline's Normalize."""
+        x = images.to(torch.float32)
+        if self.to_rgb:
+            x = x.flip(-1)
+        x = (x - self.mean) / self.std
+        return x.permute(0, 3, 1, 2)
+
+    # ------------------------------------------------------------------ R3Det's stages
+    def _filter_bboxes(self, head, cls_scores: list[Tensor], bbox_preds: list[Tensor]) -> list[Tensor]:
+        """``RotatedRetinaHead.filter_bboxes``: per location the best-scoring anchor, decoded (one
+        decode for every level: the coder works box by box, so the boxes are the same)."""
+        batch = cls_scores[0].shape[0]
+        a, c = head.num_anchors, head.num_classes
+        best_anchors, best_preds = [], []
+        for cls, reg, anc in zip(cls_scores, bbox_preds, self._anchors(), strict=True):
+            score = cls.float().permute(0, 2, 3, 1).reshape(batch, -1, a, c).max(dim=-1).values
+            best = score.argmax(dim=-1, keepdim=True)[..., None].expand(-1, -1, -1, 5)  # [B, HW, 1, 5]
+            pred = reg.float().permute(0, 2, 3, 1).reshape(batch, -1, a, 5)
+            best_preds.append(pred.gather(2, best).squeeze(2))
+            anchors = anc.reshape(1, -1, a, 5).expand(batch, -1, -1, -1)
+            best_anchors.append(anchors.gather(2, best).squeeze(2))
+        boxes = head.bbox_coder.decode(torch.cat(best_anchors, dim=1), torch.cat(best_preds, dim=1))
+        return list(boxes.split([h * w for h, w in self.sizes], dim=1))
+
+    def _refine_bboxes(self, head, bbox_preds: list[Tensor], rois: list[Tensor]) -> list[Tensor]:
+        """``RotatedRetinaHead.refine_bboxes`` with the rois given (a refine head), one decode."""
+        batch = bbox_preds[0].shape[0]
+        deltas = torch.cat([reg.float().permute(0, 2, 3, 1).reshape(batch, -1, 5) for reg in bbox_preds], 1)
+        boxes = head.bbox_coder.decode(torch.cat(rois, dim=1), deltas)
+        return list(boxes.split([h * w for h, w in self.sizes], dim=1))
+
+    def _head_outputs(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """The final head's per-level logits, deltas and priors ``[B, N_l, 5]`` (or ``[N_l, 5]``)."""
+        model = self.model
+        cls_scores, bbox_preds = model.bbox_head(feats)
+        if not self.is_r3det:
+            return cls_scores, bbox_preds, self._anchors()
+        rois = self._filter_bboxes(model.bbox_head, cls_scores, bbox_preds)
+        for i in range(model.num_refine_stages):
+            x_refine = model.feat_refine_module[i](feats, rois)
+            cls_scores, bbox_preds = model.refine_head[i](x_refine)
+            if i + 1 < model.num_refine_stages:
+                rois = self._refine_bboxes(model.refine_head[i], bbox_preds, rois)
+        return cls_scores, bbox_preds, rois
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        batch = images.shape[0]
+        c = self.num_classes
+        cls_scores, bbox_preds, priors = self._head_outputs(self.model.extract_feat(self.normalize(images)))
+        priors_l, deltas_l, scores_l = [], [], []
+        for cls, reg, prior in zip(cls_scores, bbox_preds, priors, strict=True):
+            scores = cls.float().permute(0, 2, 3, 1).reshape(batch, -1, c).sigmoid()
+            deltas = reg.float().permute(0, 2, 3, 1).reshape(batch, -1, 5)
+            if prior.dim() == 2:
+                prior = prior[None].expand(batch, -1, -1)
+            if 0 < self.nms_pre < scores.shape[1]:
+                top = scores.max(dim=2).values.topk(self.nms_pre, dim=1).indices[..., None]  # [B, k, 1]
+                prior = prior.gather(1, top.expand(-1, -1, 5))
+                deltas = deltas.gather(1, top.expand(-1, -1, 5))
+                scores = scores.gather(1, top.expand(-1, -1, c))
+            priors_l.append(prior)
+            deltas_l.append(deltas)
+            scores_l.append(scores)
+        boxes = self.final_head.bbox_coder.decode(
+            torch.cat(priors_l, dim=1), torch.cat(deltas_l, dim=1), max_shape=(self.size, self.size)
+        )
+        return boxes, torch.cat(scores_l, dim=1)
