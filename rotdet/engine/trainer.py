@@ -466,7 +466,7 @@ class Trainer:
         raise NonFiniteLossError(
             f"non-finite {what} at iteration {self.iteration + 1} (epoch {self.epoch + 1}): "
             + ", ".join(f"{k}={v}" for k, v in values.items())
-            + "; the step was not taken and nothing was saved after it"
+            + " (the step was not taken)"
         )
 
     def run_epoch(self) -> None:
