@@ -27,7 +27,7 @@ from rotdet.engine.checkpoint import (
 )
 from rotdet.engine.data import EpochSampler, build_dataset
 from rotdet.engine.optim import LrSchedule, scaled_lr
-from rotdet.engine.train import NonFiniteLossError, TrainOptions, train
+from rotdet.engine.train import TrainOptions, train
 
 TINY = [
     *TINY_MODEL,
@@ -191,29 +191,6 @@ def test_resume_gives_identical_weights(toy_root, tmp_path):
         assert torch.equal(a[key], b[key]), key
     # the resumed iterations really trained (equality is not two unchanged models)
     assert any(not torch.equal(b[k], halfway["state_dict"][k]) for k in b if k.endswith("weight"))
-
-
-def test_nan_loss_stops_with_iteration_and_term(toy_root, tmp_path, monkeypatch):
-    from rotdet.models.detectors import RotatedSingleStageDetector
-
-    real = RotatedSingleStageDetector.loss_batch
-    calls = {"n": 0}
-
-    def poisoned(self, batch, per_level=False):
-        losses = real(self, batch, per_level)
-        calls["n"] += 1
-        if calls["n"] == 5:
-            losses["loss_bbox"] = losses["loss_bbox"] * float("nan")
-        return losses
-
-    monkeypatch.setattr(RotatedSingleStageDetector, "loss_batch", poisoned)
-    with pytest.raises(NonFiniteLossError, match=r"iteration 5 \(epoch 2\).*loss_bbox=nan"):
-        train(
-            tiny_cfg(toy_root), TrainOptions(work_dir=tmp_path, progress=False, eval_interval=0, device="cpu")
-        )
-    # the epoch-1 checkpoint is the last good state; nothing was written after the NaN
-    assert load_checkpoint(tmp_path / "latest.pth")["meta"]["iter"] == 3
-    assert not (tmp_path / "epoch_2.pth").exists()
 
 
 def test_train_test_predict_end_to_end_cli(toy_root, tmp_path, capsys):

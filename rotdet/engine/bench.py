@@ -6,8 +6,9 @@ on a batch of images, post-processing (NMS) included and the detections copied t
 are random normal noise, i.e. already normalised inputs of ``img_size`` x ``img_size``: the data
 pipeline is not part of the measurement.
 
-Training iterations are forward + loss + backward + gradient clipping (when the config clips) +
-an optimizer step, on the same images with a few random rotated boxes per image as targets.
+Training iterations are :meth:`rotdet.engine.trainer.Trainer.run_step`, the step ``rotdet train``
+runs (lr schedule, forward + loss, finite checks, backward, gradient clipping when the config clips,
+optimizer step), on the same images with a few random rotated boxes per image as targets.
 
 Without ``--checkpoint`` the weights are random: few boxes then pass the score threshold, so the
 post-processing is cheaper than with a trained model. Pass a checkpoint for representative numbers.
@@ -35,7 +36,8 @@ from rotdet.engine.checkpoint import CheckpointError
 from rotdet.engine.inference import Detector, default_device
 from rotdet.engine.predict_cli import check_device, error_message
 from rotdet.engine.runtime import autocast, peak_memory_mib, resolve_amp
-from rotdet.models.detectors import default_metas, sum_losses
+from rotdet.engine.trainer import Trainer, TrainOptions
+from rotdet.models.detectors import default_metas
 from rotdet.structures import regularize_obb
 
 __all__ = ["add_bench_arguments", "benchmark", "run_bench", "synthetic_targets"]
@@ -97,6 +99,45 @@ def _device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
+def _train_phase(
+    detector: Detector,
+    images: torch.Tensor,
+    metas: list[dict],
+    generator: torch.Generator,
+    amp: str,
+    iters: int,
+    warmup: int,
+) -> dict:
+    """Time ``rotdet train``'s own step (:meth:`Trainer.run_step`: lr schedule, AMP, finite checks,
+    clipping and the optimizer step as in a real run) on ``images`` with random rotated boxes."""
+    model, dev = detector.model, images.device
+    batch_size, img_size = images.shape[0], images.shape[-1]
+    targets = synthetic_targets(
+        batch_size, img_size, model.bbox_head.num_classes, detector.angle_version, generator=generator
+    )
+    batch = {
+        "img": images,
+        "img_metas": metas,
+        "gt_bboxes": [t["boxes"].to(dev) for t in targets],
+        "gt_labels": [t["labels"].to(dev) for t in targets],
+    }
+    trainer = Trainer(detector.cfg, TrainOptions(amp=amp), model=model)
+    trainer.build_step(dev, total_iters=warmup + iters)
+
+    def train_step() -> None:
+        trainer.run_step(batch)
+
+    model.train()
+    seconds, peak = _timed(train_step, iters, warmup, dev)
+    model.eval()
+    return {
+        "iters_per_s": 1 / seconds,
+        "images_per_s": batch_size / seconds,
+        "ms_per_iter": 1000 * seconds,
+        "peak_memory_mib": peak,
+    }
+
+
 def benchmark(
     config: str | Path | dict,
     checkpoint: str | Path | None = None,
@@ -117,8 +158,6 @@ def benchmark(
      "inference": {"images_per_s", "ms_per_iter", "peak_memory_mib"},
      "train": {"iters_per_s", "images_per_s", "ms_per_iter", "peak_memory_mib"}}  # with train
     """
-    from rotdet.engine.optim import build_optimizer
-
     if iters < 1 or warmup < 0 or batch_size < 1 or img_size < 32:
         raise ValueError("need iters >= 1, warmup >= 0, batch_size >= 1 and img_size >= 32")
     dev = default_device(device)
@@ -160,36 +199,7 @@ def benchmark(
         },
     }
     if train:
-        head = model.bbox_head
-        targets = synthetic_targets(
-            batch_size, img_size, head.num_classes, detector.angle_version, generator=generator
-        )
-        targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
-        optimizer = build_optimizer(detector.cfg, model.parameters())
-        scaler = torch.amp.GradScaler(dev.type, enabled=amp == "fp16")
-        clip = detector.cfg.get("grad_clip")
-        params = [p for p in model.parameters() if p.requires_grad]
-
-        def train_step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(dev, amp):
-                loss = sum_losses(model.forward_train(images, targets, metas))
-            scaler.scale(loss).backward()
-            if clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, **clip)
-            scaler.step(optimizer)
-            scaler.update()
-
-        model.train()
-        seconds, peak = _timed(train_step, iters, warmup, dev)
-        model.eval()
-        result["train"] = {
-            "iters_per_s": 1 / seconds,
-            "images_per_s": batch_size / seconds,
-            "ms_per_iter": 1000 * seconds,
-            "peak_memory_mib": peak,
-        }
+        result["train"] = _train_phase(detector, images, metas, generator, amp, iters, warmup)
     return result
 
 

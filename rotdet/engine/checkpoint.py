@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from rotdet.fileio import atomic_torch_save, atomic_write_text, safe_torch_load
+from rotdet.fileio import TEMP_SUFFIX, atomic_torch_save, atomic_write_text, safe_torch_load
 
 __all__ = [
     "CheckpointError",
@@ -99,7 +99,7 @@ def _epoch_files(work_dir: Path) -> list[tuple[int, Path]]:
 def _link_or_copy(src: Path, dst: Path) -> None:
     """Make ``dst`` the same file as ``src`` atomically: a hard link (no second write of a large
     file) under a temporary name renamed over ``dst``; a copy where links are not supported."""
-    tmp = dst.with_name(f".{dst.name}.link")
+    tmp = dst.with_name(f".{dst.name}.link{TEMP_SUFFIX}")  # a stale one is cleaned at the next start
     tmp.unlink(missing_ok=True)
     try:
         os.link(src, tmp)
@@ -110,7 +110,13 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 class CheckpointManager:
     """Saves ``epoch_N.pth`` + ``latest.pth`` each time, keeps the last ``keep`` epoch files, and
-    ``best.pth`` whenever the tracked metric improves. ``state.json`` records what is where."""
+    ``best.pth`` whenever the tracked metric improves.
+
+    ``checkpoints.json`` records the best metric and epoch and ``evaluated_epoch``, the last epoch
+    whose evaluation and best-checkpoint update both finished: a run killed between ``epoch_N.pth``
+    and the end of its evaluation is recognised on the rerun, which evaluates epoch N first.
+    ``evaluated_epoch`` is None only for a work dir without that record (none yet, or written by an
+    older rotdet)."""
 
     def __init__(self, work_dir: str | os.PathLike, keep: int = 3) -> None:
         if keep < 1:
@@ -119,10 +125,12 @@ class CheckpointManager:
         self.keep = keep
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
+        self.evaluated_epoch: int | None = None
         state = self.work_dir / "checkpoints.json"
         if state.is_file():
             data = json.loads(state.read_text())
             self.best_metric, self.best_epoch = data.get("best_metric"), data.get("best_epoch")
+            self.evaluated_epoch = data.get("evaluated_epoch")
 
     def save(self, obj: Mapping, epoch: int, name: str | None = None) -> Path:
         """Save an epoch checkpoint (or ``name``) and refresh ``latest.pth``; prune old epochs."""
@@ -131,18 +139,26 @@ class CheckpointManager:
         epochs = _epoch_files(self.work_dir)
         for _, old in epochs[: max(0, len(epochs) - self.keep)]:
             old.unlink(missing_ok=True)
+        if self.evaluated_epoch is None:
+            self.evaluated_epoch = 0  # from now on the record exists
         self._write_state()
         return path
 
     def update_best(self, obj: Mapping, epoch: int, metric: float) -> bool:
-        """Save ``best.pth`` when ``metric`` beats the best so far; True when it did."""
-        if self.best_metric is not None and not metric > self.best_metric:
-            return False
-        save_checkpoint(obj, self.work_dir / "best.pth")
-        self.best_metric, self.best_epoch = float(metric), int(epoch)
+        """Record the evaluation of ``epoch`` and save ``best.pth`` when ``metric`` beats the best so
+        far; True when it did."""
+        improved = self.best_metric is None or metric > self.best_metric
+        if improved:
+            save_checkpoint(obj, self.work_dir / "best.pth")
+            self.best_metric, self.best_epoch = float(metric), int(epoch)
+        self.evaluated_epoch = int(epoch)
         self._write_state()
-        return True
+        return improved
 
     def _write_state(self) -> None:
-        data = {"best_metric": self.best_metric, "best_epoch": self.best_epoch}
+        data = {
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "evaluated_epoch": self.evaluated_epoch,
+        }
         atomic_write_text(self.work_dir / "checkpoints.json", json.dumps(data))

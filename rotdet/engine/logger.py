@@ -3,7 +3,9 @@
 ``log.jsonl`` holds one object per line: ``{"mode": "train", "epoch", "iter", "lr", "loss", <loss
 terms>, "time", "data_time", "memory"}`` every ``log_interval`` iterations and ``{"mode": "val",
 "epoch", "iter", "mAP", "AP": {class: ap}}`` after each evaluation. The curves are redrawn from it,
-so they survive a resume.
+so they survive a resume. A resumed run first drops the records that came after the state it
+resumes from (:func:`truncate_log`: those of an epoch killed part-way, and evaluations that did not
+finish), and TensorBoard hides the events past that step, so no curve overlaps itself.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import math
 import os
 from pathlib import Path
 
-__all__ = ["RunLogger", "plot_curves", "read_log"]
+from rotdet.fileio import atomic_write, atomic_write_text
+
+__all__ = ["RunLogger", "plot_curves", "read_log", "truncate_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +37,40 @@ def read_log(path: str | os.PathLike) -> list[dict]:
     return records
 
 
+def truncate_log(path: str | os.PathLike, iteration: int, evaluated_epoch: int) -> int:
+    """Keep in ``log.jsonl`` only what a run resumed at ``iteration`` with epochs up to
+    ``evaluated_epoch`` evaluated has already done: training records up to ``iteration`` and
+    evaluation records up to ``evaluated_epoch`` (unreadable lines go too). Rewrites the file
+    atomically when something was dropped; returns how many records were."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("mode") == "val":
+            keep = record.get("epoch", 0) <= evaluated_epoch
+        else:
+            keep = record.get("iter", 0) <= iteration
+        if keep:
+            kept.append(line)
+    if len(kept) < len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
 class RunLogger:
     """Appends records to ``work_dir/log.jsonl`` and mirrors scalars to TensorBoard when the
-    ``tensorboard`` package is installed (``work_dir/tensorboard``)."""
+    ``tensorboard`` package is installed (``work_dir/tensorboard``). ``purge_step``: TensorBoard
+    hides the events of earlier sessions from that step on (a resumed run's first new step)."""
 
-    def __init__(self, work_dir: str | os.PathLike, tensorboard: bool = True) -> None:
+    def __init__(
+        self, work_dir: str | os.PathLike, tensorboard: bool = True, purge_step: int | None = None
+    ) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.work_dir / "log.jsonl"
@@ -46,7 +79,7 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(str(self.work_dir / "tensorboard"))
+                self.writer = SummaryWriter(str(self.work_dir / "tensorboard"), purge_step=purge_step)
             except ImportError:
                 logger.info("TensorBoard logs off: `pip install tensorboard` to get them")
 
@@ -114,6 +147,7 @@ def plot_curves(log_path: str | os.PathLike, out_path: str | os.PathLike) -> Pat
     axes[1].grid(alpha=0.3)
     fig.tight_layout()
     out_path = Path(out_path)
-    fig.savefig(out_path, dpi=100)
+    with atomic_write(out_path) as f:  # a viewer never sees half a PNG
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return out_path
