@@ -15,18 +15,24 @@ windows at a time (so a 10,000 x 10,000 px scene fits in memory: only one batch 
 at once, and detections go to the CPU after each batch), and the detections are shifted back and
 merged by class-wise rotated NMS at IoU 0.1, the rule of mmrotate's ``merge_det``
 (:func:`rotdet.data.merge.merge_patch_detections`).
+
+The windows come from :func:`plan_windows` and go through :meth:`Detector.detect_windows`, which
+takes ``(window, patch)`` pairs from any source: :meth:`Detector.predict_raster`
+(:mod:`rotdet.geo`, the ``geo`` extra) feeds it windows read one by one from a GeoTIFF.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -49,7 +55,18 @@ from rotdet.models.mmrotate_import import mmrotate_to_rotdet_state_dict
 from rotdet.ops import batched_nms_rotated
 from rotdet.structures import obb2poly
 
-__all__ = ["MERGE_IOU_THR", "Detections", "Detector", "check_window", "default_device", "default_gap"]
+if TYPE_CHECKING:  # rotdet.geo needs rasterio (the "geo" extra): imported only by predict_raster
+    from rotdet.geo.predict import RasterDetections
+
+__all__ = [
+    "MERGE_IOU_THR",
+    "Detections",
+    "Detector",
+    "check_window",
+    "default_device",
+    "default_gap",
+    "plan_windows",
+]
 
 # mmrotate's merge_det: patch detections of one image are merged by class-wise NMS at this IoU.
 MERGE_IOU_THR = 0.1
@@ -198,6 +215,16 @@ def check_window(size: int, gap: int, batch_size: int) -> None:
         raise ValueError(f"gap must be in [0, window size {size}), got {gap}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+
+
+def plan_windows(width: int, height: int, size: int, gap: int) -> tuple[np.ndarray, bool]:
+    """The windows :meth:`Detector.predict` runs on a ``width`` x ``height`` image: int64 [K, 4]
+    ``(x0, y0, x1, y1)`` and whether the image is run whole (both sides <= ``size``: one window, the
+    image itself, unpadded), else :func:`rotdet.data.split.sliding_windows` (border windows reach
+    past the image and are padded with :data:`PATCH_PADDING`)."""
+    if height <= size and width <= size:
+        return np.array([[0, 0, width, height]], dtype=np.int64), True
+    return sliding_windows(width, height, [size], [gap]), False
 
 
 def default_device(device: str | torch.device | None) -> torch.device:
@@ -386,39 +413,77 @@ class Detector:
         size = int(size) if size is not None else self.window_size
         gap = int(gap) if gap is not None else default_gap(size)
         check_window(size, gap, batch_size)
-        whole = height <= size and width <= size
-        if whole:
-            windows = np.array([[0, 0, width, height]], dtype=np.int64)
-        else:
-            windows = sliding_windows(width, height, [size], [gap])
-        cfg = self._test_cfg(score_thr)
-
-        bar = tqdm(
+        windows, whole = plan_windows(width, height, size, gap)
+        padding = None if whole else PATCH_PADDING
+        # Cut lazily, batch by batch: the patches of a huge scene never exist all at once.
+        patches = ((w, crop_patch(img, w, padding)) for w in windows)
+        boxes, scores, labels = self.detect_windows(
+            patches,
+            whole=whole,
+            batch_size=batch_size,
+            score_thr=score_thr,
+            progress=progress and len(windows) > batch_size,
             total=len(windows),
             desc=f"{image_id} windows",
-            unit="win",
-            leave=False,
-            disable=not progress or len(windows) <= batch_size,
         )
+        return Detections(
+            boxes=boxes,
+            scores=scores,
+            labels=labels,
+            class_names=self.class_names,
+            image_size=(height, width),
+            angle_version=self.angle_version,
+            image_id=image_id,
+        )
+
+    @torch.no_grad()
+    def detect_windows(
+        self,
+        patches: Iterable[tuple[Sequence[int], np.ndarray]],
+        whole: bool = False,
+        batch_size: int = 4,
+        score_thr: float | None = None,
+        progress: bool = False,
+        total: int | None = None,
+        desc: str = "windows",
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Detect in ``(window, patch)`` pairs and merge: the sliding-window core of :meth:`predict`,
+        for any source of patches (an array in memory, a raster read window by window).
+
+        Args:
+            patches: ``((x0, y0, x1, y1), BGR uint8 [h, w, 3])`` pairs, consumed ``batch_size`` at a
+                time (a generator's patches are made only when their batch runs).
+            whole: the single patch is the whole image (:func:`plan_windows`): its detections are
+                the model's, unmerged.
+            batch_size, score_thr, progress: as in :meth:`predict`; ``total`` and ``desc`` label the
+                progress bar.
+
+        Returns:
+            ``boxes`` float32 [K, 5], ``scores`` float32 [K], ``labels`` int64 [K] in image pixels
+            (shifted by each window's origin), merged by class-wise rotated NMS at
+            :data:`MERGE_IOU_THR`, by descending score.
+        """
+        cfg = self._test_cfg(score_thr)
+        bar = tqdm(total=total, desc=desc, unit="win", leave=False, disable=not progress)
         boxes, scores, labels = [], [], []
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start : start + batch_size]
-            # Cut lazily, batch by batch: the patches of a huge scene never exist all at once.
-            patches = [crop_patch(img, w, None if whole else PATCH_PADDING) for w in chunk]
-            outputs = self._detect_batch(patches, cfg)
-            for (x0, y0, _, _), out in zip(chunk.tolist(), outputs, strict=True):
+        iterator = iter(patches)
+        while chunk := list(itertools.islice(iterator, batch_size)):
+            outputs = self._detect_batch([patch for _, patch in chunk], cfg)
+            for (window, _), out in zip(chunk, outputs, strict=True):
                 b, s, lab = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
                 if not whole:
                     # Class-major within a window, as merge_patch_detections collects them, so
                     # that equal scores are ordered the same way in the merge NMS.
                     order = torch.sort(lab, stable=True).indices
                     b, s, lab = b[order], s[order], lab[order]
-                    b[:, :2] += torch.tensor([x0, y0], dtype=b.dtype)
+                    b[:, :2] += torch.tensor([int(window[0]), int(window[1])], dtype=b.dtype)
                 boxes.append(b)
                 scores.append(s)
                 labels.append(lab)
             bar.update(len(chunk))
         bar.close()
+        if not boxes:  # no patch at all (a raster whose windows are all nodata)
+            return np.zeros((0, 5), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
         boxes_t, scores_t, labels_t = torch.cat(boxes), torch.cat(scores), torch.cat(labels).long()
         if whole:
             # One window: the model's own NMS made these, already by descending score.
@@ -426,15 +491,15 @@ class Detector:
         else:
             # In float64, as mmrotate's merge runs it (its detection arrays are float64 there).
             order = batched_nms_rotated(boxes_t.double(), scores_t.double(), labels_t, MERGE_IOU_THR)
-        return Detections(
-            boxes=boxes_t[order].numpy(),
-            scores=scores_t[order].numpy(),
-            labels=labels_t[order].numpy(),
-            class_names=self.class_names,
-            image_size=(height, width),
-            angle_version=self.angle_version,
-            image_id=image_id,
-        )
+        return boxes_t[order].numpy(), scores_t[order].numpy(), labels_t[order].numpy()
+
+    def predict_raster(self, path: str | os.PathLike, **kwargs) -> RasterDetections:
+        """Detect objects in a GeoTIFF (or any raster GDAL reads), window by window, and map them to
+        the raster's CRS: :func:`rotdet.geo.predict.predict_raster` (needs ``pip install
+        "rotdet[geo]"``; the keyword arguments are documented there)."""
+        from rotdet.geo.predict import predict_raster
+
+        return predict_raster(self, path, **kwargs)
 
     def __repr__(self) -> str:
         name, model = _config_label(self.cfg), type(self.model).__name__

@@ -2,8 +2,10 @@
 
 For every image ``<stem>.<ext>`` it writes, under ``--out``: ``<stem>.png`` (the detections drawn),
 ``<stem>.txt`` (DOTA lines ``x1 y1 ... x4 y4 class score``) and ``<stem>.json`` (rotdet's detections
-JSON, readable by ``rotdet eval``). An unreadable image is reported and skipped (exit code 1 at the
-end); a bad config or checkpoint stops at once with a one-line message (exit code 2).
+JSON, readable by ``rotdet eval``). GeoTIFFs and other GDAL rasters go window by window through
+:mod:`rotdet.geo.cli` instead (``<stem>.geojson``, ``.gpkg``, ``.txt``, ``.json``,
+``_preview.png``). An unreadable image is reported and skipped (exit code 1 at the end); a bad
+config or checkpoint stops at once with a one-line message (exit code 2).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from rotdet.data.visualize import draw_detections
 from rotdet.engine.checkpoint import CheckpointError
 from rotdet.engine.inference import Detector, check_window, default_gap
 from rotdet.fileio import atomic_write_bytes
+from rotdet.geo import RasterError
+from rotdet.geo.cli import add_raster_arguments, geo_check, predict_raster_file, wants_raster
 
 __all__ = ["add_predict_arguments", "check_device", "collect_images", "error_message", "run_predict"]
 
@@ -69,7 +73,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         "(or its folder, see `rotdet export`), then no checkpoint follows",
     )
     parser.add_argument("checkpoint", help="checkpoint: rotdet's, or mmrotate 0.3.4's")
-    parser.add_argument("paths", nargs="*", help="image files and/or folders of images")
+    parser.add_argument("paths", nargs="*", help="image or raster (GeoTIFF...) files and/or folders of images")
     parser.add_argument("--out", default="work_dirs/predict", help="output folder (default: %(default)s)")
     parser.add_argument(
         "--size", type=int, default=None, help="sliding-window size (default: the config's scale)"
@@ -87,6 +91,7 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cfg-options", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (dotted keys)"
     )
+    add_raster_arguments(parser)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -119,6 +124,10 @@ def run_predict(args: argparse.Namespace) -> int:
             )
             return 2
         stems[img.stem] = img
+    use_gdal, geo_problem, geo_note = geo_check(images, args)
+    if geo_problem:
+        print(f"rotdet predict: {geo_problem}", file=sys.stderr)
+        return 2
     try:
         device = check_device(args.device)
         if exported:
@@ -135,11 +144,18 @@ def run_predict(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for msg in problems:
+    for msg in problems + ([geo_note] if geo_note else []):
         print(f"rotdet predict: {msg}", file=sys.stderr)
     unreadable = 0
     bar = tqdm(images, desc="predict", unit="img", disable=len(images) < 2)
     for path in bar:
+        if use_gdal and wants_raster(path, args):
+            try:
+                tqdm.write(predict_raster_file(detector, path, out, args))
+            except RasterError as exc:
+                unreadable += 1
+                tqdm.write(f"rotdet predict: skipped {exc}", file=sys.stderr)
+            continue
         start = time.perf_counter()
         try:
             image = load_image(path)
