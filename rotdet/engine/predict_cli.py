@@ -73,7 +73,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
         "(or its folder, see `rotdet export`), then no checkpoint follows",
     )
     parser.add_argument("checkpoint", help="checkpoint: rotdet's, or mmrotate 0.3.4's")
-    parser.add_argument("paths", nargs="*", help="image or raster (GeoTIFF...) files and/or folders of images")
+    parser.add_argument(
+        "paths", nargs="*", help="image or raster (GeoTIFF...) files and/or folders of images"
+    )
     parser.add_argument("--out", default="work_dirs/predict", help="output folder (default: %(default)s)")
     parser.add_argument(
         "--size", type=int, default=None, help="sliding-window size (default: the config's scale)"
