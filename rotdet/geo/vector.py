@@ -247,7 +247,7 @@ class RasterDetections:
         """:attr:`preview` (BGRA) with the detections drawn; ValueError when there is none."""
         if self.preview is None:
             raise ValueError("no preview: predict_raster(..., preview_size=N) makes one")
-        from rotdet.engine.visualize import draw_detections
+        from rotdet.data.visualize import draw_detections
 
         bgr = np.ascontiguousarray(self.preview[..., :3])
         polys = self.pixel.polygons * np.float32(self.preview_scale)
