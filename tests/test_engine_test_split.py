@@ -24,3 +24,16 @@ def test_filter_empty_gt_false_keeps_empty_patches_in_test_mode(tmp_path):
     assert len(build_dataset(cfg, "val", test_mode=True)) == 2  # mmrotate's loading drops it
     cfg["data"]["filter_empty_gt"] = False  # what `rotdet test --merge` sets
     assert len(build_dataset(cfg, "val", test_mode=True)) == 3
+
+
+def test_missing_val_folder_hints_eval_interval_in_train_only(tmp_path, capsys):
+    from rotdet.cli import main
+
+    make_toy_dota(tmp_path / "train", num_images=2, size=(128, 128))
+    root = f"data.root={tmp_path.as_posix()}"
+    assert main(["train", "demo_atss_le90", root, "--work-dir", str(tmp_path / "w"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "val" in err and "does not exist" in err and "--eval-interval 0" in err
+    assert main(["test", "demo_atss_le90", str(tmp_path / "none.pth"), root]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--eval-interval" not in err

@@ -316,12 +316,18 @@ class Trainer:
             names = ", ".join(p.name for p in removed)
             logger.info("removed %d temporaries of interrupted writes: %s", len(removed), names)
 
+    def _build_val_set(self):
+        try:
+            return build_dataset(self.cfg, "val", self.opts.data_root)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{exc}; or train without evaluation: --eval-interval 0") from None
+
     def _build_data(self) -> None:
         cfg, opts = self.cfg, self.opts
         self.train_set = build_dataset(cfg, "train", opts.data_root)
         interval = opts.eval_interval
         self.eval_interval = cfg.get("evaluation", {}).get("interval", 1) if interval is None else interval
-        self.val_set = build_dataset(cfg, "val", opts.data_root) if self.eval_interval else None
+        self.val_set = self._build_val_set() if self.eval_interval else None
         self.batch_size = opts.batch_size or cfg["data"]["samples_per_gpu"]
         workers = opts.num_workers if opts.num_workers is not None else cfg["data"].get("workers_per_gpu", 2)
         self.loader, self.sampler = build_train_loader(
