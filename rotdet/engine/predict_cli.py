@@ -66,6 +66,28 @@ def collect_images(paths: list[str]) -> tuple[list[Path], list[str]]:
     return images, problems
 
 
+# Every file `rotdet predict` may write for an input named <stem> (pictures, DOTA lines, JSON, map layers).
+OUTPUT_SUFFIXES = (".png", ".txt", ".json", ".geojson", ".gpkg", "_preview.png")
+
+
+def overwritten_input(images: list[Path], out: Path) -> str | None:
+    """Why writing the outputs of ``images`` into ``out`` would destroy a user's file (an input image,
+    or a label file beside it), or None. ``out`` being the images' own folder is refused outright."""
+    out = out.resolve()
+    for img in images:
+        folder = img.resolve().parent
+        if folder == out:
+            return (
+                f"--out {out} is the folder of the input {img.name}: the outputs (.png, .txt, ...) would "
+                "overwrite inputs or their labels; choose another folder"
+            )
+        for suffix in OUTPUT_SUFFIXES:
+            target = out / f"{img.stem}{suffix}"
+            if target == img.resolve():
+                return f"--out {out}: {target.name} would overwrite the input {img}; choose another folder"
+    return None
+
+
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config",
@@ -126,6 +148,10 @@ def run_predict(args: argparse.Namespace) -> int:
             )
             return 2
         stems[img.stem] = img
+    clash = overwritten_input(images, Path(args.out))
+    if clash:
+        print(f"rotdet predict: {clash}", file=sys.stderr)
+        return 2
     use_gdal, geo_problem, geo_note = geo_check(images, args)
     if geo_problem:
         print(f"rotdet predict: {geo_problem}", file=sys.stderr)

@@ -1,5 +1,6 @@
-"""`rotdet test` says which split it scores and warns when that is the training data; under --merge
-every patch counts, empty ones included (their detections are false positives)."""
+"""What `rotdet test`, `train` and `predict` tell a user instead of misleading them: which split is
+scored (and a warning on training data), every patch under --merge, hints that fit the command, and
+no output written over an input."""
 
 from __future__ import annotations
 
@@ -37,3 +38,15 @@ def test_missing_val_folder_hints_eval_interval_in_train_only(tmp_path, capsys):
     assert main(["test", "demo_atss_le90", str(tmp_path / "none.pth"), root]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "--eval-interval" not in err
+
+
+def test_predict_refuses_to_write_over_its_inputs(tmp_path, capsys):
+    from rotdet.cli import main
+
+    make_toy_dota(tmp_path / "scenes", num_images=1, size=(128, 128))
+    images = tmp_path / "scenes" / "images"
+    before = {p: p.read_bytes() for p in images.iterdir()}
+    argv = ["predict", "demo_atss_le90", str(tmp_path / "none.pth"), str(images), "--out", str(images)]
+    assert main(argv) == 2
+    assert "would overwrite inputs" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in images.iterdir()} == before
