@@ -136,8 +136,9 @@ def _onnx_bytes(graph: CandidateGraph, example: torch.Tensor, opset: int, export
     if exporter != "dynamo":
         raise ExportError(f"unknown ONNX exporter {exporter!r}; use 'torchscript' or 'dynamo'")
     program = _torch_export(graph, example)
+    # Its own translation targets opset 18; converting down fails on this graph's Reduce ops.
     with contextlib.redirect_stdout(io.StringIO()):  # its progress lines
-        onnx_program = torch.onnx.export(program, dynamo=True, opset_version=opset, **names)
+        onnx_program = torch.onnx.export(program, dynamo=True, opset_version=max(opset, 18), **names)
     return onnx_program.model_proto.SerializeToString(), exporter
 
 
@@ -235,7 +236,7 @@ def export_detector(
     Args:
         fmt: ``onnx`` (``model.onnx``) or ``pt2`` (``model.pt2``, a torch.export ExportedProgram).
         input_size: the window size ``S`` of the graph (default: the config's test scale).
-        opset: the ONNX opset.
+        opset: the ONNX opset (the dynamo exporter writes 18 at least); the metadata records the graph's.
         exporter: ``torchscript`` or ``dynamo`` (ONNX only; see the module note).
         checkpoint: recorded in the metadata (its file name).
         verify: run the exported graph once against the eager graph (default).
@@ -270,6 +271,12 @@ def export_detector(
                 got = tuple(t.numpy() for t in program.module()(probe))
             _check_outputs(fmt, got, want)
 
+    if fmt == "onnx":
+        import onnx
+
+        model_proto = onnx.load_from_string(data)
+        opset = next(o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx"))
+        del model_proto
     cfg = detector.cfg
     test_cfg = detector._test_cfg(None)
     norm = cfg["data"].get("img_norm", IMG_NORM_CFG)
