@@ -2,6 +2,7 @@
 
     python benchmarks/bench_export.py --parity              # the eight R50 seed configs, real DOTA images
     python benchmarks/bench_export.py --speed               # ATSS le90 and R3Det-ATSS, batch 1 and 4
+    python benchmarks/bench_export.py --parity --speed      # both on ATSS le90 / R3Det-ATSS, one export
     python benchmarks/bench_export.py --speed --configs demo_atss_le90 --size 256 --repeats 2   # quick
 
 Parity: each seed config at full size (ResNet-50, 256-channel heads, 1024² windows) with seeded
@@ -12,8 +13,9 @@ ExportedProgram. It prints the detections per runtime, whether every class has t
 the largest box / angle / score differences of the paired detections (the tests' rule).
 
 Speed: per window, same run, same threads: ``end to end`` is one batch of windows through
-``Detector._detect_batch`` (pipeline, network, candidates, NMS), ``graph`` the network + candidate
-selection alone (eager ``CandidateGraph``, the ONNX Runtime session, the ``.pt2`` program); export
+``Detector._detect_batch`` (pipeline, network, candidates, NMS), ``graph`` (``--graph``) the network
++ candidate selection alone (eager ``CandidateGraph``, the ONNX Runtime session, the ``.pt2``
+program); export
 time and file size. ONNX Runtime's CUDA provider is added where the installed onnxruntime has it.
 """
 
@@ -39,9 +41,11 @@ from rotdet.configs import SEED_CONFIGS, load_config  # noqa: E402
 from rotdet.engine import Detector  # noqa: E402
 from rotdet.export import export_detector  # noqa: E402
 from rotdet.export.exporter import build_graph  # noqa: E402
+from rotdet.export.runtime import ExportedDetector  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repo
 IMAGES = ["dota_samples/images/P0706.png", "demo/dota_demo.jpg"]
+SPEED_CONFIGS = ["rotated_atss_obb_r50_fpn_1x_dota_le90", "r3det_atss_r50_fpn_1x_dota_oc"]
 
 
 def seed_weights(model: nn.Module, seed: int) -> None:
@@ -109,85 +113,86 @@ def compare(got, want) -> dict:
     return {"same_counts": same, "max_box_px": box, "max_angle_rad": ang, "max_score": score}
 
 
-def run_parity(args) -> list[dict]:
-    images = [cv2.imread(str(args.data / p)) for p in IMAGES]
-    rows = []
-    for name in args.configs.split(",") if args.configs else SEED_CONFIGS:
-        det = make_detector(name, args.size, args.threads)
-        size = det.window_size
-        shift = calibrate(det, images[0][:size, :size], args.candidates)
-        with tempfile.TemporaryDirectory() as tmp:
-            runs = {"pytorch": det}
-            for fmt in ("onnx", "pt2"):
-                start = time.perf_counter()
-                export_detector(det, Path(tmp) / fmt, fmt=fmt)
-                print(f"{name}: {fmt} export {time.perf_counter() - start:.1f} s", flush=True)
-                runs[fmt] = Detector.from_export(Path(tmp) / fmt, device="cpu")
-            for path, img in zip(IMAGES, images, strict=True):
-                found = {k: d.predict(img, batch_size=args.batch_size) for k, d in runs.items()}
-                for fmt in ("onnx", "pt2"):
-                    row = {"config": name, "image": Path(path).name, "runtime": fmt, "bias_shift": shift}
-                    row.update(detections=len(found[fmt]), pytorch=len(found["pytorch"]))
-                    row.update(compare(found[fmt], found["pytorch"]))
-                    rows.append(row)
-                    print_table([row], list(row))
-    return rows
-
-
-def run_speed(args) -> list[dict]:
+def export_all(det: Detector, tmp: Path, threads: int) -> tuple[dict, dict]:
+    """ONNX and .pt2 exports of ``det`` in ``tmp``: ``({fmt: Detector}, {fmt: export time, size})``."""
     import onnxruntime as ort
 
+    exports, info = {}, {}
+    for fmt in ("onnx", "pt2"):
+        start = time.perf_counter()
+        export_detector(det, tmp / fmt, fmt=fmt)
+        info[fmt] = {
+            "export_s": time.perf_counter() - start,
+            "size_mb": (tmp / fmt / f"model.{fmt}").stat().st_size / 2**20,
+        }
+        print(f"{det.cfg['name']}: {fmt} export {info[fmt]['export_s']:.1f} s", flush=True)
+        exports[fmt] = ExportedDetector(tmp / fmt, "cpu", threads)  # ONNX Runtime: torch's threads
+    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
+        exports["onnx-cuda"] = Detector.from_export(tmp / "onnx", device="cuda")
+    return exports, info
+
+
+def parity_rows(name: str, det: Detector, exports: dict, names: list[str], images: list, batch: int) -> list:
     rows = []
-    for name in (
-        args.configs.split(",")
-        if args.configs
-        else ["rotated_atss_obb_r50_fpn_1x_dota_le90", "r3det_atss_r50_fpn_1x_dota_oc"]
-    ):
+    for path, img in zip(names, images, strict=True):
+        want = det.predict(img, batch_size=batch)
+        for fmt, ex in exports.items():
+            got = ex.predict(img, batch_size=batch)
+            row = {"config": name, "image": Path(path).name, "runtime": fmt}
+            row.update(detections=len(got), pytorch=len(want), **compare(got, want))
+            rows.append(row)
+            print_table([row], list(row))
+    return rows
+
+
+def speed_rows(name: str, det: Detector, exports: dict, info: dict, windows: list, args) -> list:
+    rows = []
+    graph = build_graph(det)
+    cfg = det._test_cfg(None)
+    for batch in (1, 4):
+        patches = [windows[i % len(windows)] for i in range(batch)]
+        stacked = np.stack(patches)
+        x = torch.from_numpy(stacked)
+        runners = {"pytorch": (det, lambda graph=graph, x=x: graph(x))}
+        for key, ex in exports.items():
+            runners[key] = (ex, lambda ex=ex, stacked=stacked: ex.runner(stacked))
+        for key, (d, graph_fn) in runners.items():
+            with torch.no_grad():
+                e2e = time_call(
+                    lambda d=d, patches=patches, cfg=cfg: d._detect_batch(patches, cfg), "cpu", args.repeats
+                )
+                net = time_call(graph_fn, "cpu", args.repeats) if args.graph else None
+            row = {
+                "config": name,
+                "runtime": key,
+                "batch": batch,
+                "end_to_end_s_per_window": e2e / batch,
+                "graph_s_per_window": net / batch if net is not None else None,
+                **info.get(key.split("-")[0], {}),
+            }
+            rows.append(row)
+            print_table([row], list(row))
+    return rows
+
+
+def run(args) -> tuple[list, list]:
+    names = args.images.split(",")
+    images = [cv2.imread(str(args.data / p)) for p in names]
+    default = SEED_CONFIGS if args.parity and not args.speed else SPEED_CONFIGS
+    parity, speed = [], []
+    for name in args.configs.split(",") if args.configs else default:
         det = make_detector(name, args.size, args.threads)
         size = det.window_size
-        img = cv2.imread(str(args.data / IMAGES[1]))
-        windows = [img[y : y + size, x : x + size] for y, x in ((0, 0), (0, 500), (500, 0), (500, 500))]
+        demo = cv2.imread(str(args.data / IMAGES[1]))
+        windows = [demo[y : y + size, x : x + size] for y, x in ((0, 0), (0, 500), (500, 0), (500, 500))]
         calibrate(det, windows[0], args.candidates)
-        graph = build_graph(det)
         with tempfile.TemporaryDirectory() as tmp:
-            exports, info = {}, {}
-            for fmt in ("onnx", "pt2"):
-                start = time.perf_counter()
-                export_detector(det, Path(tmp) / fmt, fmt=fmt)
-                info[fmt] = {
-                    "export_s": time.perf_counter() - start,
-                    "size_mb": (Path(tmp) / fmt / f"model.{fmt}").stat().st_size / 2**20,
-                }
-                exports[fmt] = Detector.from_export(Path(tmp) / fmt, device="cpu", threads=args.threads)
-            if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
-                exports["onnx-cuda"] = Detector.from_export(Path(tmp) / "onnx", device="cuda")
-            cfg = det._test_cfg(None)
-            for batch in (1, 4):
-                patches = [windows[i % len(windows)] for i in range(batch)]
-                stacked = np.stack(patches)
-                x = torch.from_numpy(stacked)
-                runners = {"pytorch": (det, lambda graph=graph, x=x: graph(x))}
-                for key, ex in exports.items():
-                    runners[key] = (ex, lambda ex=ex, stacked=stacked: ex.runner(stacked))
-                for key, (d, graph_fn) in runners.items():
-                    with torch.no_grad():
-                        e2e = time_call(
-                            lambda d=d, patches=patches, cfg=cfg: d._detect_batch(patches, cfg),
-                            "cpu",
-                            args.repeats,
-                        )
-                        net = time_call(graph_fn, "cpu", args.repeats)
-                    row = {
-                        "config": name,
-                        "runtime": key,
-                        "batch": batch,
-                        "end_to_end_s_per_window": e2e / batch,
-                        "graph_s_per_window": net / batch,
-                        **info.get(key.split("-")[0] if key != "pytorch" else "", {}),
-                    }
-                    rows.append(row)
-                    print_table([row], list(row))
-    return rows
+            exports, info = export_all(det, Path(tmp), args.threads)
+            if args.parity:
+                parity += parity_rows(name, det, exports, names, images, args.batch_size)
+            if args.speed:
+                speed += speed_rows(name, det, exports, info, windows, args)
+    return parity, speed
 
 
 def main() -> None:
@@ -202,6 +207,8 @@ def main() -> None:
         "--candidates", type=int, default=500, help="class scores over the threshold per window"
     )
     parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--images", default=",".join(IMAGES), help="parity images, relative to --data")
+    parser.add_argument("--graph", action="store_true", help="also time the graph alone")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument(
@@ -211,14 +218,11 @@ def main() -> None:
     torch.set_flush_denormal(True)
     if not (args.parity or args.speed):
         parser.error("give --parity and/or --speed")
-    if args.parity:
-        rows = run_parity(args)
-        print_table(rows, list(rows[0]))
-        append_record("export_parity", rows, threads=args.threads)
-    if args.speed:
-        rows = run_speed(args)
-        print_table(rows, list(rows[0]))
-        append_record("export_speed", rows, threads=args.threads)
+    parity, speed = run(args)
+    for bench, rows in (("export_parity", parity), ("export_speed", speed)):
+        if rows:
+            print_table(rows, list(rows[0]))
+            append_record(bench, rows, threads=args.threads)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ ARCHS = {
         [*small_overrides("atss"), "model.test_cfg.nms_pre=300"],
         -4.0,
     ),
-    "r3det": ("r3det_r50_fpn_1x_dota_oc", small_overrides("r3det"), -4.0),
+    # nms_pre 300: the top-k over the refined boxes
+    "r3det": ("r3det_r50_fpn_1x_dota_oc", [*small_overrides("r3det"), "model.test_cfg.nms_pre=300"], -4.0),
     "r3det_atss": ("r3det_atss_r50_fpn_1x_dota_oc", small_overrides("r3det"), -6.0),
 }
 
@@ -318,10 +319,11 @@ def test_predict_cli_onnx_equals_pytorch(arch, exported, scenes, tmp_path, capsy
     )
 
 
-@pytest.mark.parametrize("arch", ["retinanet_le90", "r3det"])
-def test_pt2_equals_pytorch(arch, tmp_path, scenes):
-    """``--format pt2`` (torch.export) through ``Detector.from_export``: same detections."""
-    det = make_detector(arch)
+def test_pt2_equals_pytorch(tmp_path, scenes):
+    """``--format pt2`` (torch.export) through ``Detector.from_export``: same detections. R3Det
+    only, for CI's time (torch.export takes 10-20 s a model here): its graph holds every piece of
+    the single-stage ones (9-anchor head, top-k) and the refinement stage."""
+    det = make_detector("r3det")
     export_detector(det, tmp_path / "pt2", fmt="pt2")
     assert sorted(p.name for p in (tmp_path / "pt2").iterdir()) == ["model.pt2", EXPORT_JSON]
     ex = Detector.from_export(tmp_path / "pt2" / "model.pt2", device="cpu")

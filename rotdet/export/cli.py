@@ -34,7 +34,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="window size of the graph, a multiple of 32 (default: the config's test scale)",
     )
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s)")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help="ONNX opset (default: %(default)s; the dynamo exporter writes 18 at least)",
+    )
     parser.add_argument(
         "--onnx-exporter",
         choices=["torchscript", "dynamo"],

@@ -35,9 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rotdet.data.split import SplitConfig
 from rotdet.data.transforms import RResize
-from rotdet.engine.inference import Detector, default_device
+from rotdet.engine.inference import PATCH_PADDING, Detector, default_device
 from rotdet.export.exporter import (
     EXPORT_FORMAT,
     EXPORT_FORMAT_VERSION,
@@ -51,8 +50,6 @@ from rotdet.export.postprocess import candidates_to_detections
 from rotdet.models.heads import TestConfig
 
 __all__ = ["ExportedDetector", "ExportedModel", "is_export_path", "read_export_metadata"]
-
-PATCH_PADDING = tuple(int(v) for v in SplitConfig().padding_value)
 
 
 def is_export_path(path: str | os.PathLike) -> bool:
