@@ -374,6 +374,26 @@ def _split_job(job: tuple) -> dict:
         }
 
 
+def _split_jobs(img_dirs, ann_dirs, out_dir: Path, cfg: SplitConfig) -> tuple[list[tuple], list[Path]]:
+    """One job per image (its label file, if any) and the label files that have no image."""
+    jobs = []
+    seen: dict[str, Path] = {}
+    orphans: list[Path] = []
+    for img_dir, ann_dir in zip(img_dirs, ann_dirs, strict=True):
+        images = list_images(img_dir)
+        if ann_dir is not None:
+            stems = {img.stem for img in images}
+            orphans += [a for a in sorted(Path(ann_dir).glob("*.txt")) if a.stem not in stems]
+        for img in images:
+            if img.stem in seen:
+                # mmrotate would silently write both images' patches under the same names
+                raise ValueError(f"two images named {img.stem!r}: {seen[img.stem]} and {img}")
+            seen[img.stem] = img
+            ann = Path(ann_dir) / (img.stem + ".txt") if ann_dir is not None else None
+            jobs.append((str(img), str(ann) if ann is not None else None, str(out_dir), cfg))
+    return jobs, orphans
+
+
 def split_dataset(
     img_dirs: Sequence[str | os.PathLike],
     ann_dirs: Sequence[str | os.PathLike | None] | None,
@@ -418,21 +438,7 @@ def split_dataset(
     for sub in ("images", "annfiles", ".done"):
         remove_stale_temporaries(out_dir / sub)  # left by an interrupted run; their files are redone
 
-    jobs = []
-    seen: dict[str, Path] = {}
-    orphans: list[Path] = []
-    for img_dir, ann_dir in zip(img_dirs, ann_dirs, strict=True):
-        images = list_images(img_dir)
-        if ann_dir is not None:
-            stems = {img.stem for img in images}
-            orphans += [a for a in sorted(Path(ann_dir).glob("*.txt")) if a.stem not in stems]
-        for img in images:
-            if img.stem in seen:
-                # mmrotate would silently write both images' patches under the same names
-                raise ValueError(f"two images named {img.stem!r}: {seen[img.stem]} and {img}")
-            seen[img.stem] = img
-            ann = Path(ann_dir) / (img.stem + ".txt") if ann_dir is not None else None
-            jobs.append((str(img), str(ann) if ann is not None else None, str(out_dir), cfg))
+    jobs, orphans = _split_jobs(img_dirs, ann_dirs, out_dir, cfg)
     results = []
     bar = tqdm(total=len(jobs), desc="split", unit="img", disable=not progress)
     if nproc > 1 and len(jobs) > 1:
