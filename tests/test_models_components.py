@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torchvision.models import resnet as tv_resnet
 
 from rotdet.models import FPN, AnchorGenerator, DeltaXYWHAOBBoxCoder, ResNetBackbone
+from rotdet.models.backbone import PretrainedWeightsError
 from rotdet.structures import obb2poly
 
 REF = np.load(Path(__file__).parent / "data" / "models_components_ref.npz")
@@ -312,15 +313,27 @@ def test_backbone_keys_equal_torchvision(depth: int) -> None:
         ]
 
 
-def test_backbone_pretrained_offline_warns(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backbone_pretrained_offline_is_an_error_saying_how_to_proceed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def offline(url: str, *args: object, **kwargs: object) -> dict:
         raise OSError(f"no network: {url}")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    with pytest.warns(UserWarning, match=r"ResNet18_Weights\.IMAGENET1K_V1.*OSError.*random init"):
-        net = ResNetBackbone(18, pretrained=True)
-    assert not net.pretrained_loaded
-    assert not net.conv1.weight.requires_grad and all(bool((bn.weight == 1).all()) for bn in _bns(net))
+    with pytest.raises(PretrainedWeightsError, match=r"OSError.*pretrained=/path/to/it.*pretrained=false"):
+        ResNetBackbone(18, pretrained=True)
+    with pytest.raises(PretrainedWeightsError, match="checkpoint not found"):
+        ResNetBackbone(18, pretrained="/nonexistent/resnet18.pth")
+
+
+def test_backbone_pretrained_from_a_local_file(tmp_path, caplog) -> None:
+    src = tv_resnet.resnet18()
+    torch.nn.init.normal_(src.layer1[0].bn1.weight)
+    torch.save(src.state_dict(), tmp_path / "r18.pth")
+    with caplog.at_level("INFO", logger="rotdet"):
+        net = ResNetBackbone(18, pretrained=str(tmp_path / "r18.pth"), frozen_stages=-1)
+    assert net.pretrained_from == str(tmp_path / "r18.pth") and "r18.pth" in caplog.text
+    torch.testing.assert_close(net.layer1[0].bn1.weight, src.layer1[0].bn1.weight, rtol=0, atol=0)
 
 
 def test_backbone_pretrained_loads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -334,7 +347,7 @@ def test_backbone_pretrained_loads(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake)
     net = ResNetBackbone(18, pretrained=True)
-    assert net.pretrained_loaded and urls == [tv_resnet.ResNet18_Weights.IMAGENET1K_V1.url]
+    assert net.pretrained_from == urls[0] == tv_resnet.ResNet18_Weights.IMAGENET1K_V1.url
     torch.testing.assert_close(net.layer4[1].bn2.weight, src.layer4[1].bn2.weight, rtol=0, atol=0)
     assert not net.layer1[0].conv1.weight.requires_grad
 

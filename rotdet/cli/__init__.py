@@ -135,6 +135,7 @@ BUILTIN_USER_ERRORS: tuple[type[BaseException], ...] = (OSError, KeyError, Value
 ROTDET_USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("rotdet.engine.checkpoint", "CheckpointError"),
     ("rotdet.engine.train", "NonFiniteLossError"),
+    ("rotdet.models.backbone", "PretrainedWeightsError"),
 )
 
 

@@ -113,6 +113,7 @@ EITHER_KIND_KEYS: dict[str, frozenset[str]] = {
     "train_flip.direction": frozenset({"a string", "a list"}),
     "assign_by_circumhbbox": frozenset({"a boolean (true/false)", "a string"}),
     "data.classes": frozenset({"a string", "a list"}),  # a named list or the names themselves
+    "backbone.pretrained": frozenset({"a boolean (true/false)", "a string"}),  # or a local file
 }
 
 

@@ -13,12 +13,23 @@ train (mmdet's ``norm_cfg=dict(type='BN', requires_grad=True)``).
 
 from __future__ import annotations
 
-import warnings
+import logging
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
+
+from rotdet.fileio import safe_torch_load
+
+logger = logging.getLogger("rotdet.models")
+
+
+class PretrainedWeightsError(RuntimeError):
+    """The ImageNet weights a config asks for cannot be had; the message says how to proceed."""
+
 
 __all__ = ["ResNetBackbone"]
 
@@ -44,8 +55,10 @@ class ResNetBackbone(nn.Module):
         frozen_stages: -1 freezes nothing, 0 the stem, k >= 1 the stem and ``layer1..layerk``.
         norm_eval: keep all BatchNorms in eval mode during training.
         out_indices: which stages (0 = ``layer1`` = C2, ..., 3 = C5) to return, in order.
-        pretrained: load torchvision's ImageNet weights (``IMAGENET1K_V1``); when they cannot be had
-            (offline, corrupt cache) a warning names the failure and the random init is kept.
+        pretrained: ``True`` loads torchvision's ImageNet weights (``IMAGENET1K_V1``, downloaded once
+            into torch's hub cache), a path loads that file (the same weights kept locally), ``False``
+            keeps mmdet's random init. Weights that cannot be had are an error (as in mmcv): a model
+            trained from random init on purpose must say ``pretrained: false``.
         zero_init_residual: zero the last BN weight of every block (mmdet's default is True, but all
             seed configs set False).
     """
@@ -56,7 +69,7 @@ class ResNetBackbone(nn.Module):
         frozen_stages: int = 1,
         norm_eval: bool = True,
         out_indices: Sequence[int] = (0, 1, 2, 3),
-        pretrained: bool = False,
+        pretrained: bool | str | os.PathLike = False,
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
@@ -87,9 +100,9 @@ class ResNetBackbone(nn.Module):
         self.out_channels: list[int] = [self.out_channels_per_stage[i] for i in out_indices]
         self.strides: list[int] = [4 * 2**i for i in out_indices]
         self.init_weights()
-        self.pretrained_loaded = False
+        self.pretrained_from: str | None = None  # where the ImageNet weights came from, if any
         if pretrained:
-            self.pretrained_loaded = self.load_pretrained()
+            self.load_pretrained(None if pretrained is True else pretrained)
         self._freeze_stages()
 
     def init_weights(self) -> None:
@@ -109,22 +122,29 @@ class ResNetBackbone(nn.Module):
                 elif isinstance(m, tv_resnet.BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
 
-    def load_pretrained(self) -> bool:
-        """Load torchvision's ImageNet weights; on any failure warn and keep the current weights."""
+    def load_pretrained(self, path: str | os.PathLike | None = None) -> str:
+        """Load the ImageNet weights (torchvision's download, or the file ``path``); returns where
+        they came from. Raises :class:`PretrainedWeightsError` saying how to proceed otherwise."""
         url = self._weights.url
         try:
-            state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
-        except Exception as exc:  # offline, proxy, corrupt cache, ...: never fatal
-            warnings.warn(
-                f"ResNet-{self.depth}: could not load torchvision's ImageNet weights "
-                f"({self._weights}, {url}): {type(exc).__name__}: {exc}. Continuing with random init "
-                f"(put the file in {torch.hub.get_dir()}/checkpoints to use it offline).",
-                stacklevel=2,
-            )
-            return False
+            if path is not None:
+                state, source = safe_torch_load(path), str(Path(path))
+            else:
+                state = torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
+                source = url
+        except Exception as exc:  # offline, proxy, corrupt cache, missing file: say how to go on
+            local = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+            raise PretrainedWeightsError(
+                f"ResNet-{self.depth}: cannot load the ImageNet weights ({path or url}): "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())}. Put {Path(url).name} at {local}, "
+                "or point model.backbone.pretrained=/path/to/it, or train from random init on purpose "
+                "with model.backbone.pretrained=false (tens of mAP points below the seed's table)"
+            ) from None
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         self.load_state_dict(state, strict=True)
-        return True
+        self.pretrained_from = source
+        logger.info("ResNet-%d: ImageNet weights loaded from %s", self.depth, source)
+        return source
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages >= 0:
