@@ -50,3 +50,13 @@ def test_predict_refuses_to_write_over_its_inputs(tmp_path, capsys):
     assert main(argv) == 2
     assert "would overwrite inputs" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in images.iterdir()} == before
+
+
+def test_corrupt_checkpoints_json_is_one_line_naming_it(tmp_path):
+    import pytest
+
+    from rotdet.engine.checkpoint import CheckpointError, CheckpointManager
+
+    (tmp_path / "checkpoints.json").write_text('{"best_metric": 0.5, ')
+    with pytest.raises(CheckpointError, match=r"checkpoints\.json cannot be read.*delete it to resume"):
+        CheckpointManager(tmp_path)

@@ -128,7 +128,15 @@ class CheckpointManager:
         self.evaluated_epoch: int | None = None
         state = self.work_dir / "checkpoints.json"
         if state.is_file():
-            data = json.loads(state.read_text())
+            try:
+                data = json.loads(state.read_text(encoding="utf-8"))
+                if not isinstance(data, dict):
+                    raise ValueError(f"a {type(data).__name__}, not a mapping")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise CheckpointError(
+                    f"{state} cannot be read ({' '.join(str(exc).split())}); it only records the best "
+                    "mAP so far: delete it to resume (best.pth is then replaced by the next evaluation)"
+                ) from None
             self.best_metric, self.best_epoch = data.get("best_metric"), data.get("best_epoch")
             self.evaluated_epoch = data.get("evaluated_epoch")
 
