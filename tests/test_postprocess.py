@@ -66,3 +66,46 @@ def test_batched_detections_equal_image_by_image_ones():
                 # sigmoid over a [B, N, C] tensor may round the last bit differently from [N, C]
                 torch.testing.assert_close(g["scores"], e["scores"], rtol=1e-6, atol=0)
                 assert torch.equal(g["labels"], e["labels"])
+
+
+def test_box_branch_skipped_where_no_score_passes():
+    """On a CPU the detectors run a head's box branch only on levels where some score passes the
+    threshold: the detections are bit-identical to running both branches everywhere."""
+    from rotdet.models.detectors import R3Det
+
+    def both_branches(model, images):
+        images, metas = model._prepare(images, None)
+        if isinstance(model, R3Det):
+            *_, (i, (cls, reg), rois) = model._stages(model.extract_feat(images))
+            return model.refine_head[i].predict(cls, reg, metas, rescale=True, anchors=rois)
+        cls, reg = model.bbox_head(model.extract_feat(images))
+        return model.bbox_head.predict(cls, reg, metas, rescale=True)
+
+    overrides = {
+        "model.backbone.pretrained": False,
+        "model.backbone.depth": 18,
+        "model.neck.in_channels": None,
+    }
+    for name in ("rotated_atss_obb_r50_fpn_1x_dota_le90", "r3det_r50_fpn_1x_dota_oc"):
+        torch.manual_seed(0)
+        model = build_model(load_config(name, overrides)).eval()
+        head = model.refine_head[-1] if isinstance(model, R3Det) else model.bbox_head
+        images = torch.randn(2, 3, 128, 160)
+        calls = []
+        hook = head.retina_reg.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        counts = []
+        # No score passes, then a few (on some levels only), then many on every level.
+        thr = math.log(0.05 / 0.95)
+        for bias in (-4.6, thr - 0.3, thr - 0.1, thr - 0.03, thr - 0.01, 2.0):
+            torch.nn.init.constant_(head.retina_cls.bias, bias)
+            with torch.no_grad():
+                expected = both_branches(model, images)
+                calls.clear()
+                got = model.predict(images)
+            counts.append((sum(len(e["scores"]) for e in expected), len(calls)))
+            for g, e in zip(got, expected, strict=True):
+                for key in ("boxes", "scores", "labels"):
+                    assert torch.equal(g[key], e[key]), (name, bias, key)
+        hook.remove()
+        assert counts[0] == (0, 0) and counts[-1][1] == 5 and counts[-1][0] > 0, counts
+        assert any(dets > 0 and 0 < levels < 5 for dets, levels in counts), counts

@@ -170,7 +170,14 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """[B, 3, H, W] -> the selected stage outputs, e.g. [C2, C3, C4, C5]."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
+        if x.device.type == "cpu" and x.is_contiguous() and not x.requires_grad:
+            # The same maxima, ~3x faster: PyTorch's CPU max pool vectorises over channels only in
+            # channels-last layout (the NCHW kernel is ~4 % of a ResNet-50 forward). Not where a
+            # gradient flows back: ties would be free to pick another element than the NCHW kernel.
+            x = self.maxpool(x.contiguous(memory_format=torch.channels_last)).contiguous()
+        else:
+            x = self.maxpool(x)
         outs = []
         for i in range(4):
             x = getattr(self, f"layer{i + 1}")(x)

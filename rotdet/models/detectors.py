@@ -130,8 +130,7 @@ class RotatedSingleStageDetector(_Detector):
     ) -> list[dict[str, Tensor]]:
         """Per image detections ``{"boxes": [K, 5], "scores": [K], "labels": [K]}``."""
         images, metas = self._prepare(images, metas)
-        cls_scores, bbox_preds = self.bbox_head(self.extract_feat(images))
-        return self.bbox_head.predict(cls_scores, bbox_preds, metas, rescale=rescale, **kwargs)
+        return self.bbox_head.predict_features(self.extract_feat(images), metas, rescale=rescale, **kwargs)
 
 
 class R3Det(_Detector):
@@ -214,10 +213,13 @@ class R3Det(_Detector):
         self, images: Tensor, metas: Sequence[dict] | None = None, rescale: bool = True, **kwargs
     ) -> list[dict[str, Tensor]]:
         images, metas = self._prepare(images, metas)
-        last = None
-        for i, outs, rois in self._stages(self.extract_feat(images)):
-            last = (i, outs, rois)
-        i, (cls_scores, bbox_preds), rois = last
-        return self.refine_head[i].predict(
-            cls_scores, bbox_preds, metas, rescale=rescale, anchors=rois, **kwargs
-        )
+        feats = self.extract_feat(images)
+        # _stages without the last refine head's forward: predict_features runs it (and skips its
+        # box branch where no score passes the threshold).
+        rois = self.bbox_head.filter_bboxes(*self.bbox_head(feats))
+        for i in range(self.num_refine_stages):
+            x_refine = self.feat_refine_module[i](feats, rois)
+            if i + 1 == self.num_refine_stages:
+                break
+            rois = self.refine_head[i].refine_bboxes(self.refine_head[i](x_refine)[1], rois)
+        return self.refine_head[i].predict_features(x_refine, metas, rescale=rescale, anchors=rois, **kwargs)

@@ -208,12 +208,17 @@ class RotatedRetinaHead(nn.Module):
 
     # ------------------------------------------------------------------ network
     def forward_single(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        cls_feat, reg_feat = x, x
+        return self._cls_branch(x), self._box_branch(x)
+
+    def _cls_branch(self, x: Tensor) -> Tensor:
         for conv in self.cls_convs:
-            cls_feat = conv(cls_feat)
+            x = conv(x)
+        return self.retina_cls(x)
+
+    def _box_branch(self, x: Tensor) -> Tensor:
         for conv in self.reg_convs:
-            reg_feat = conv(reg_feat)
-        return self.retina_cls(cls_feat), self.retina_reg(reg_feat)
+            x = conv(x)
+        return self.retina_reg(x)
 
     def forward(self, feats: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Per level ``cls_scores [B, A*C, H, W]`` (logits) and ``bbox_preds [B, A*5, H, W]``."""
@@ -418,6 +423,35 @@ class RotatedRetinaHead(nn.Module):
             cfg.max_per_img,
             rescale=rescale,
             with_nms=with_nms,
+        )
+
+    @torch.no_grad()
+    def predict_features(
+        self,
+        feats: Sequence[Tensor],
+        metas: Sequence[dict],
+        rescale: bool = False,
+        anchors: Sequence[Tensor] | None = None,
+        cfg: TestConfig | None = None,
+        with_nms: bool = True,
+    ) -> list[dict[str, Tensor]]:
+        """:meth:`predict` of ``self(feats)``. On a CPU the box branch (half of the head's work) runs
+        only on the levels where some class score passes ``score_thr``: no other level can give a
+        detection, so its deltas are never read and the detections are the same. (On a GPU the
+        test would wait for the device; there both branches always run.)"""
+        cfg = cfg if cfg is not None else self.test_cfg
+        if not with_nms or feats[0].device.type != "cpu":
+            cls_scores, bbox_preds = self(feats)
+        else:
+            cls_scores, bbox_preds = [self._cls_branch(x) for x in feats], []
+            for x, cls in zip(feats, cls_scores, strict=True):
+                # The test dense_detections applies (sigmoid is elementwise: same values).
+                if bool((cls.float().sigmoid() > cfg.score_thr).any()):
+                    bbox_preds.append(self._box_branch(x))
+                else:
+                    bbox_preds.append(cls.new_zeros(cls.shape[0], self.num_anchors * 5, *cls.shape[2:]))
+        return self.predict(
+            cls_scores, bbox_preds, metas, rescale=rescale, anchors=anchors, cfg=cfg, with_nms=with_nms
         )
 
     # ------------------------------------------------------------------ R3Det helpers
