@@ -14,6 +14,7 @@ import torch
 
 from rotdet.models.assigners import (
     MMCV_CUDA_INSIDE_LIMIT,
+    Assigner,
     AssignResult,
     ATSSAssigner,
     MaxIoUAssigner,
@@ -523,7 +524,7 @@ def test_max_iou_batch_equals_image_by_image(assign_all):
     ignored[2, ::7] = True
     ignored[1] = True  # every anchor of image 1 ignored
     assigner = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.0, gt_max_assign_all=assign_all)
-    gt_inds, max_ov = assigner.assign_batch(anchors, boxes, valid, ignored)
+    gt_inds, max_ov = assigner.assign_batch(anchors, [anchors.shape[1]], boxes, valid, ignored=ignored)
     for i, gts in enumerate(gt_list):
         exp_inds, exp_ov = dense_max_iou(
             anchors[i], gts, 0.5, 0.4, 0.0, assign_all=assign_all, ignore=ignored[i]
@@ -544,3 +545,101 @@ def test_atss_under_bfloat16_autocast_is_the_float32_assignment(version):
         got = ATSSAssigner(9, version).assign(anchors, counts, gts).gt_inds
     assert polys.dtype == torch.float32
     assert torch.equal(got, expected)
+
+
+# ------------------------------------------------------------------------ one protocol, anchor validity
+def subset_assignment(assigner, anchors, counts, gt_list, anchor_valid):
+    """Each image's taking-part anchors assigned alone with mmdet's single-image call (what mmdet's
+    ``get_targets`` does with its ``inside_flags``), ``-1`` elsewhere: the reference for
+    ``anchor_valid``."""
+    gt_inds = torch.full(anchor_valid.shape, -1, dtype=torch.long)
+    max_ov = torch.zeros(anchor_valid.shape)
+    for i, gts in enumerate(gt_list):
+        idx = anchor_valid[i].nonzero()[:, 0]
+        level_counts = [int(v.sum()) for v in anchor_valid[i].split(counts)]
+        if isinstance(assigner, ATSSAssigner):
+            res = assigner.assign(anchors[i][idx], level_counts, gts)
+        else:
+            res = assigner.assign(anchors[i][idx], gts)
+        gt_inds[i, idx] = res.gt_inds
+        max_ov[i, idx] = res.max_overlaps
+    return gt_inds, max_ov
+
+
+def validity_masks(counts, batch_sizes, seed):
+    """Anchor-validity masks ``[B, N]`` of the kinds a batch meets: all valid, random (a few levels
+    keep fewer than ``topk`` anchors), one level emptied, none valid."""
+    g = torch.Generator().manual_seed(seed)
+    n = sum(counts)
+    masks = [torch.ones(n, dtype=torch.bool), torch.rand(n, generator=g) < 0.5]
+    coarse = torch.ones(n, dtype=torch.bool)
+    coarse[sum(counts[:-2]) :] = torch.rand(counts[-2] + counts[-1], generator=g) < 0.1  # < 9 left
+    coarse[sum(counts[:-3]) : sum(counts[:-2])] = False  # a level with no anchor at all
+    masks += [coarse, torch.zeros(n, dtype=torch.bool)]
+    return torch.stack([masks[i % len(masks)] for i in range(batch_sizes)])
+
+
+@pytest.mark.parametrize("limit", [True, False])
+def test_atss_anchor_valid_equals_the_valid_anchors_alone(limit):
+    """Padding anchors folded into the batch: the same assignment as each image's valid anchors
+    alone -- candidates per level among them (fewer than topk on some levels: a shorter threshold
+    row), mmcv's inside limit on their own indices (crowded image), -1 for the others."""
+    anchors, counts = oracle.make_anchors(1024, retina=False)
+    anchors = torch.from_numpy(anchors)
+    _, _, many = random_scene(71, size=1024, m=130, small=True)
+    many[-1] = torch.tensor(box(700, 700, 600, 500, 0.1))
+    _, _, few = random_scene(72, size=1024, m=9)
+    gt_list = [many, few, few[:3], many[:40], torch.zeros(0, 5)]
+    boxes, valid = _padded(gt_list)
+    anchor_valid = validity_masks(counts, len(gt_list), seed=3)
+    anchor_valid[3, :20000] = True  # crowded, mostly valid: the limit cuts on ranks, not indices
+    batch_anchors = anchors[None].expand(len(gt_list), -1, -1)
+    assigner = ATSSAssigner(9, "le90", mmcv_cuda_inside_limit=limit)
+    gt_inds, max_ov = assigner.assign_batch(batch_anchors, counts, boxes, valid, anchor_valid)
+    exp_inds, exp_ov = subset_assignment(assigner, batch_anchors, counts, gt_list, anchor_valid)
+    assert torch.equal(gt_inds, exp_inds)
+    for i, gts in enumerate(gt_list):
+        if len(gts):
+            assert torch.equal(max_ov[i][anchor_valid[i]], exp_ov[i][anchor_valid[i]]), i
+    assert all((gt_inds[i] > 0).any() for i in range(3))
+    # every image full: the same as no mask at all (no grouping of the threshold rows)
+    full = torch.ones_like(anchor_valid)
+    assert torch.equal(
+        assigner.assign_batch(batch_anchors, counts, boxes, valid, full)[0],
+        assigner.assign_batch(batch_anchors, counts, boxes, valid)[0],
+    )
+
+
+@pytest.mark.parametrize("assign_all", [True, False])
+def test_max_iou_anchor_valid_equals_the_valid_anchors_alone(assign_all):
+    """The same for MaxIoU: low-quality matches (including a ground truth overlapping no valid
+    anchor, which then takes every valid one) see the valid anchors only."""
+    scenes = [random_scene(80 + i, size=128, m=m, retina=True) for i, m in enumerate((12, 5, 9, 3))]
+    anchors = torch.stack([s[0] for s in scenes])
+    counts = scenes[0][1]
+    gt_list = [s[2] for s in scenes]
+    gt_list[1][0] = torch.tensor(box(-400, -400, 20, 10))  # overlaps nothing
+    anchor_valid = validity_masks(counts, 4, seed=4)
+    anchor_valid[2] = anchors[2, :, 0] < 60  # gt 0 of image 2 may overlap no valid anchor
+    boxes, valid = _padded(gt_list)
+    assigner = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.0, gt_max_assign_all=assign_all)
+    gt_inds, max_ov = assigner.assign_batch(anchors, counts, boxes, valid, anchor_valid)
+    exp_inds, exp_ov = subset_assignment(assigner, anchors, counts, gt_list, anchor_valid)
+    assert torch.equal(gt_inds, exp_inds)
+    assert torch.equal(max_ov[anchor_valid], exp_ov[anchor_valid])
+    assert (gt_inds[0] > 0).any() and (gt_inds[3] == -1).all()
+
+
+@pytest.mark.parametrize("make", [lambda: ATSSAssigner(9, "le90"), lambda: MaxIoUAssigner(0.5, 0.4)])
+def test_one_protocol_without_ground_truths(make):
+    """Both assigners answer the same call, also with no ground truth in the whole batch."""
+    assigner = make()
+    assert isinstance(assigner, Assigner)
+    anchors, counts, _ = random_scene(90, size=128)
+    anchors = anchors[None].expand(2, -1, -1)
+    anchor_valid = torch.ones(anchors.shape[:2], dtype=torch.bool)
+    anchor_valid[1, ::3] = False
+    none = torch.zeros(2, 0, 5), torch.zeros(2, 0, dtype=torch.bool)
+    gt_inds, max_ov = assigner.assign_batch(anchors, counts, *none, anchor_valid)
+    assert torch.equal(gt_inds, torch.where(anchor_valid, 0, -1)) and max_ov.shape == gt_inds.shape
+    assert not assigner.assign_batch(anchors, counts, *none)[0].any()

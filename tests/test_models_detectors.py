@@ -11,9 +11,10 @@ import torch
 
 from rotdet.configs import SEED_CONFIGS, list_configs, load_config
 from rotdet.data import collate
+from rotdet.models.assigners import ATSSAssigner, MaxIoUAssigner
 from rotdet.models.detectors import R3Det, sum_losses
 from rotdet.models.factory import build_model
-from rotdet.models.heads import TestConfig
+from rotdet.models.heads import RotatedRetinaHead, TestConfig
 from rotdet.ops import box_iou_rotated
 
 
@@ -138,6 +139,55 @@ def test_forward_backward_predict_every_config(name):
     assert len(dets) == 2
     for d in dets:
         assert d["boxes"].shape[1] == 5 and d["scores"].shape == d["labels"].shape
+
+
+ATSS_ASSIGNER = "{type: ATSSObbAssigner, topk: 9, angle_version: le90}"
+MAX_IOU_ASSIGNER = (
+    "{type: MaxIoUAssigner, pos_iou_thr: 0.5, neg_iou_thr: 0.4, min_pos_iou: 0, ignore_iof_thr: -1}"
+)
+
+
+@pytest.mark.parametrize(
+    "name, override",
+    [
+        ("rotated_retinanet_obb_r50_fpn_1x_dota_le90", f"model.train_cfg.assigner={ATSS_ASSIGNER}"),
+        ("rotated_atss_obb_r50_fpn_1x_dota_le90", f"model.train_cfg.assigner={MAX_IOU_ASSIGNER}"),
+        ("r3det_r50_fpn_1x_dota_oc", f"model.train_cfg.sr.0.assigner={ATSS_ASSIGNER}"),
+        ("r3det_atss_r50_fpn_1x_dota_oc", f"model.train_cfg.s0.assigner={MAX_IOU_ASSIGNER}"),
+    ],
+)
+def test_any_head_assigner_pairing_builds_and_trains(name, override):
+    """Every head takes every assigner (one protocol): a RetinaNet head with ATSS, an ATSS head with
+    MaxIoU, R3Det's refine head with ATSS build and train a step on a padded batch."""
+    torch.manual_seed(0)
+    model = build_model(load_config(name, [*tiny_overrides(name), override]))
+    images = torch.randn(2, 3, 70, 96)
+    targets = [
+        {
+            "boxes": torch.tensor([[30.0, 40.0, 40.0, 20.0, 0.3], [70.0, 30.0, 26.0, 26.0, 1.0]]),
+            "labels": [0, 2],
+        },
+        {"boxes": torch.tensor([[20.0, 20.0, 24.0, 12.0, -0.4]]), "labels": [1]},
+    ]
+    metas = [
+        {"img_shape": (70, 96, 3), "pad_shape": (70, 96, 3), "scale_factor": [1.0] * 4, "flip": False},
+        {"img_shape": (40, 60, 3), "pad_shape": (64, 64, 3), "scale_factor": [0.5] * 4, "flip": False},
+    ]
+    model.train()
+    losses = model.forward_train(images, targets, metas)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(float(v.detach()) > 0 for k, v in losses.items() if "loss_bbox" in k)  # positives everywhere
+    sum_losses(losses).backward()
+    assert model.bbox_head.retina_cls.weight.grad is not None
+
+
+def test_mmrotate_head_types_build_one_head():
+    """``RotatedATSSHead`` (and the refine head) are config names of the one head class: the
+    assigner makes a head ATSS's."""
+    atss = build_model(load_config("r3det_atss_r50_fpn_1x_dota_oc", ["model.backbone.pretrained=false"]))
+    assert type(atss.bbox_head) is RotatedRetinaHead and type(atss.refine_head[0]) is RotatedRetinaHead
+    assert isinstance(atss.bbox_head.assigner, ATSSAssigner) and atss.refine_head[0].anchors_from_caller
+    assert isinstance(atss.refine_head[0].assigner, MaxIoUAssigner)
 
 
 def test_losses_float32_under_autocast():

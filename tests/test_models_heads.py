@@ -9,11 +9,21 @@ import torch
 import torchvision
 
 from rotdet.models.anchors import AnchorGenerator
-from rotdet.models.assigners import ATSSAssigner, MaxIoUAssigner
+from rotdet.models.assigners import ATSSAssigner, MaxIoUAssigner, assign_targets_boxes
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
-from rotdet.models.heads import RotatedATSSHead, RotatedRetinaHead, TestConfig
+from rotdet.models.detectors import dense_head_losses
+from rotdet.models.heads import RotatedRetinaHead, TestConfig
 from rotdet.models.losses import LossSpec, l1_loss, sigmoid_focal_loss, smooth_l1_loss
-from rotdet.models.r3det import FeatureRefineModule
+from rotdet.models.r3det import FeatureRefineModule, filter_bboxes
+from rotdet.models.targets import (
+    DenseAnchors,
+    GroundTruths,
+    TrainConfig,
+    anchor_targets,
+    assign_anchors,
+    dense_anchors,
+    rotated_anchor_inside_flags,
+)
 from rotdet.ops import rotated_feature_align
 
 
@@ -27,26 +37,64 @@ def _isolated_rng():
 STRIDES = (8, 16, 32, 64, 128)
 
 
-def retina_head(num_classes=3, channels=16, atss=False, assign_by_circumhbbox=None, **kw):
+def retina_head(num_classes=3, channels=16, atss=False, assign_by_circumhbbox=None, assigner=None, **kw):
+    """RetinaNet's nine anchors with MaxIoU, or (``atss``) ATSS's one anchor with ATSS, unless an
+    ``assigner`` is given (any pairing trains)."""
     if atss:
         gen = AnchorGenerator(STRIDES, octave_base_scale=4, scales_per_octave=1, ratios=[1.0])
-        assigner = ATSSAssigner(topk=9, angle_version="le90")
-        cls = RotatedATSSHead
+        default = ATSSAssigner(topk=9, angle_version="le90")
     else:
         gen = AnchorGenerator(STRIDES, octave_base_scale=4, scales_per_octave=3, ratios=[1.0, 0.5, 2.0])
-        assigner = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0)
-        cls = RotatedRetinaHead
-    return cls(
+        default = MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0)
+    return RotatedRetinaHead(
         num_classes,
         in_channels=channels,
         feat_channels=channels,
         stacked_convs=2,
         anchor_generator=gen,
         bbox_coder=DeltaXYWHAOBBoxCoder(angle_range="le90", edge_swap=True, proj_xy=True),
-        assigner=assigner,
+        assigner=default if assigner is None else assigner,
         assign_by_circumhbbox=assign_by_circumhbbox,
         **kw,
     )
+
+
+def head_loss(head, cls, reg, gt_boxes, gt_labels, metas, priors=None):
+    return dense_head_losses(head, cls, reg, GroundTruths.pad(gt_boxes, gt_labels, "cpu"), metas, priors)
+
+
+def head_targets(head, sizes, gt_boxes, gt_labels, metas, priors=None):
+    """Steps 1-3 of the training path: ``(DenseAnchors, AnchorTargets)``."""
+    anchors = dense_anchors(head.anchor_generator, sizes, metas, "cpu", priors, head.train_cfg.allowed_border)
+    gts = GroundTruths.pad(gt_boxes, gt_labels, "cpu")
+    gt_inds = assign_anchors(head.assigner, anchors, gts, head.assign_by_circumhbbox)
+    coder, pos_weight = head.bbox_coder, head.train_cfg.pos_weight
+    return anchors, anchor_targets(anchors, gt_inds, gts, coder, head.num_classes, pos_weight)
+
+
+def image_by_image_targets(head, anchors, sizes, gt_boxes, gt_labels, metas):
+    """The per-image path the heads had before anchor validity joined the batch (mmdet's
+    ``get_targets``): each image's inside anchors alone through the assigner's single-image call,
+    ``-1`` for the others; then the same targets step."""
+    batch, n = anchors.shape[:2]
+    level_sizes = [h * w * head.num_anchors for h, w in sizes]
+    gt_inds = torch.full((batch, n), -1, dtype=torch.long)
+    for i in range(batch):
+        valid = torch.cat(head.anchor_generator.valid_flags(sizes, metas[i]["pad_shape"]))
+        inside = rotated_anchor_inside_flags(
+            anchors[i], valid, metas[i]["img_shape"], head.train_cfg.allowed_border
+        )
+        idx = inside.nonzero()[:, 0]
+        counts = [int(f.sum()) for f in inside.split(level_sizes)]
+        boxes = assign_targets_boxes(gt_boxes[i], head.assign_by_circumhbbox)
+        if isinstance(head.assigner, ATSSAssigner):
+            result = head.assigner.assign(anchors[i][idx], counts, boxes)
+        else:
+            result = head.assigner.assign(anchors[i][idx], boxes)
+        gt_inds[i, idx] = result.gt_inds
+    gts = GroundTruths.pad(gt_boxes, gt_labels, "cpu")
+    dense = DenseAnchors(anchors, level_sizes, None)
+    return anchor_targets(dense, gt_inds, gts, head.bbox_coder, head.num_classes, head.train_cfg.pos_weight)
 
 
 def feats_for(size=128, channels=16, batch=1, seed=0):
@@ -104,7 +152,7 @@ def test_losses_finite_with_zero_positives(atss):
     cls, reg = head(feats)
     empty = [torch.zeros(0, 5), torch.zeros(0, 5)]
     labels = [torch.zeros(0, dtype=torch.long)] * 2
-    losses = head.loss(cls, reg, empty, labels, metas_for(batch=2))
+    losses = head_loss(head, cls, reg, empty, labels, metas_for(batch=2))
     assert losses["loss_cls"].shape == (5,) and torch.isfinite(losses["loss_cls"]).all()
     assert torch.all(losses["loss_bbox"] == 0)
     # no positives: avg_factor = 1 per image -> the focal sum over all anchors / 2
@@ -121,18 +169,11 @@ def test_loss_normalised_by_positives_with_hbb_assignment():
     cls, reg = head(feats_for(batch=2))
     gts = [torch.tensor([[60.0, 60.0, 64.0, 32.0, 0.3]]), torch.zeros(0, 5)]
     labels = [torch.tensor([1]), torch.zeros(0, dtype=torch.long)]
-    labels_t, lw, bt, bw, num_pos = head.get_targets(
-        torch.cat(head.grid_anchors([tuple(c.shape[-2:]) for c in cls], "cpu"))[None].expand(2, -1, -1),
-        [c.shape[-1] * c.shape[-2] * 9 for c in cls],
-        [tuple(c.shape[-2:]) for c in cls],
-        gts,
-        labels,
-        metas_for(batch=2),
-    )
-    pos = int((labels_t[0] == 1).sum())
-    assert pos > 0 and num_pos == pos + 1  # the empty image counts 1 (mmdet's max(pos, 1))
-    assert int((bw[0].sum(-1) > 0).sum()) == pos and int(bw[1].sum()) == 0
-    assert torch.all(lw[1] == 1)  # no ground truth: every anchor a negative
+    _, t = head_targets(head, [tuple(c.shape[-2:]) for c in cls], gts, labels, metas_for(batch=2))
+    pos = int((t.labels[0] == 1).sum())
+    assert pos > 0 and t.num_total_pos == pos + 1  # the empty image counts 1 (mmdet's max(pos, 1))
+    assert int((t.bbox_weights[0].sum(-1) > 0).sum()) == pos and int(t.bbox_weights[1].sum()) == 0
+    assert torch.all(t.label_weights[1] == 1)  # no ground truth: every anchor a negative
 
 
 def test_valid_flags_exclude_padding():
@@ -141,38 +182,104 @@ def test_valid_flags_exclude_padding():
     cls, reg = head(feats_for(size=128))
     metas = [{"img_shape": (64, 128, 3), "pad_shape": (64, 128, 3), "scale_factor": [1.0] * 4}]
     sizes = [tuple(c.shape[-2:]) for c in cls]
-    anchors = torch.cat(head.grid_anchors(sizes, "cpu"))[None]
-    _, lw, _, _, _ = head.get_targets(
-        anchors,
-        [h * w for h, w in sizes],
-        sizes,
-        [torch.zeros(0, 5)],
-        [torch.zeros(0, dtype=torch.long)],
-        metas,
-    )
-    assert torch.all(lw[0][anchors[0, :, 1] >= 64] == 0) and torch.all(lw[0][anchors[0, :, 1] < 64] == 1)
+    anchors, t = head_targets(head, sizes, [torch.zeros(0, 5)], [torch.zeros(0, dtype=torch.long)], metas)
+    lw, y = t.label_weights[0], anchors.boxes[0, :, 1]
+    assert torch.all(lw[y >= 64] == 0) and torch.all(lw[y < 64] == 1)
 
 
-@pytest.mark.parametrize("atss", [True, False])
-def test_all_valid_fast_path_equals_flag_path(atss, monkeypatch):
-    """Images padded to the batch shape skip the per-anchor flags; the targets are the same."""
-    head = retina_head(atss=atss)
+def padded_batch(seed=0):
+    """Three images of one 128 x 128 batch with their own padded shapes (the second so small that
+    its coarse levels keep fewer than ATSS's nine anchors) and ground truths (none in the last)."""
+    g = torch.Generator().manual_seed(seed)
+    metas = [
+        {"img_shape": (128, 120, 3), "pad_shape": (128, 128, 3), "scale_factor": [1.0] * 4},
+        {"img_shape": (60, 90, 3), "pad_shape": (64, 96, 3), "scale_factor": [1.0] * 4},
+        {"img_shape": (90, 128, 3), "pad_shape": (96, 128, 3), "scale_factor": [1.0] * 4},
+    ]
+    gts = []
+    for m, meta in zip((14, 4, 0), metas, strict=True):
+        h, w = meta["img_shape"][:2]
+        centre = torch.rand(m, 2, generator=g) * torch.tensor([w, h])
+        size = 6 + torch.rand(m, 2, generator=g) * 40
+        angle = (torch.rand(m, 1, generator=g) - 0.5) * 3.1
+        gts.append(torch.cat([centre, size, angle], 1))
+    labels = [torch.randint(0, 3, (len(b),), generator=g) for b in gts]
+    return gts, labels, metas
+
+
+@pytest.mark.parametrize("border", [-1, 0, 8])
+@pytest.mark.parametrize("kind", ["atss", "retina", "refine"])
+def test_padded_batch_targets_equal_image_by_image(kind, border):
+    """Padding anchors fold into the batched path through the anchor-validity mask: every target
+    equals the one of assigning each image's own inside anchors alone (grid anchors with ATSS and
+    with MaxIoU, and R3Det-like per-image priors; with and without ``allowed_border``)."""
+    train_cfg = TrainConfig(allowed_border=border)
+    if kind == "refine":
+        assigner = MaxIoUAssigner(pos_iou_thr=0.6, neg_iou_thr=0.5, min_pos_iou=0)
+        head = RotatedRetinaHead(3, 16, 16, 1, None, assigner=assigner, train_cfg=train_cfg)
+    else:
+        head = retina_head(atss=kind == "atss", train_cfg=train_cfg)
     cls, _ = head(feats_for(size=128))
     sizes = [tuple(c.shape[-2:]) for c in cls]
-    anchors = torch.cat(head.grid_anchors(sizes, "cpu"))[None].expand(2, -1, -1)
-    metas = [{"img_shape": (128, 128, 3), "pad_shape": (128, 128, 3), "scale_factor": [1.0] * 4}] * 2
-    gts = [torch.tensor([[40.0, 50.0, 30.0, 12.0, 0.3], [90.0, 90.0, 60.0, 20.0, -0.7]]), torch.zeros(0, 5)]
-    labels = [torch.tensor([0, 1]), torch.zeros(0, dtype=torch.long)]
-    args = (anchors, [h * w * head.num_anchors for h, w in sizes], sizes, gts, labels, metas)
-    fast = head.get_targets(*args)
-    monkeypatch.setattr(type(head.anchor_generator), "all_valid", lambda *a: False)
-    slow = head.get_targets(*args)
-    for a, b in zip(fast[:4], slow[:4], strict=True):
-        assert torch.equal(a, b)
-    assert fast[4] == slow[4] and int((fast[0][0] < head.num_classes).sum()) > 0
-    # the grid anchors are made once per feature-map sizes and kept out of the state dict
+    gts, labels, metas = padded_batch()
+    priors = None
+    if kind == "refine":  # jittered one-per-location boxes, different in every image
+        g = torch.Generator().manual_seed(1)
+        grid = AnchorGenerator(STRIDES, octave_base_scale=4, scales_per_octave=1).grid_anchors(sizes)
+        priors = [
+            a[None] + torch.randn(3, *a.shape, generator=g) * torch.tensor([2, 2, 3, 3, 0.3]) for a in grid
+        ]
+    anchors, got = head_targets(head, sizes, gts, labels, metas, priors)
+    assert anchors.valid is not None and not anchors.valid.all()
+    expected = image_by_image_targets(head, anchors.boxes, sizes, gts, labels, metas)
+    for field in ("labels", "label_weights", "bbox_targets", "bbox_weights", "num_total_pos"):
+        assert torch.equal(getattr(got, field), getattr(expected, field)), field
+    assert (got.labels[:2] < head.num_classes).any(dim=1).all()  # positives in both images with gts
+
+
+def test_all_valid_batch_needs_no_flags():
+    """Images padded to the batch shape: every anchor takes part, known from the shapes alone (no
+    flags, no mask); the grid anchors are made once per sizes and kept out of the state dict."""
+    head = retina_head(atss=True)
+    cls, _ = head(feats_for(size=128))
+    sizes = [tuple(c.shape[-2:]) for c in cls]
+    anchors = dense_anchors(head.anchor_generator, sizes, metas_for(batch=2), "cpu")
+    assert anchors.valid is None and anchors.boxes.shape == (2, sum(anchors.level_sizes), 5)
     assert head.grid_anchors(sizes, "cpu") is head.grid_anchors(sizes, "cpu")
     assert not any("anchor" in k for k in head.state_dict())
+
+
+@pytest.mark.parametrize(
+    "anchors_of, assigner",
+    [
+        ("retina", ATSSAssigner(topk=9, angle_version="le90")),
+        ("atss", MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0)),
+        ("retina", MaxIoUAssigner(pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0)),
+        ("atss", ATSSAssigner(topk=9, angle_version="le90")),
+    ],
+)
+def test_any_head_trains_with_any_assigner(anchors_of, assigner):
+    """One assigner protocol: RetinaNet's nine anchors with ATSS, ATSS's one anchor with MaxIoU (and
+    the usual pairs) all find positives and take a training step, padded images included."""
+    head = retina_head(atss=anchors_of == "atss", assigner=assigner)
+    gts, labels, metas = padded_batch()
+    optimizer = torch.optim.SGD(head.parameters(), lr=0.01)
+    before = head.retina_reg.weight.detach().clone()
+    losses = head_loss(head, *head(feats_for(size=128, batch=3)), gts, labels, metas)
+    total = losses["loss_cls"].sum() + losses["loss_bbox"].sum()
+    assert torch.isfinite(total) and float(losses["loss_bbox"].sum().detach()) > 0  # positives found
+    total.backward()
+    optimizer.step()
+    assert not torch.equal(head.retina_reg.weight, before)
+
+
+def test_head_rejects_an_assigner_without_the_protocol():
+    class Legacy:
+        def assign(self, anchors, gt_boxes):
+            return None
+
+    with pytest.raises(TypeError, match="Legacy does not follow rotdet.models.assigners.Assigner"):
+        retina_head(assigner=Legacy())
 
 
 def test_predict_rescale_topk_and_versions():
@@ -196,7 +303,9 @@ def test_predict_rescale_topk_and_versions():
 def test_filter_bboxes_picks_best_anchor():
     head = retina_head()
     cls, reg = head(feats_for())
-    rois = head.filter_bboxes(cls, reg)
+    rois = filter_bboxes(
+        cls, reg, head.grid_anchors([tuple(c.shape[-2:]) for c in cls], "cpu"), head.bbox_coder.decode
+    )
     lvl = 2
     h, w = cls[lvl].shape[-2:]
     scores = cls[lvl][0].permute(1, 2, 0).reshape(h * w, 9, 3).max(-1).values

@@ -34,6 +34,10 @@ def _pair(stride: int | float | Sequence[int | float]) -> tuple[int | float, int
     return stride, stride
 
 
+def _sizes_key(featmap_sizes: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    return tuple((int(h), int(w)) for h, w in featmap_sizes)
+
+
 class AnchorGenerator:
     """Rotated anchors (angle 0) on multi-level feature grids.
 
@@ -77,6 +81,9 @@ class AnchorGenerator:
         self.ratios = torch.tensor([float(r) for r in ratios], dtype=torch.float32)
         self.center_offset = float(center_offset)
         self.base_anchors = [self._base_anchors(b) for b in self.base_sizes]
+        # Anchors and valid flags keyed by shapes and device (a few MB at most; DOTA patches all
+        # have one size, so a training run makes them once and saves a dozen launches a step).
+        self._cache: dict[tuple, object] = {}
 
     @property
     def num_levels(self) -> int:
@@ -143,6 +150,44 @@ class AnchorGenerator:
         if len(featmap_sizes) != self.num_levels:
             raise ValueError(f"{len(featmap_sizes)} feature maps for {self.num_levels} anchor levels")
         return [self.single_level_grid_anchors(s, i, device, dtype) for i, s in enumerate(featmap_sizes)]
+
+    def _cached(self, key: tuple, make):
+        value = self._cache.get(key)
+        if value is None:
+            if len(self._cache) >= 16:
+                self._cache.clear()
+            value = self._cache[key] = make()
+        return value
+
+    def level_anchors(
+        self, featmap_sizes: Sequence[tuple[int, int]], device: Device = None
+    ) -> list[torch.Tensor]:
+        """:meth:`grid_anchors` in float32, made once per feature-map sizes and device and then
+        shared: per level ``[H_l*W_l*A, 5]`` (read-only)."""
+        key = ("levels", _sizes_key(featmap_sizes), str(torch.device(device or "cpu")))
+        return self._cached(key, lambda: self.grid_anchors(featmap_sizes, device=device, dtype=torch.float32))
+
+    def flat_anchors(self, featmap_sizes: Sequence[tuple[int, int]], device: Device = None) -> torch.Tensor:
+        """``[N, 5]``: :meth:`level_anchors` concatenated (levels in order), cached the same way."""
+        key = ("flat", _sizes_key(featmap_sizes), str(torch.device(device or "cpu")))
+        return self._cached(key, lambda: torch.cat(self.level_anchors(featmap_sizes, device)))
+
+    def batch_valid_flags(
+        self,
+        featmap_sizes: Sequence[tuple[int, int]],
+        pad_shapes: Sequence[Sequence[int]],
+        device: Device = None,
+    ) -> torch.Tensor | None:
+        """``[B, N]`` bool: :meth:`valid_flags` of each image (its own ``pad_shape``), levels
+        concatenated; ``None`` when every anchor of every image is valid, decided from the shapes
+        on the host (the usual case: images padded to the batch shape). Cached per shapes."""
+        if all(self.all_valid(featmap_sizes, p) for p in pad_shapes):
+            return None
+        pads = tuple((int(p[0]), int(p[1])) for p in pad_shapes)
+        key = ("valid", _sizes_key(featmap_sizes), pads, str(torch.device(device or "cpu")))
+        return self._cached(
+            key, lambda: torch.stack([torch.cat(self.valid_flags(featmap_sizes, p, device)) for p in pads])
+        )
 
     def _valid_extents(self, featmap_sizes: Sequence[tuple[int, int]], pad_shape: Sequence[int]):
         """Per level ``(feat_h, feat_w, valid_h, valid_w)``: mmdet's rule, the first

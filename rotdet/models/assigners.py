@@ -15,9 +15,20 @@ Neither assigner builds the anchors x ground-truths matrices mmrotate builds:
   the ``topk`` nearest anchors per level and ground truth, and computes IoUs and the point-in-polygon
   test for those candidate pairs only (at most ``topk * levels * M`` of them).
 
-Both also assign a whole batch at once (``assign_batch``: ground truths padded to ``[B, G, 5]``),
-with the same result as image by image; ATSS then runs without a single host sync, and MaxIoU with
-one overlap search for the batch. ``assign`` is a batch of one.
+Both follow one protocol (:class:`Assigner`, torchvision's ``Matcher`` idea: one contract for every
+assigner), which is all a dense head uses::
+
+    gt_inds, max_overlaps = assigner.assign_batch(anchors, num_level_anchors, gt_boxes, gt_valid,
+                                                  anchor_valid)
+
+with the anchors of a whole batch ``[B, N, 5]`` (levels concatenated, ``num_level_anchors`` of them
+per level), the ground truths padded to ``[B, G, 5]`` with their validity ``[B, G]``, and optionally
+which anchors take part ``[B, N]`` (anchors beyond an image's own padded shape, or outside it by
+``allowed_border``). An anchor that does not take part is as absent: the result of the others is
+that of assigning the image's taking-part anchors alone (mmdet's per-image ``inside_flags`` subset),
+and it gets ``gt_inds = -1``. ATSS runs without a single host sync (one when ``anchor_valid`` is
+given), MaxIoU with one overlap search for the batch. ``assign`` is mmdet's single-image call with
+mmdet's arguments, a batch of one.
 
 In the ``_hbb`` configs (and both R3Det first stages) the assigner sees the circumscribed
 horizontal box of each ground truth while the regression target stays the rotated box; heads get
@@ -26,7 +37,9 @@ the boxes to assign with from :func:`assign_targets_boxes`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -39,6 +52,7 @@ __all__ = [
     "MMCV_CUDA_INSIDE_LIMIT",
     "ATSSAssigner",
     "AssignResult",
+    "Assigner",
     "MaxIoUAssigner",
     "assign_targets_boxes",
     "mmrotate_gt_polygons",
@@ -108,6 +122,49 @@ def _empty_result(num_gts: int, num_anchors: int, like: Tensor, gt_labels: Tenso
     labels = None if gt_labels is None else torch.full_like(gt_inds, -1)
     dtype = like.dtype if like.is_floating_point() else torch.float32
     return AssignResult(num_gts, gt_inds, torch.zeros(num_anchors, dtype=dtype, device=like.device), labels)
+
+
+@runtime_checkable
+class Assigner(Protocol):
+    """What a dense head needs of an assigner (:class:`ATSSAssigner`, :class:`MaxIoUAssigner`)."""
+
+    def assign_batch(
+        self,
+        anchors: Tensor,
+        num_level_anchors: list[int],
+        gt_boxes: Tensor,
+        gt_valid: Tensor,
+        anchor_valid: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Assign the anchors of ``B`` images at once.
+
+        Args:
+            anchors: ``[B, N, 5]`` anchors (or predicted boxes) of each image, levels concatenated;
+                an expanded view of one grid is fine.
+            num_level_anchors: anchors per level, summing to ``N``.
+            gt_boxes: ``[B, G, 5]`` ground truths of each image, padded to the largest count
+                (``G`` may be 0); each image's real ground truths come first.
+            gt_valid: ``[B, G]`` bool, False for padding.
+            anchor_valid: optional ``[B, N]`` bool, False for anchors that do not take part.
+
+        Returns:
+            ``gt_inds [B, N]`` int64 (``0`` negative, ``-1`` ignored or not taking part, ``k + 1``
+            positive for ground truth ``k``) and ``max_overlaps [B, N]``.
+        """
+        ...
+
+
+def _unmatched(anchors: Tensor, anchor_valid: Tensor | None, absent_overlap: float) -> tuple[Tensor, Tensor]:
+    """mmdet's answer without ground truths for a batch ``anchors [B, N, 5]``: ``gt_inds [B, N]`` 0
+    (``-1`` where ``anchor_valid`` is False), ``max_overlaps [B, N]`` 0 (``absent_overlap`` there)."""
+    shape = anchors.shape[:2]
+    gt_inds = torch.zeros(shape, dtype=torch.long, device=anchors.device)
+    dtype = anchors.dtype if anchors.is_floating_point() else torch.float32
+    overlaps = torch.zeros(shape, dtype=dtype, device=anchors.device)
+    if anchor_valid is not None:
+        gt_inds = torch.where(anchor_valid, gt_inds, -1)
+        overlaps = torch.where(anchor_valid, overlaps, absent_overlap)
+    return gt_inds, overlaps
 
 
 def _clamp_sizes(boxes: Tensor) -> Tensor:
@@ -216,7 +273,7 @@ class MaxIoUAssigner:
         gt_labels: Tensor | None = None,
         gt_boxes_ignore: Tensor | None = None,
     ) -> AssignResult:
-        """Assign ``N`` anchors to ``M`` ground truths.
+        """Assign ``N`` anchors of one image to ``M`` ground truths (mmdet's call).
 
         Args:
             anchors: ``[N, 5]`` rotated anchors (or predicted boxes, for R3Det's refine stage).
@@ -236,41 +293,43 @@ class MaxIoUAssigner:
         if self.ignore_iof_thr > 0 and gt_boxes_ignore is not None and gt_boxes_ignore.numel() > 0:
             ignored = self._ignored_anchors(anchors, gt_boxes_ignore)[None]
         valid = torch.ones(1, m, dtype=torch.bool, device=anchors.device)
-        gt_inds, max_overlaps = self.assign_batch(anchors[None], gt_boxes[None], valid, ignored)
+        gt_inds, max_overlaps = self.assign_batch(anchors[None], [n], gt_boxes[None], valid, ignored=ignored)
         return AssignResult(m, gt_inds[0], max_overlaps[0], _labels_of(gt_inds[0], gt_labels))
 
     def assign_batch(
-        self, anchors: Tensor, gt_boxes: Tensor, gt_valid: Tensor, ignored: Tensor | None = None
+        self,
+        anchors: Tensor,
+        num_level_anchors: list[int],
+        gt_boxes: Tensor,
+        gt_valid: Tensor,
+        anchor_valid: Tensor | None = None,
+        *,
+        ignored: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Assign the anchors of ``B`` images at once: one overlap search for the whole batch.
+        """The :class:`Assigner` protocol: the anchors of ``B`` images at once, one overlap search
+        for the whole batch (``num_level_anchors`` is not needed by this rule).
 
         Args:
-            anchors: ``[B, N, 5]`` anchors (or predicted boxes) of each image.
-            gt_boxes: ``[B, G, 5]`` ground truths, padded to the largest count (``G >= 1``).
-            gt_valid: ``[B, G]`` bool, False for padding (real ground truths first).
-            ignored: optional ``[B, N]`` bool, anchors in ignore regions.
+            anchors: ``[B, N, 5]``; gt_boxes: ``[B, G, 5]``; gt_valid: ``[B, G]``;
+            anchor_valid: optional ``[B, N]`` (see :class:`Assigner`).
+            ignored: optional ``[B, N]`` bool, anchors in ignore regions (mmdet's ``ignore_iof_thr``):
+                they take part, with every IoU ``-1``.
 
         Returns:
-            ``gt_inds [B, N]`` and ``max_overlaps [B, N]``, as :meth:`assign` gives image by image.
+            ``gt_inds [B, N]`` and ``max_overlaps [B, N]`` (each anchor's best IoU; ``-1`` where
+            ignored or not taking part), as :meth:`assign` gives image by image on the anchors
+            that take part.
         """
         batch, n = anchors.shape[:2]
         g = gt_boxes.shape[1]
+        if g == 0 or n == 0:
+            return _unmatched(anchors, anchor_valid, -1.0)
         device = anchors.device
-        ignore_any = ignored is not None
-        if ignored is None:
-            ignored = torch.zeros(batch, n, dtype=torch.bool, device=device)
-        ignored = ignored.reshape(-1)
-        anchor_img = torch.arange(batch, device=device).repeat_interleave(n)
-        gt_img = torch.arange(batch, device=device).repeat_interleave(g)
-        # Sparse IoU over the whole batch: (gt, anchor, iou) for touching pairs of the same image with
-        # iou > 0, as flat indices; a pair left out has IoU 0, or -1 if its anchor is ignored.
-        g_idx, a_idx, iou = _positive_pairs(
-            gt_boxes.reshape(-1, 5), anchors.reshape(-1, 5), gt_img, anchor_img, gt_valid.reshape(-1)
-        )
-        if ignore_any:  # known on the host: no selection (no host sync) when nothing is ignored
-            keep = (~ignored[a_idx]).nonzero()[:, 0]
-            g_idx, a_idx, iou = g_idx[keep], a_idx[keep], iou[keep]
-        g_local = g_idx - gt_img[g_idx] * g
+        valid = None if anchor_valid is None else anchor_valid.reshape(-1)
+        g_idx, a_idx, iou = self._batch_pairs(anchors, gt_boxes, gt_valid, valid, ignored)
+        ignored = torch.zeros(batch * n, dtype=torch.bool, device=device) if ignored is None else ignored
+        kept = ~ignored.reshape(-1) if valid is None else ~ignored.reshape(-1) & valid
+        g_local = g_idx % g
         dtype = iou.dtype
 
         # Per anchor: best IoU (first ground truth reaching it, as torch.max does).
@@ -281,12 +340,12 @@ class MaxIoUAssigner:
         argmax.scatter_reduce_(0, a_idx, torch.where(at_max, g_local, g), reduce="amin", include_self=True)
         # Best 0 (or -1 for ignored): every ground truth ties, the first one (0) is the argmax.
         argmax = torch.where(max_overlaps > 0, argmax, torch.zeros_like(argmax))
-        max_overlaps = torch.where(ignored, -torch.ones_like(max_overlaps), max_overlaps)
+        max_overlaps = torch.where(kept, max_overlaps, -torch.ones_like(max_overlaps))
 
         # Per ground truth: best IoU over its image's anchors. Kept anchors outside every pair give 0,
         # so the best is max(0, pair max) -- unless every anchor is ignored, when all entries are -1.
-        any_kept = (~ignored).view(batch, n).any(dim=1)  # [B]
-        gt_max = torch.where(any_kept[gt_img], 0.0, -1.0).to(dtype)
+        any_kept = kept.view(batch, n).any(dim=1).repeat_interleave(g)  # [B*G]
+        gt_max = torch.where(any_kept, 0.0, -1.0).to(dtype)
         gt_max.scatter_reduce_(0, g_idx, iou, reduce="amax", include_self=True)
 
         gt_inds = torch.full((batch * n,), -1, dtype=torch.long, device=device)
@@ -298,18 +357,53 @@ class MaxIoUAssigner:
         gt_inds = torch.where(max_overlaps >= self.pos_iou_thr, argmax + 1, gt_inds)
 
         if self.match_low_quality:
-            winner = self._low_quality_winners(
-                batch, n, g, gt_valid, gt_max, g_idx, g_local, a_idx, iou, ignored
-            )
+            present = torch.ones_like(kept) if valid is None else valid
+            pairs = (g_idx, g_local, a_idx, iou)
+            winner = self._low_quality_winners(batch, n, g, gt_valid, gt_max, pairs, kept, present)
             gt_inds = torch.where(winner >= 0, winner + 1, gt_inds)
+        if valid is not None:
+            gt_inds = torch.where(valid, gt_inds, -1)
         return gt_inds.view(batch, n), max_overlaps.view(batch, n)
 
+    @staticmethod
+    def _batch_pairs(
+        anchors: Tensor, gt_boxes: Tensor, gt_valid: Tensor, valid: Tensor | None, ignored: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Flat ``(gt, anchor, iou)`` ``[P]`` of the pairs of one image with IoU > 0 (the only
+        ones stored; a pair left out has IoU 0, or -1 if its anchor is ignored), valid ground truths
+        and taking-part (``valid [B*N]``), not ignored (``ignored [B, N]``) anchors only."""
+        batch, n = anchors.shape[:2]
+        g = gt_boxes.shape[1]
+        device = anchors.device
+        anchor_img = torch.arange(batch, device=device).repeat_interleave(n)
+        gt_img = torch.arange(batch, device=device).repeat_interleave(g)
+        g_idx, a_idx, iou = _positive_pairs(
+            gt_boxes.reshape(-1, 5), anchors.reshape(-1, 5), gt_img, anchor_img, gt_valid.reshape(-1), valid
+        )
+        if ignored is not None:  # known on the host: no selection (no host sync) when nothing is ignored
+            keep = (~ignored.reshape(-1)[a_idx]).nonzero()[:, 0]
+            g_idx, a_idx, iou = g_idx[keep], a_idx[keep], iou[keep]
+        return g_idx, a_idx, iou
+
     def _low_quality_winners(
-        self, batch, n, g, gt_valid, gt_max, g_idx, g_local, a_idx, iou, ignored
+        self,
+        batch: int,
+        n: int,
+        g: int,
+        gt_valid: Tensor,
+        gt_max: Tensor,
+        pairs: tuple[Tensor, Tensor, Tensor, Tensor],
+        kept: Tensor,
+        present: Tensor,
     ) -> Tensor:
         """``[B*N]`` ground truth (local index) each anchor takes from mmdet's low-quality matches,
         ``-1`` for none. Ground truths are visited in index order and later ones overwrite earlier
-        ones, so an anchor takes the largest eligible index among the ground truths it ties with."""
+        ones, so an anchor takes the largest eligible index among the ground truths it ties with.
+
+        ``gt_max [B*G]`` each ground truth's best IoU; ``pairs`` the flat ``(gt, local gt, anchor,
+        iou)`` ``[P]`` of :meth:`_batch_pairs`; ``kept`` / ``present`` ``[B*N]`` the anchors taking
+        part and not ignored / taking part."""
+        g_idx, g_local, a_idx, iou = pairs
         device = iou.device
         eligible = (gt_max >= self.min_pos_iou) & gt_valid.reshape(-1)  # [B*G]
         positive_best = eligible & (gt_max > 0)
@@ -330,9 +424,8 @@ class MaxIoUAssigner:
             first = torch.where(positive_best, first[:-1], trash)
             winner.scatter_reduce_(0, first, local.reshape(-1), reduce="amax", include_self=True)
         # A best of 0 means IoU 0 with every kept anchor of the image: all of them tie. A best of -1
-        # (every anchor of the image ignored) ties every anchor.
-        kept = ~ignored
-        for best_value, tied in ((0.0, kept), (-1.0, torch.ones_like(kept))):
+        # (every anchor of the image ignored) ties every anchor taking part.
+        for best_value, tied in ((0.0, kept), (-1.0, present)):
             at_value = (eligible & (gt_max == best_value)).view(batch, g)
             last = torch.where(at_value, local, -1).amax(dim=1)  # [B], -1 where none
             if self.gt_max_assign_all:
@@ -359,13 +452,14 @@ def _positive_pairs(
     groups1: Tensor | None = None,
     groups2: Tensor | None = None,
     valid1: Tensor | None = None,
+    valid2: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(i, j, iou)`` for every pair with ``RBboxOverlaps2D(boxes1, boxes2)[i, j] > 0``.
 
     ``iou`` is in the dtype of ``boxes1`` (float32 for float32 input), computed exactly like the dense
     matrix; pairs whose circumscribed horizontal boxes do not touch have IoU 0 and are never computed.
     With ``groups1, groups2`` (e.g. the image of each box) only pairs of the same group are formed;
-    rows with ``valid1`` False (padding) take part in none.
+    rows with ``valid1 [N]`` False (padding) and columns with ``valid2 [M]`` False take part in none.
     """
     c1, c2 = _clamp_sizes(boxes1), _clamp_sizes(boxes2.to(boxes1))
     x1, x2 = circumscribed_xyxy(c1.to(torch.float64)), circumscribed_xyxy(c2.to(torch.float64))
@@ -385,6 +479,8 @@ def _positive_pairs(
     keep = vals > 0
     if valid1 is not None:
         keep &= valid1[rows]
+    if valid2 is not None:
+        keep &= valid2[cols]
     keep = keep.nonzero()[:, 0]
     return rows[keep], cols[keep], vals[keep]
 
@@ -418,12 +514,14 @@ def mmrotate_gt_polygons(gt_boxes: Tensor, version: str) -> Tensor:
     return polys.contiguous()
 
 
-def _nearest_k(points: Tensor, centres: Tensor, k: int) -> Tensor:
+def _nearest_k(points: Tensor, centres: Tensor, k: int, valid: Tensor | None = None) -> Tensor:
     """Indices ``[..., C, k]`` of the ``k`` anchor centres nearest each ground-truth centre.
 
     Args:
         points: ``[..., n, 2]`` anchor centres of one level.
         centres: ``[..., C, 2]`` ground-truth centres (same leading dimensions, e.g. images).
+        valid: optional ``[..., n]`` bool: anchors that do not take part are the farthest (at
+            infinity), so that an image's taking-part anchors come first, in their own order.
 
     Distances are mmrotate's float32 ``sqrt(dx^2 + dy^2)``. Among anchors tied at the k-th distance
     the lowest indices are taken -- what CUDA ``torch.topk`` (the radix select that trained the
@@ -436,11 +534,22 @@ def _nearest_k(points: Tensor, centres: Tensor, k: int) -> Tensor:
     dy = points[..., None, :, 1] - centres[..., :, None, 1]
     d = (dx * dx + dy * dy).sqrt()  # [..., C, n], >= 0
     del dx, dy
+    if valid is not None:
+        d = d.masked_fill(~valid[..., None, :], math.inf)
     # One int64 key per entry orders by (distance, index): the bits of a non-negative float32 sort
     # like the float, so a plain topk is the rule -- no tie repair, no data-dependent step.
     key = d.view(torch.int32).to(torch.int64).bitwise_left_shift_(32)
     key |= torch.arange(points.shape[-2], device=points.device)
     return key.topk(k, dim=-1, largest=False, sorted=True).values.bitwise_and_(0xFFFFFFFF)
+
+
+def _mean_plus_std(iou: Tensor) -> Tensor:
+    """``[..., 1]``: mmrotate's threshold, mean + unbiased std of each row of ``iou [..., K]``
+    (NaN for fewer than two candidates: that ground truth gets no positive, as in mmrotate)."""
+    if iou.shape[-1] > 1:
+        return iou.mean(dim=-1, keepdim=True) + iou.std(dim=-1, keepdim=True)
+    # torch.std of one value is NaN (with a warning): nothing passes the threshold
+    return iou.new_full((*iou.shape[:-1], 1), math.nan)
 
 
 class ATSSAssigner:
@@ -492,11 +601,20 @@ class ATSSAssigner:
             f"mmcv_cuda_inside_limit={self.mmcv_cuda_inside_limit})"
         )
 
-    def candidates(self, anchors: Tensor, num_level_anchors: list[int], gt_boxes: Tensor) -> Tensor:
+    def candidates(
+        self,
+        anchors: Tensor,
+        num_level_anchors: list[int],
+        gt_boxes: Tensor,
+        anchor_valid: Tensor | None = None,
+    ) -> Tensor:
         """``[..., M, K]`` int64 anchor indices of each ground truth's candidates, level by level.
 
         ``anchors [..., N, 5]`` and ``gt_boxes [..., M, 5]`` (optional leading image dimension).
-        ``K = sum(min(topk, n_l))``; within a level, nearest first.
+        ``K = sum(min(topk, n_l))``; within a level, nearest first. With ``anchor_valid [..., N]``
+        the anchors that do not take part come last in their level's block: they are candidates
+        only where an image has fewer than ``topk`` taking-part anchors on the level (see
+        :meth:`assign_batch`).
         """
         m = gt_boxes.shape[-2]
         points = anchors[..., :2]
@@ -507,9 +625,10 @@ class ATSSAssigner:
             if n_l > 0:
                 k = min(self.topk, n_l)
                 level_points = points[..., start : start + n_l, :]
+                level_valid = None if anchor_valid is None else anchor_valid[..., start : start + n_l]
                 rows = max(1, _DIST_ELEMS_PER_CHUNK // (n_l * points.shape[:-2].numel()))
                 parts = [
-                    _nearest_k(level_points, centres[..., c : c + rows, :], k) + start
+                    _nearest_k(level_points, centres[..., c : c + rows, :], k, level_valid) + start
                     for c in range(0, m, rows)
                 ]
                 per_level.append(torch.cat(parts, dim=-2))
@@ -523,7 +642,8 @@ class ATSSAssigner:
         gt_boxes: Tensor,
         gt_labels: Tensor | None = None,
     ) -> AssignResult:
-        """Assign ``N`` anchors (all levels concatenated) to ``M`` ground truths.
+        """Assign ``N`` anchors of one image (all levels concatenated) to ``M`` ground truths
+        (mmrotate's call).
 
         Args:
             anchors: ``[N, 5]`` rotated anchors, level after level.
@@ -545,9 +665,15 @@ class ATSSAssigner:
         return AssignResult(m, gt_inds[0], max_overlaps[0], _labels_of(gt_inds[0], gt_labels))
 
     def assign_batch(
-        self, anchors: Tensor, num_level_anchors: list[int], gt_boxes: Tensor, gt_valid: Tensor
+        self,
+        anchors: Tensor,
+        num_level_anchors: list[int],
+        gt_boxes: Tensor,
+        gt_valid: Tensor,
+        anchor_valid: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Assign the anchors of ``B`` images at once, without a host sync.
+        """The :class:`Assigner` protocol: the anchors of ``B`` images at once, without a host sync
+        (one with ``anchor_valid``, see :meth:`_thresholds`).
 
         Args:
             anchors: ``[B, N, 5]`` anchors of each image (an expanded view of one grid is fine).
@@ -555,47 +681,93 @@ class ATSSAssigner:
             gt_boxes: ``[B, G, 5]`` ground truths of each image, padded to the largest count.
             gt_valid: ``[B, G]`` bool, False for padding. Each image's real ground truths come first,
                 so a ground truth keeps its index (mmcv's inside limit depends on it).
+            anchor_valid: optional ``[B, N]`` bool, the anchors that take part.
 
         Returns:
-            ``gt_inds [B, N]`` (``0`` negative, ``k + 1`` positive for ground truth ``k``) and
-            ``max_overlaps [B, N]`` (assigned IoU, ``-1e8`` where not positive); the same as
-            :meth:`assign` image by image.
+            ``gt_inds [B, N]`` (``0`` negative, ``k + 1`` positive for ground truth ``k``, ``-1``
+            not taking part) and ``max_overlaps [B, N]`` (assigned IoU, ``-1e8`` where not
+            positive); the same as :meth:`assign` image by image on the anchors that take part
+            (each level's count of them, and each one's index among them for mmcv's inside limit).
         """
         batch, n = anchors.shape[:2]
         g = gt_boxes.shape[1]
-        device = anchors.device
-        cand = self.candidates(anchors, num_level_anchors, gt_boxes)  # [B, G, K]
+        if sum(num_level_anchors) != n:
+            raise ValueError(f"num_level_anchors sums to {sum(num_level_anchors)}, but there are {n} anchors")
+        if g == 0 or n == 0:
+            return _unmatched(anchors, anchor_valid, _ATSS_NEG_INF)
+        cand = self.candidates(anchors, num_level_anchors, gt_boxes, anchor_valid)  # [B, G, K]
         k_total = cand.shape[-1]
         pair_anchors = anchors.gather(1, cand.reshape(batch, -1, 1).expand(-1, -1, 5))  # [B, G*K, 5]
         pair_gts = gt_boxes[:, :, None, :].expand(-1, -1, k_total, -1).reshape(batch, -1, 5)
         iou = rbbox_overlaps(pair_anchors.reshape(-1, 5), pair_gts.reshape(-1, 5), aligned=True)
         iou = iou.view(batch, g, k_total)
-        # mmrotate: mean + unbiased std over each ground truth's candidates (NaN std for one candidate
-        # makes that ground truth get no positive, as in mmrotate).
-        if k_total > 1:
-            thr = iou.mean(dim=-1, keepdim=True) + iou.std(dim=-1, keepdim=True)
-        else:  # torch.std of one value is NaN (with a warning): nothing passes the threshold
-            thr = torch.full_like(iou, float("nan"))
-        is_pos = (iou >= thr) & gt_valid[:, :, None]
+        # mmrotate: mean + unbiased std over each ground truth's candidates.
+        is_pos = (iou >= self._thresholds(iou, num_level_anchors, anchor_valid)) & gt_valid[:, :, None]
 
         polys = mmrotate_gt_polygons(gt_boxes.reshape(-1, 5), self.angle_version)  # [B*G, 8]
         pair_polys = polys[:, None, :].expand(-1, k_total, -1).reshape(-1, 8)
         inside = points_in_polygons(pair_anchors.reshape(-1, 5)[:, :2], pair_polys, aligned=True)
         is_pos &= inside.view(batch, g, k_total)
-        gt_idx = torch.arange(g, device=device)[None, :, None]
+        rank = cand  # each candidate's index among the anchors its image's assignment sees
+        if anchor_valid is not None:
+            is_pos &= anchor_valid.gather(1, cand.reshape(batch, -1)).view_as(cand)
+            rank = (anchor_valid.cumsum(dim=1) - 1).gather(1, cand.reshape(batch, -1)).view_as(cand)
+        gt_idx = torch.arange(g, device=anchors.device)[None, :, None]
         if self.mmcv_cuda_inside_limit:
             num_gts = gt_valid.sum(dim=1)[:, None, None]  # the kernel's M is the image's own count
-            is_pos &= cand * num_gts + gt_idx < MMCV_CUDA_INSIDE_LIMIT
+            is_pos &= rank * num_gts + gt_idx < MMCV_CUDA_INSIDE_LIMIT
+        gt_inds, max_overlaps = _resolve_claims(cand, is_pos, iou, gt_idx, n)
+        if anchor_valid is not None:
+            gt_inds = torch.where(anchor_valid, gt_inds, -1)
+        return gt_inds, max_overlaps
 
-        # Several ground truths may claim one anchor: the highest IoU wins, then the lowest index.
-        # Pairs that are not positive take part with values that can never win.
-        flat = (cand + (torch.arange(batch, device=device) * n)[:, None, None]).reshape(-1)
-        values = torch.where(is_pos, iou, torch.full_like(iou, _ATSS_NEG_INF)).reshape(-1)
-        max_overlaps = torch.full((batch * n,), _ATSS_NEG_INF, dtype=iou.dtype, device=device)
-        max_overlaps.scatter_reduce_(0, flat, values, reduce="amax", include_self=True)
-        best = is_pos.reshape(-1) & (values == max_overlaps[flat])
-        claims = torch.where(best, gt_idx.expand(batch, g, k_total).reshape(-1), g)
-        winner = torch.full((batch * n,), g, dtype=torch.long, device=device)
-        winner.scatter_reduce_(0, flat, claims, reduce="amin", include_self=True)
-        gt_inds = torch.where(winner < g, winner + 1, torch.zeros_like(winner))
-        return gt_inds.view(batch, n), max_overlaps.view(batch, n)
+    def _thresholds(self, iou: Tensor, num_level_anchors: list[int], anchor_valid: Tensor | None) -> Tensor:
+        """``[B, G, 1]``: each ground truth's IoU threshold over its candidates' ``iou [B, G, K]``.
+
+        With ``anchor_valid``, an image with fewer than ``topk`` taking-part anchors on a level has
+        fewer candidates there (the rest of the level's block are anchors that do not take part):
+        its threshold is the reduction of its own shorter row -- the very one image-by-image
+        assignment computes, rounding included. Images are grouped by their candidate count per
+        level, which needs the per-level counts on the host: one sync, only when anchors are
+        missing somewhere (a batch of images padded to different shapes).
+        """
+        if anchor_valid is None:
+            return _mean_plus_std(iou)
+        full = [min(self.topk, n_l) for n_l in num_level_anchors]
+        counts = torch.stack([v.sum(dim=1) for v in anchor_valid.split(num_level_anchors, dim=1)], dim=1)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, row in enumerate(counts.tolist()):
+            groups.setdefault(tuple(min(self.topk, int(c)) for c in row), []).append(i)
+        if list(groups) == [tuple(full)]:  # every image has all its candidates (the usual case)
+            return _mean_plus_std(iou)
+        starts = [sum(full[:level]) for level in range(len(full))]
+        thr = iou.new_empty((*iou.shape[:2], 1))
+        for ks, images in groups.items():
+            index = torch.tensor(images, device=iou.device)
+            rows = iou.index_select(0, index)
+            if list(ks) != full:
+                cols = [s + j for s, k in zip(starts, ks, strict=True) for j in range(k)]
+                rows = rows.index_select(2, torch.tensor(cols, dtype=torch.long, device=iou.device))
+            thr[index] = _mean_plus_std(rows)
+        return thr
+
+
+def _resolve_claims(
+    cand: Tensor, is_pos: Tensor, iou: Tensor, gt_idx: Tensor, n: int
+) -> tuple[Tensor, Tensor]:
+    """ATSS's last step: an anchor positive for several ground truths goes to the highest IoU, then
+    the lowest index. ``cand``, ``is_pos``, ``iou`` ``[B, G, K]`` (candidate anchor, positive, IoU),
+    ``gt_idx [1, G, 1]``; returns ``gt_inds [B, N]`` and ``max_overlaps [B, N]``. Pairs that are not
+    positive take part with values that can never win."""
+    batch, g, k_total = cand.shape
+    device = cand.device
+    flat = (cand + (torch.arange(batch, device=device) * n)[:, None, None]).reshape(-1)
+    values = torch.where(is_pos, iou, torch.full_like(iou, _ATSS_NEG_INF)).reshape(-1)
+    max_overlaps = torch.full((batch * n,), _ATSS_NEG_INF, dtype=iou.dtype, device=device)
+    max_overlaps.scatter_reduce_(0, flat, values, reduce="amax", include_self=True)
+    best = is_pos.reshape(-1) & (values == max_overlaps[flat])
+    claims = torch.where(best, gt_idx.expand(batch, g, k_total).reshape(-1), g)
+    winner = torch.full((batch * n,), g, dtype=torch.long, device=device)
+    winner.scatter_reduce_(0, flat, claims, reduce="amin", include_self=True)
+    gt_inds = torch.where(winner < g, winner + 1, torch.zeros_like(winner))
+    return gt_inds.view(batch, n), max_overlaps.view(batch, n)

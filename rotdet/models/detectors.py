@@ -13,6 +13,12 @@ unscaled.
   rescaled to the original image by ``scale_factor`` when ``rescale`` (mmrotate divides
   ``cx, cy, w, h`` by ``sx, sy, sx, sy``).
 
+Training is the same four steps for every dense head (:func:`dense_head_losses`, detectron2's
+``RetinaNet.forward_training``): anchors, assignment, targets (:mod:`rotdet.models.targets`), loss
+(:func:`rotdet.models.losses.dense_head_loss`); R3Det runs them for its first head and for each
+refine head, whose anchors are the boxes :func:`rotdet.models.r3det.filter_bboxes` /
+:func:`~rotdet.models.r3det.refine_bboxes` made from the stage before.
+
 State-dict names follow mmrotate's (``backbone``, ``neck``, ``bbox_head``, R3Det's
 ``feat_refine_module.i`` and ``refine_head.i``), up to the neck's ``.conv`` level (see
 :mod:`rotdet.models.mmrotate_import`).
@@ -27,9 +33,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rotdet.models.heads import RotatedRetinaHead
-from rotdet.models.r3det import FeatureRefineModule
+from rotdet.models.losses import dense_head_loss
+from rotdet.models.r3det import FeatureRefineModule, filter_bboxes, refine_bboxes
+from rotdet.models.targets import GroundTruths, anchor_targets, assign_anchors, dense_anchors, featmap_sizes
 
-__all__ = ["R3Det", "RotatedSingleStageDetector", "default_metas", "pad_to_multiple", "sum_losses"]
+__all__ = [
+    "R3Det",
+    "RotatedSingleStageDetector",
+    "default_metas",
+    "dense_head_losses",
+    "pad_to_multiple",
+    "sum_losses",
+]
 
 SIZE_DIVISOR = 32
 
@@ -61,10 +76,32 @@ def sum_losses(losses: dict[str, Tensor]) -> Tensor:
     return sum(v.sum() for k, v in losses.items() if "loss" in k)
 
 
-def _split_targets(targets: Sequence[dict], device) -> tuple[list[Tensor], list[Tensor]]:
-    boxes = [torch.as_tensor(t["boxes"], dtype=torch.float32, device=device).reshape(-1, 5) for t in targets]
-    labels = [torch.as_tensor(t["labels"], dtype=torch.long, device=device).reshape(-1) for t in targets]
-    return boxes, labels
+def dense_head_losses(
+    head: RotatedRetinaHead,
+    cls_scores: Sequence[Tensor],
+    bbox_preds: Sequence[Tensor],
+    gts: GroundTruths,
+    metas: Sequence[dict],
+    priors: Sequence[Tensor] | None = None,
+) -> dict[str, Tensor]:
+    """A dense head's training losses ``{"loss_cls": [L], "loss_bbox": [L]}`` (per level, float32)
+    from its outputs (per level ``[B, A*C, H, W]`` and ``[B, A*5, H, W]``): detectron2's
+    ``RetinaNet.forward_training`` -- anchors, assignment, targets, loss.
+
+    ``priors``: per level ``[B, H*W, 5]`` anchors given by the caller (R3Det's refine heads).
+    """
+    if priors is None and head.anchors_from_caller:
+        raise ValueError("this head needs its anchors from the caller")
+    sizes = featmap_sizes(cls_scores)
+    device = cls_scores[0].device
+    anchors = dense_anchors(
+        head.anchor_generator, sizes, metas, device, priors, head.train_cfg.allowed_border
+    )
+    gt_inds = assign_anchors(head.assigner, anchors, gts, head.assign_by_circumhbbox)
+    targets = anchor_targets(
+        anchors, gt_inds, gts, head.bbox_coder, head.num_classes, head.train_cfg.pos_weight
+    )
+    return dense_head_loss(cls_scores, bbox_preds, targets, head.loss_cls, head.loss_bbox)
 
 
 class _Detector(nn.Module):
@@ -99,8 +136,8 @@ class _Detector(nn.Module):
 
 
 class RotatedSingleStageDetector(_Detector):
-    """Backbone + neck + one dense rotated head (mmrotate's ``RotatedRetinaNet``; with a
-    :class:`~rotdet.models.heads.RotatedATSSHead` it is Rotated ATSS)."""
+    """Backbone + neck + one dense rotated head (mmrotate's ``RotatedRetinaNet``; with the ATSS
+    assigner it is Rotated ATSS)."""
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, bbox_head: RotatedRetinaHead) -> None:
         super().__init__(backbone, neck)
@@ -119,9 +156,9 @@ class RotatedSingleStageDetector(_Detector):
     ) -> dict[str, Tensor]:
         """``{"loss_cls", "loss_bbox"}``: scalars (summed over levels), or ``[L]`` per level."""
         images, metas = self._prepare(images, metas)
-        gt_boxes, gt_labels = _split_targets(targets, images.device)
+        gts = GroundTruths.from_targets(targets, images.device)
         cls_scores, bbox_preds = self.bbox_head(self.extract_feat(images))
-        losses = self.bbox_head.loss(cls_scores, bbox_preds, gt_boxes, gt_labels, metas)
+        losses = dense_head_losses(self.bbox_head, cls_scores, bbox_preds, gts, metas)
         return self._reduce(losses, per_level)
 
     @torch.no_grad()
@@ -166,15 +203,17 @@ class R3Det(_Detector):
     def _stages(self, feats: list[Tensor]):
         """Yield ``(stage, outs, rois)``: stage -1 the first head, then each refine stage with the
         rois (its anchors) it refined."""
-        outs = self.bbox_head(feats)
+        head = self.bbox_head
+        outs = head(feats)
         yield -1, outs, None
-        rois = self.bbox_head.filter_bboxes(*outs)
+        grid = head.grid_anchors(featmap_sizes(outs[0]), outs[0][0].device)
+        rois = filter_bboxes(*outs, grid, head.bbox_coder.decode)
         for i in range(self.num_refine_stages):
             x_refine = self.feat_refine_module[i](feats, rois)
             outs = self.refine_head[i](x_refine)
             yield i, outs, rois
             if i + 1 < self.num_refine_stages:
-                rois = self.refine_head[i].refine_bboxes(outs[1], rois)
+                rois = refine_bboxes(outs[1], rois, self.refine_head[i].bbox_coder.decode)
 
     def forward(self, images: Tensor) -> dict[str, object]:
         """Raw outputs of every stage: ``{"s0": (cls, reg), "sr0": (cls, reg), "rois0": [...], ...}``."""
@@ -194,16 +233,15 @@ class R3Det(_Detector):
         per_level: bool = False,
     ) -> dict[str, Tensor]:
         images, metas = self._prepare(images, metas)
-        gt_boxes, gt_labels = _split_targets(targets, images.device)
+        gts = GroundTruths.from_targets(targets, images.device)
         losses: dict[str, Tensor] = {}
         for i, (cls_scores, bbox_preds), rois in self._stages(self.extract_feat(images)):
             if i < 0:
-                stage = self.bbox_head.loss(cls_scores, bbox_preds, gt_boxes, gt_labels, metas)
+                stage = dense_head_losses(self.bbox_head, cls_scores, bbox_preds, gts, metas)
                 losses.update({f"s0.{k}": v for k, v in stage.items()})
             else:
-                stage = self.refine_head[i].loss(
-                    cls_scores, bbox_preds, gt_boxes, gt_labels, metas, anchors=rois
-                )
+                head = self.refine_head[i]
+                stage = dense_head_losses(head, cls_scores, bbox_preds, gts, metas, priors=rois)
                 lw = self.stage_loss_weights[i]
                 losses.update({f"sr{i}.{k}": v * lw for k, v in stage.items()})
         return self._reduce(losses, per_level)

@@ -18,9 +18,11 @@ from rotdet.models.backbone import ResNetBackbone
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
 from rotdet.models.detectors import R3Det, RotatedSingleStageDetector
 from rotdet.models.fpn import FPN
-from rotdet.models.heads import RotatedATSSHead, RotatedRetinaHead, TestConfig, TrainConfig
+from rotdet.models.heads import RotatedRetinaHead
 from rotdet.models.losses import LossSpec
+from rotdet.models.postprocess import TestConfig
 from rotdet.models.r3det import FeatureRefineModule
+from rotdet.models.targets import TrainConfig
 
 __all__ = ["DETECTORS", "build_model"]
 
@@ -119,11 +121,10 @@ def build_assigner(cfg: dict):
     raise ValueError(f"assigner: type {kind!r} is not supported; expected MaxIoUAssigner or ATSSObbAssigner")
 
 
-HEAD_TYPES: dict[str, type[RotatedRetinaHead]] = {
-    "RotatedRetinaHead": RotatedRetinaHead,
-    "RotatedATSSHead": RotatedATSSHead,
-    "RotatedRetinaRefineHead": RotatedRetinaHead,
-}
+# mmrotate's three dense-head types are one class here: the assigner (any of them, one protocol)
+# makes a head RetinaNet's or ATSS's, and a refine head is a head whose anchors come from the caller
+# (checked against its anchor generator below).
+HEAD_TYPES = ("RotatedRetinaHead", "RotatedATSSHead", "RotatedRetinaRefineHead")
 
 
 def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> RotatedRetinaHead:
@@ -144,7 +145,6 @@ def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> Rota
         },
         set(HEAD_TYPES),
     )
-    head_cls = HEAD_TYPES[cfg["type"]]
     anchor_cfg = c.pop("anchor_generator")
     anchor_generator = build_anchor_generator(anchor_cfg)
     if (anchor_generator is None) != (cfg["type"] == "RotatedRetinaRefineHead"):
@@ -155,7 +155,7 @@ def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> Rota
         assigner = build_assigner(t.pop("assigner"))
         t.pop("debug", None)
         train = TrainConfig(**t)
-    return head_cls(
+    return RotatedRetinaHead(
         num_classes=c["num_classes"],
         in_channels=c.get("in_channels", 256),
         feat_channels=c.get("feat_channels", 256),

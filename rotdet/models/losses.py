@@ -10,18 +10,33 @@ They are computed in float32, also under autocast.
   to ``num_classes`` are background (all-zero one-hot row).
 * :func:`l1_loss`, :func:`smooth_l1_loss`: mmdet's ``L1Loss`` / ``SmoothL1Loss(beta)``.
 
-Use :class:`LossSpec` (built from a config dict) to apply a loss by name with its ``loss_weight``.
+Use :class:`LossSpec` (built from a config dict) to apply a loss by name with its ``loss_weight``;
+:func:`dense_head_loss` is a dense head's training loss from its outputs and
+:class:`~rotdet.models.targets.AnchorTargets`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["LossSpec", "l1_loss", "level_losses", "sigmoid_focal_loss", "smooth_l1_loss"]
+if TYPE_CHECKING:
+    from rotdet.models.targets import AnchorTargets
+
+__all__ = [
+    "LossSpec",
+    "dense_head_loss",
+    "l1_loss",
+    "level_losses",
+    "levels_to_flat",
+    "sigmoid_focal_loss",
+    "smooth_l1_loss",
+]
 
 _EPS = torch.finfo(torch.float32).eps
 
@@ -86,3 +101,38 @@ def level_losses(loss: Tensor, level_sizes: list[int], avg_factor: float | Tenso
     ``loss [B, N, ...]`` (levels concatenated along dim 1); ``avg_factor`` may be a 0-dim tensor."""
     sums = torch.stack([x.sum() for x in loss.split(level_sizes, dim=1)])
     return sums / (avg_factor + _EPS)
+
+
+def levels_to_flat(outputs: Sequence[Tensor], channels: int) -> Tensor:
+    """Per-level ``[B, A * channels, H, W]`` -> ``[B, sum(H W A), channels]`` in (y, x, a) order
+    (channel ``a * channels + c``, mmrotate's layout), levels concatenated."""
+    batch = outputs[0].shape[0]
+    return torch.cat([o.permute(0, 2, 3, 1).reshape(batch, -1, channels) for o in outputs], dim=1)
+
+
+def dense_head_loss(
+    cls_scores: Sequence[Tensor],
+    bbox_preds: Sequence[Tensor],
+    targets: AnchorTargets,
+    loss_cls: LossSpec,
+    loss_bbox: LossSpec,
+) -> dict[str, Tensor]:
+    """mmdet's ``AnchorHead.loss``: ``{"loss_cls": [L], "loss_bbox": [L]}`` per-level losses
+    (float32, also under autocast), each level's sum divided by ``targets.num_total_pos``.
+
+    Args:
+        cls_scores: per level ``[B, A * C, H, W]`` class logits.
+        bbox_preds: per level ``[B, A * 5, H, W]`` deltas.
+        targets: the batch's targets (``N = sum(H W A)`` anchors per image).
+        loss_cls, loss_bbox: the classification (sigmoid focal) and box losses.
+    """
+    num_classes = cls_scores[0].shape[1] * 5 // bbox_preds[0].shape[1]  # A * C and A * 5 channels
+    sizes = targets.level_sizes
+    with torch.autocast(device_type=cls_scores[0].device.type, enabled=False):
+        logits = levels_to_flat([c.float() for c in cls_scores], num_classes)
+        deltas = levels_to_flat([b.float() for b in bbox_preds], 5)
+        cls_el = loss_cls.elementwise(logits, targets.labels) * targets.label_weights[..., None]
+        box_el = loss_bbox.elementwise(deltas, targets.bbox_targets) * targets.bbox_weights
+        losses_cls = loss_cls.loss_weight * level_losses(cls_el, sizes, targets.num_total_pos)
+        losses_bbox = loss_bbox.loss_weight * level_losses(box_el, sizes, targets.num_total_pos)
+    return {"loss_cls": losses_cls, "loss_bbox": losses_bbox}

@@ -15,13 +15,35 @@ per-image launches and syncs that dominate inference on a GPU, and gives the sam
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from rotdet.ops import batched_nms_rotated
 
-__all__ = ["dense_detections"]
+__all__ = ["TestConfig", "dense_detections"]
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """mmrotate's dense-head ``test_cfg``."""
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    nms_pre: int = 2000
+    score_thr: float = 0.05
+    iou_thr: float = 0.1
+    max_per_img: int = 2000
+    min_bbox_size: float = 0
+
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> TestConfig:
+        cfg = dict(cfg)
+        nms = cfg.pop("nms", None)
+        if nms is not None:
+            cfg["iou_thr"] = nms["iou_thr"]
+        return cls(**cfg)
 
 
 def dense_detections(

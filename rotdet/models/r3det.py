@@ -7,19 +7,71 @@ refined boxes' points. mmrotate samples one point (the centre, in mmcv's transpo
 of the box, see :mod:`rotdet.ops.feature_align`); ``points=5`` (centre + corners, the paper's
 variant) and ``mmcv_yx=False`` are opt-in options that change the model.
 
-The rest of R3Det (first stage, ``filter_bboxes``, refine heads) lives in
+Between the stages (mmrotate's ``RotatedRetinaHead.filter_bboxes`` / ``refine_bboxes``, which are
+functions here): :func:`filter_bboxes` turns the first stage's outputs into one box per location,
+:func:`refine_bboxes` a refine head's deltas into the next stage's boxes. The stages themselves are
 :class:`rotdet.models.detectors.R3Det` and :class:`rotdet.models.heads.RotatedRetinaHead`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from rotdet.ops.feature_align import rotated_feature_align
 
-__all__ = ["FeatureRefineModule"]
+__all__ = ["FeatureRefineModule", "filter_bboxes", "refine_bboxes"]
+
+Decode = Callable[[Tensor, Tensor], Tensor]
+
+
+@torch.no_grad()
+def filter_bboxes(
+    cls_scores: Sequence[Tensor],
+    bbox_preds: Sequence[Tensor],
+    level_anchors: Sequence[Tensor],
+    decode: Decode,
+) -> list[Tensor]:
+    """mmrotate's ``filter_bboxes``: at each location the anchor with the best class score, decoded
+    (no centre clamp) and detached.
+
+    Args:
+        cls_scores: per level ``[B, A * C, H, W]`` class logits.
+        bbox_preds: per level ``[B, A * 5, H, W]`` deltas.
+        level_anchors: per level ``[H * W * A, 5]`` the grid anchors (the same for every image).
+        decode: the head's ``bbox_coder.decode`` (``[B, K, 5]`` priors and deltas -> boxes).
+
+    Returns:
+        per level ``[B, H * W, 5]``.
+    """
+    batch = cls_scores[0].shape[0]
+    out = []
+    for cls, reg, anc in zip(cls_scores, bbox_preds, level_anchors, strict=True):
+        a = reg.shape[1] // 5
+        num_classes = cls.shape[1] // a
+        score = cls.float().permute(0, 2, 3, 1).reshape(batch, -1, a, num_classes).max(dim=-1).values
+        best = score.argmax(dim=-1, keepdim=True)  # [B, HW, 1]
+        pred = reg.float().permute(0, 2, 3, 1).reshape(batch, -1, a, 5)
+        best_pred = pred.gather(2, best[..., None].expand(-1, -1, -1, 5)).squeeze(2)
+        anchors = anc.reshape(-1, a, 5)[None].expand(batch, -1, -1, -1)
+        best_anchor = anchors.gather(2, best[..., None].expand(-1, -1, -1, 5)).squeeze(2)
+        out.append(decode(best_anchor, best_pred).detach())  # box by box: batched
+    return out
+
+
+@torch.no_grad()
+def refine_bboxes(bbox_preds: Sequence[Tensor], rois: Sequence[Tensor], decode: Decode) -> list[Tensor]:
+    """mmrotate's ``refine_bboxes``: a refine head's deltas ``[B, 5, H, W]`` per level applied to
+    its anchors ``rois`` (per level ``[B, H * W, 5]``, one per location); per level ``[B, H * W, 5]``,
+    detached."""
+    batch = bbox_preds[0].shape[0]
+    out = []
+    for reg, roi in zip(bbox_preds, rois, strict=True):
+        pred = reg.float().permute(0, 2, 3, 1).reshape(batch, -1, 5)
+        out.append(decode(roi, pred).detach())
+    return out
 
 
 class FeatureRefineModule(nn.Module):
