@@ -254,10 +254,15 @@ class R3Det(_Detector):
         feats = self.extract_feat(images)
         # _stages without the last refine head's forward: predict_features runs it (and skips its
         # box branch where no score passes the threshold).
-        rois = self.bbox_head.filter_bboxes(*self.bbox_head(feats))
+        head = self.bbox_head
+        outs = head(feats)
+        grid = head.grid_anchors(featmap_sizes(outs[0]), outs[0][0].device)
+        rois = filter_bboxes(*outs, grid, head.bbox_coder.decode)
         for i in range(self.num_refine_stages):
             x_refine = self.feat_refine_module[i](feats, rois)
             if i + 1 == self.num_refine_stages:
                 break
-            rois = self.refine_head[i].refine_bboxes(self.refine_head[i](x_refine)[1], rois)
+            rois = refine_bboxes(
+                self.refine_head[i](x_refine)[1], rois, self.refine_head[i].bbox_coder.decode
+            )
         return self.refine_head[i].predict_features(x_refine, metas, rescale=rescale, anchors=rois, **kwargs)
