@@ -141,7 +141,7 @@ def test_forward_backward_predict_every_config(name):
         assert d["boxes"].shape[1] == 5 and d["scores"].shape == d["labels"].shape
 
 
-ATSS_ASSIGNER = "{type: ATSSObbAssigner, topk: 9, angle_version: le90}"
+ATSS_ASSIGNER = "{type: ATSSObbAssigner, topk: 9}"  # angle_version: the config's own
 MAX_IOU_ASSIGNER = (
     "{type: MaxIoUAssigner, pos_iou_thr: 0.5, neg_iou_thr: 0.4, min_pos_iou: 0, ignore_iof_thr: -1}"
 )
