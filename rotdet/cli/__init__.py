@@ -164,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     # argparse cannot give to a positional list: collect them here.
     overrides = [a for a in extra if "=" in a and not a.startswith("-")]
     unknown = [a for a in extra if a not in overrides]
+    # Likewise the trailing list of paths (`predict CFG CKPT --size 512 scene.tif`): argparse closes
+    # a `*` positional at its first chunk, so later words land here.
+    if isinstance(getattr(args, "paths", None), list):
+        words = [a for a in unknown if not a.startswith("-")]
+        if len(words) == len(unknown):
+            args.paths, unknown = [*args.paths, *words], []
     if unknown or (overrides and not hasattr(args, "overrides")):
         parser.parse_args(argv)  # reports the unrecognised arguments the usual way and exits
     if overrides:
