@@ -187,5 +187,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rotdet {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        print(f"rotdet {args.command}: {exc or 'interrupted'}", file=sys.stderr)
+        print(f"rotdet {args.command}: {str(exc) or 'interrupted'}", file=sys.stderr)
         return 130
