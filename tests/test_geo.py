@@ -259,12 +259,10 @@ def test_nodata_windows_are_skipped_uint16_four_bands(detector, scene, tmp_path,
     kept = [w for w, e in zip(windows.tolist(), empty, strict=True) if not e]
     for patch, w in zip(seen, kept, strict=True):
         np.testing.assert_array_equal(patch, crop_patch(reference, w, PATCH_PADDING))
-    boxes, scores, labels = detector.detect_windows(
-        ((w, crop_patch(reference, w, PATCH_PADDING)) for w in kept), batch_size=2
-    )
-    np.testing.assert_array_equal(found.pixel.boxes, boxes)
-    np.testing.assert_array_equal(found.pixel.scores, scores)
-    np.testing.assert_array_equal(found.pixel.labels, labels)
+    want = detector.detect_windows(((w, crop_patch(reference, w, PATCH_PADDING)) for w in kept), batch_size=2)
+    np.testing.assert_array_equal(found.pixel.boxes, want.boxes)
+    np.testing.assert_array_equal(found.pixel.scores, want.scores)
+    np.testing.assert_array_equal(found.pixel.labels, want.labels)
 
 
 def test_stretch_from_the_whole_raster_an_overview_or_a_sample(tmp_path, monkeypatch):

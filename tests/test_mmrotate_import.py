@@ -246,11 +246,11 @@ def compare_with_oracle(name: str, odir: Path, with_nms: bool) -> dict[str, floa
             continue
         det = head.predict(raw_cls, raw_reg, metas, anchors=anchors, cfg=cfg)[0]
         ref = d[f"det.{variant}"]
-        errs[f"{variant}.count_diff"] = float(abs(len(det["boxes"]) - len(ref)))
-        if len(det["boxes"]) == len(ref) and len(ref):
+        errs[f"{variant}.count_diff"] = float(abs(len(det.boxes) - len(ref)))
+        if len(det.boxes) == len(ref) and len(ref):
             # mmrotate groups by class (stable: within a class by descending score)
-            order = torch.sort(det["labels"], stable=True).indices
-            ours = torch.cat([det["boxes"], det["scores"][:, None], det["labels"][:, None].float()], 1)[order]
+            order = torch.sort(det.labels, stable=True).indices
+            ours = torch.cat([det.boxes, det.scores[:, None], det.labels[:, None].float()], 1)[order]
             errs[f"{variant}.labels_diff"] = float((ours[:, 6].numpy() != ref[:, 6]).sum())
             errs[f"{variant}.dets"] = _angle_err(ours[:, :5], ref[:, :5])
             errs[f"{variant}.scores"] = _max_err(ours[:, 5], ref[:, 5])

@@ -20,20 +20,10 @@ from rotdet.data.transforms import (
     test_pipeline_cfg,
     train_pipeline_cfg,
 )
+from rotdet.structures.meta import image_meta
 
 logger = logging.getLogger("rotdet.data")
 
-META_KEYS = (
-    "id",
-    "filename",
-    "ori_shape",
-    "img_shape",
-    "pad_shape",
-    "scale_factor",
-    "flip",
-    "flip_direction",
-    "img_norm_cfg",
-)
 
 
 class RotatedDataset(torch.utils.data.Dataset):
@@ -54,7 +44,8 @@ class RotatedDataset(torch.utils.data.Dataset):
             ``CustomDataset`` flags; mmrotate's DOTA / SAR datasets put every image in one group).
 
     A sample is the transformed results dict: ``img`` (float32 CHW tensor), ``gt_bboxes`` [N, 5],
-    ``gt_labels`` [N] (int64), ``gt_polygons`` [N, 8] tensors and ``img_metas`` (dict of :data:`META_KEYS`).
+    ``gt_labels`` [N] (int64), ``gt_polygons`` [N, 8] tensors and ``img_metas``
+    (:class:`~rotdet.structures.ImageMeta`).
     A training transform that drops a sample (``PolyRandomRotate`` leaving no box) makes the dataset
     draw another index, from the images of the same orientation (width > height or not, when the
     sizes are known and ``group_by_aspect``), as mmdet's ``CustomDataset`` does; the draw uses
@@ -203,7 +194,7 @@ def format_results(results: dict) -> dict:
         img = img[..., None]
     out = {
         "img": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float(),
-        "img_metas": {k: results[k] for k in META_KEYS if k in results},
+        "img_metas": image_meta(results),
     }
     for key, dtype, width in (("gt_bboxes", torch.float32, 5), ("gt_polygons", torch.float32, 8)):
         if key in results:

@@ -40,6 +40,7 @@ from rotdet.data.records import (
 )
 from rotdet.data.records import find_image as find_image_as
 from rotdet.fileio import atomic_write_bytes
+from rotdet.structures.detections import format_coord
 
 logger = logging.getLogger("rotdet.data")
 
@@ -218,12 +219,6 @@ def read_dota_txt(
     with open(path, "rb") as f:
         text = _decode(f.read(), path)
     return parse_dota_text(text, path, classes=classes, strict=strict, log=log)
-
-
-def format_coord(value: float) -> str:
-    """The shortest text that reads back to the same float32 (``398.0``, ``12.5``), as numpy's
-    ``str(np.float32)`` and so as mmrotate's split tool writes label files."""
-    return str(np.float32(value))
 
 
 def format_dota_text(ann: DotaAnnotation, header: bool = True) -> str:

@@ -48,7 +48,7 @@ def draw_examples(detector, image_paths: list[Path], out_dir: Path, score_thr: f
         zoom = 3 if max(image.shape[:2]) < 512 else 1
         if zoom > 1:
             image = cv2.resize(image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
-        drawn = draw_detections(image, found.polygons * zoom, found.labels, found.scores, found.class_names)
+        drawn = draw_detections(image, found.polygons * zoom, found.labels, found.scores, found.classes)
         path = out_dir / f"{Path(image_path).stem}.png"
         cv2.imwrite(str(path), drawn)
         paths.append(path)

@@ -13,7 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from rotdet.evaluation.dota_task1 import eval_dota_task1, load_task1_detections
-from rotdet.evaluation.io import DetectionSet, list_label_files, read_detections_json
+from rotdet.evaluation.io import (
+    check_one_model,
+    list_label_files,
+    read_detections_classes,
+    read_detections_json,
+)
 from rotdet.evaluation.results import EvalInputError
 
 # The DOTA protocol runs on numpy alone; torch (and rotdet.data) are imported by the other ones, in
@@ -45,15 +50,21 @@ def _mmrotate_det_results(dets, classes: Sequence[str], image_ids: Sequence[str]
     if isinstance(dets, (str, os.PathLike)) and os.path.isfile(os.fspath(dets)):
         dets = read_detections_json(dets)
     known = set(image_ids)
-    if isinstance(dets, DetectionSet):
-        unknown = [i for i in dets.images if i not in known]
+    if isinstance(dets, list):  # per image RotatedDetections
+        unknown = [d.image_id for d in dets if d.image_id not in known]
         if unknown:
             raise EvalInputError(
                 f"detections on {len(unknown)} image(s) without a label file, e.g. {', '.join(unknown[:3])}"
             )
-        if tuple(dets.classes) != tuple(classes):
-            raise EvalInputError(f"the detections' classes {list(dets.classes)} differ from {list(classes)}")
-        return dets.per_class_arrays(image_ids)
+        found, _ = check_one_model(dets)
+        if dets and found != tuple(classes):
+            raise EvalInputError(f"the detections' classes {list(found)} differ from {list(classes)}")
+        by_id = {d.image_id: d for d in dets}
+        empty = [np.zeros((0, 6), np.float32) for _ in classes]
+        return [
+            by_id[i].per_class(len(classes), dtype=np.float32) if i in by_id else list(empty)
+            for i in image_ids
+        ]
     per_class = load_task1_detections(dets, classes)
     index = {img: i for i, img in enumerate(image_ids)}
     out = [[np.zeros((0, 6), np.float32) for _ in classes] for _ in image_ids]
@@ -89,7 +100,8 @@ def evaluate_folder(
     max_dets: int = 100,
     gt_list: str | os.PathLike | None = None,
 ):
-    """Evaluate detections (a Task1 folder, a rotdet JSON file or a :class:`DetectionSet`) against a
+    """Evaluate detections (a Task1 folder, a rotdet JSON file or per image
+    :class:`~rotdet.structures.RotatedDetections`) against a
     ground-truth folder by the ``"dota"`` (official, full images, labelTxt only), ``"mmrotate"``,
     ``"hrsc"`` (:func:`rotdet.evaluation.hrsc.eval_hrsc`) or ``"coco"``
     (:func:`rotdet.evaluation.coco.eval_coco`) protocol; ``gt_format`` is any of
@@ -179,7 +191,7 @@ def _resolve_classes(spec: str | None, dets: str, yolo_gt: str | None = None) ->
 
     if spec is None:
         if os.path.isfile(dets):
-            return read_detections_json(dets).classes
+            return read_detections_classes(dets)
         if yolo_gt is not None and os.path.isfile(yolo_gt):
             from rotdet.data.formats.yolo_obb import read_data_yaml
 
