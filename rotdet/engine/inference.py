@@ -44,7 +44,7 @@ from rotdet.data.dataset import collate, format_results
 from rotdet.data.dota import format_coord
 from rotdet.data.split import SplitConfig, crop_patch, sliding_windows
 from rotdet.data.transforms import build_pipeline, load_image
-from rotdet.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from rotdet.engine.checkpoint import CheckpointError, checkpoint_config, checkpoint_origin, load_checkpoint
 from rotdet.engine.data import config_pipeline, resolve_classes
 from rotdet.evaluation.io import JSON_FORMAT, JSON_FORMAT_VERSION
 from rotdet.fileio import atomic_write_bytes
@@ -336,7 +336,8 @@ class Detector:
                 weights = mmrotate_to_rotdet_state_dict(state, model)
             except ValueError as exc:
                 raise CheckpointError(
-                    f"checkpoint {path} does not fit config {_config_label(cfg)!r}: {exc}"
+                    f"checkpoint {path} does not fit config {_config_label(cfg)!r} "
+                    f"(it was trained with {checkpoint_origin(ckpt)}): {exc}"
                 ) from None
             model.load_state_dict(weights, strict=True)
             names = ckpt["meta"].get("classes") or ckpt["meta"].get("CLASSES")

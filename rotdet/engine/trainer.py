@@ -22,6 +22,7 @@ bit on the CPU in deterministic mode).
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -34,7 +35,13 @@ import yaml
 from torch import nn
 
 import rotdet
-from rotdet.engine.checkpoint import CheckpointError, CheckpointManager, latest_checkpoint, load_checkpoint
+from rotdet.engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    check_checkpoint_fits,
+    latest_checkpoint,
+    load_checkpoint,
+)
 from rotdet.engine.data import build_dataset, build_train_loader
 from rotdet.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
 from rotdet.engine.hooks import HookBase, default_hooks
@@ -248,6 +255,10 @@ class Trainer:
         self.info, device = init_distributed(opts.device)
         self.amp = resolve_amp(opts.amp, device)  # a bad --amp fails before anything is written
         self.work_dir = Path(opts.work_dir or Path("work_dirs") / self.cfg.get("name", "run"))
+        resume_path = latest_checkpoint(self.work_dir) if opts.resume == "auto" else opts.resume
+        # A checkpoint that cannot be resumed (weights only, another architecture) is refused
+        # before anything is written: the work dir's config.yaml and train.log stay the old run's.
+        resume_ckpt = self._resumable_checkpoint(resume_path) if resume_path else None
         self._prepare_work_dir()
         seed_everything(opts.seed, opts.deterministic)
         self._build_data()  # first: a wrong data path should fail before the model is built
@@ -257,9 +268,8 @@ class Trainer:
             load_pretrained(self.model, opts.load_from)
         self.model.to(device)
         self.build_step(device, self.max_epochs * self.iters_per_epoch, self._base_lr())
-        resume_path = latest_checkpoint(self.work_dir) if opts.resume == "auto" else opts.resume
-        if resume_path:
-            self.resume(resume_path)
+        if resume_ckpt is not None:
+            self.resume(resume_path, resume_ckpt)
         done = broadcast_object(self._read_evaluated_epoch() if self.info.is_main else None)
         self.evaluated_epoch = min(done, self.epoch)  # resumed from an older checkpoint: its own
         if self.info.distributed:
@@ -389,12 +399,33 @@ class Trainer:
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
 
-    def resume(self, path: str | os.PathLike) -> None:
-        """Continue from the training checkpoint ``path`` (after :meth:`build_step`)."""
+    def _resumable_checkpoint(self, path: str | os.PathLike) -> dict:
+        """The training checkpoint ``path``, checked against this run's model: a
+        :class:`CheckpointError` naming the file, both configs and the tensors that differ when it
+        is of another architecture. The model is built here when none was given, without its
+        ImageNet weights (the checkpoint's replace them)."""
         # On the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest to the device.
         ckpt = load_checkpoint(path, map_location="cpu")
         if "optimizer" not in ckpt:
             raise CheckpointError(f"{path} holds weights only; use --load-from to start from it")
+        if self.model is None:
+            cfg = copy.deepcopy(self.cfg)
+            backbone = cfg.get("model", {}).get("backbone")
+            if isinstance(backbone, dict) and backbone.get("pretrained"):
+                backbone["pretrained"] = False
+            self.model = build_model(cfg)
+        try:
+            check_checkpoint_fits(path, ckpt, self.model, self.cfg)
+        except CheckpointError as exc:
+            hint = "; use --load-from to start from the tensors that fit, or another --work-dir"
+            raise CheckpointError(f"{exc}{hint}") from None
+        return ckpt
+
+    def resume(self, path: str | os.PathLike, ckpt: dict | None = None) -> None:
+        """Continue from the training checkpoint ``path`` (after :meth:`build_step`); ``ckpt``: its
+        content when already read (by :meth:`build`)."""
+        if ckpt is None:
+            ckpt = self._resumable_checkpoint(path)
         self.load_state_dict(ckpt)
         self.last_checkpoint = Path(path)
         logger.info("resumed from %s: epoch %d, iteration %d", path, self.epoch, self.iteration)
