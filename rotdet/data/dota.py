@@ -2,7 +2,8 @@
 
 A DOTA ``labelTxt`` file holds optional header lines ``imagesource:<text>`` and ``gsd:<float>``,
 then one object per line: ``x1 y1 x2 y2 x3 y3 x4 y4 class difficulty``. Real files mix LF and CRLF,
-sometimes start with a UTF-8 BOM, end with blank lines or are empty (an image without objects).
+sometimes start with a UTF-8 BOM or are UTF-16 (a Windows editor's "Unicode"), quote the header keys,
+end with blank lines or are empty (an image without objects).
 
 Bad input never stops a load halfway: a malformed line is skipped with a warning naming
 ``file:line`` and the reason, and a :class:`ParseLog` counts what was skipped; ``strict=True``
@@ -35,6 +36,7 @@ from rotdet.data.records import (
     LabelFormatError,
     ParseLog,
     SkippedLine,
+    decode_label_text,
     image_size,
     records_to_infos,
 )
@@ -103,19 +105,14 @@ class DotaAnnotation:
         return np.array([index[n] for n in self.names], dtype=np.int64)
 
 
-def _decode(raw: bytes, path: str) -> str:
-    try:
-        return raw.decode("utf-8-sig")  # strips a BOM when there is one
-    except UnicodeDecodeError:
-        logger.warning("%s: not UTF-8, decoded as latin-1", path)
-        return raw.decode("latin-1")
-
-
 def _parse_header(line: str) -> tuple[str, str] | None:
+    """``(key, value)`` of an ``imagesource:`` / ``gsd:`` header line (DOTA v1.5 / 2.0 files quote
+    the keys in places: ``'gsd':0.13``), or None. Like DOTA_devkit, which skips every line of fewer
+    than 9 fields, a header may hold spaces (``imagesource: Google Earth``)."""
     head, sep, value = line.partition(":")
-    key = head.strip().lower()
-    if sep and key in ("imagesource", "gsd") and len(line.split()) <= 2:
-        return key, value.strip()
+    key = head.strip().strip("'\"").strip().lower()
+    if sep and key in ("imagesource", "gsd") and len(line.split()) < 9:
+        return key, value.strip().strip("'\"").strip()
     return None
 
 
@@ -216,7 +213,7 @@ def read_dota_txt(
     """
     path = str(path)
     with open(path, "rb") as f:
-        text = _decode(f.read(), path)
+        text = decode_label_text(f.read(), path)
     return parse_dota_text(text, path, classes=classes, strict=strict, log=log)
 
 

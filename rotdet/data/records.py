@@ -13,6 +13,7 @@ and the step from records to the dataset's annotation dicts.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 from collections import Counter
@@ -29,6 +30,8 @@ __all__ = [
     "LabelFormatError",
     "ParseLog",
     "SkippedLine",
+    "decode_label_text",
+    "decode_utf16",
     "image_size",
     "records_to_infos",
 ]
@@ -44,6 +47,49 @@ UNKNOWN_CLASS = "object(s) of an unknown class skipped"
 class LabelFormatError(ValueError):
     """A malformed label file, line or element, raised in ``strict`` mode; the message says where
     (``file:line`` or ``file:element path``)."""
+
+
+# UTF-32 first: its little-endian BOM begins with UTF-16's.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode_utf16(raw: bytes, path: str | os.PathLike = "<bytes>") -> str | None:
+    """The text of a label file saved as UTF-16 or UTF-32 (Windows editors' "Unicode"): with a BOM,
+    or without one when every other byte is NUL (ASCII text in UTF-16); None for other bytes.
+    Such bytes that do not decode raise :class:`LabelFormatError` naming ``path``."""
+    codec = next((c for bom, c in _WIDE_BOMS if raw.startswith(bom)), None)
+    if codec is None and len(raw) >= 2 and len(raw) % 2 == 0 and b"\x00" in raw:
+        if not raw[1::2].strip(b"\x00"):
+            codec = "utf-16-le"
+        elif not raw[0::2].strip(b"\x00"):
+            codec = "utf-16-be"
+    if codec is None:
+        return None
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise LabelFormatError(
+            f"{path}: {codec.upper()} text (by its byte order mark or NUL bytes) that does not decode: "
+            f"{exc.reason} at byte {exc.start}; save it as UTF-8"
+        ) from None
+
+
+def decode_label_text(raw: bytes, path: str | os.PathLike = "<bytes>") -> str:
+    """A label file's text: UTF-16 / UTF-32 (:func:`decode_utf16`), else UTF-8 with or without a
+    BOM, else Latin-1 (with a warning naming ``path``)."""
+    text = decode_utf16(raw, path)
+    if text is not None:
+        return text
+    try:
+        return raw.decode("utf-8-sig")  # strips a BOM when there is one
+    except UnicodeDecodeError:
+        logger.warning("%s: not UTF-8, decoded as latin-1", path)
+        return raw.decode("latin-1")
 
 
 @dataclass

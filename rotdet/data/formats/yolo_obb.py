@@ -41,6 +41,7 @@ from rotdet.data.records import (
     LabelFormatError,
     ParseLog,
     SkippedLine,
+    decode_label_text,
     image_size,
 )
 from rotdet.fileio import atomic_write_bytes, atomic_write_text
@@ -281,11 +282,7 @@ def read_yolo_obb_records(
             log.note(NO_LABEL_FILE)
             records.append(ImageRecord.empty(image.stem, str(image), width, height))
             continue
-        raw = label.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
+        text = decode_label_text(label.read_bytes(), label)
         polys, labels = parse_yolo_obb_text(text, width, height, len(classes), str(label), strict, log)
         records.append(
             ImageRecord(image.stem, str(image), polys, labels, np.zeros(len(labels), np.int64), width, height)
