@@ -29,6 +29,7 @@ from rotdet.data.classes import (
     get_classes,
 )
 from rotdet.data.records import (
+    FLOAT32_MAX,
     IMAGE_EXTENSIONS,
     OUT_OF_IMAGE,
     UNKNOWN_CLASS,
@@ -38,6 +39,7 @@ from rotdet.data.records import (
     SkippedLine,
     decode_label_text,
     image_size,
+    implausible_objects,
     records_to_infos,
 )
 from rotdet.data.records import find_image as find_image_as
@@ -72,7 +74,8 @@ class DotaAnnotation:
     """The objects of one label file.
 
     polygons: float32 [N, 8] (DOTA vertex order, as read); names: N class names;
-    difficulties: int64 [N]; imagesource / gsd: the header values, None when absent.
+    difficulties: int64 [N]; imagesource / gsd: the header values, None when absent;
+    linenos: int64 [N] the line of each object in its file (None when not read from text).
     """
 
     polygons: np.ndarray
@@ -80,6 +83,7 @@ class DotaAnnotation:
     difficulties: np.ndarray
     imagesource: str | None = None
     gsd: float | None = None
+    linenos: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -97,6 +101,7 @@ class DotaAnnotation:
             self.difficulties[index],
             self.imagesource,
             self.gsd,
+            None if self.linenos is None else self.linenos[index],
         )
 
     def labels(self, classes: Sequence[str]) -> np.ndarray:
@@ -127,6 +132,7 @@ def parse_dota_text(
     polys: list[list[float]] = []
     names: list[str] = []
     diffs: list[int] = []
+    linenos: list[int] = []
     imagesource: str | None = None
     gsd: float | None = None
     known = set(classes) if classes is not None else None
@@ -172,6 +178,9 @@ def parse_dota_text(
         if not all(math.isfinite(c) for c in coords):
             skip(lineno, "non-finite coordinate (NaN or inf)", raw_line)
             continue
+        if max(abs(c) for c in coords) > FLOAT32_MAX:  # inf once stored as float32, as mmrotate does
+            skip(lineno, "non-finite coordinate in float32 (beyond 3.4e38)", raw_line)
+            continue
         name = tokens[8]
         if known is not None and name not in known:
             skip(lineno, f"unknown class name ({name})", raw_line)
@@ -186,6 +195,7 @@ def parse_dota_text(
         polys.append(coords)
         names.append(name)
         diffs.append(difficulty)
+        linenos.append(lineno)
 
     if log is not None:
         log.files += 1
@@ -195,6 +205,7 @@ def parse_dota_text(
         np.array(diffs, dtype=np.int64),
         imagesource,
         gsd,
+        np.array(linenos, dtype=np.int64),
     )
 
 
@@ -255,6 +266,20 @@ def list_images(img_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(img_dir).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def _drop_implausible(
+    rec: ImageRecord, ann: DotaAnnotation, path: str, strict: bool, log: ParseLog
+) -> ImageRecord:
+    """``rec`` without the objects :func:`implausible_objects` names, each skipped as its line."""
+    bad = implausible_objects(rec.polygons, rec.width, rec.height)
+    for i, reason in bad:
+        line = " ".join([*(format_coord(v) for v in ann.polygons[i]), ann.names[i], str(ann.difficulties[i])])
+        lineno = int(ann.linenos[i]) if ann.linenos is not None else None
+        log.skip(SkippedLine(path, lineno, reason, line), strict)
+    if not bad:
+        return rec
+    return rec.select(np.setdiff1d(np.arange(len(rec)), [i for i, _ in bad]))
+
+
 def read_dota_records(
     ann_dir: str | os.PathLike | None,
     img_dir: str | os.PathLike,
@@ -270,7 +295,9 @@ def read_dota_records(
 
     ``skip_empty_files`` drops label files of size 0 before parsing (mmrotate does whenever
     ``filter_empty_gt`` is on, also in test mode). ``check_bounds`` reads each image's size from
-    its header to count objects with corners outside it in ``log``.
+    its header: objects wholly outside the image, or with a corner farther outside than its size
+    (:func:`rotdet.data.records.implausible_objects`), are skipped with a warning naming
+    ``file:line`` (raised when ``strict``); those that cross its border are kept and counted.
     """
     log = log if log is not None else ParseLog()
     ann_files = sorted(Path(ann_dir).glob("*.txt")) if ann_dir is not None else []
@@ -293,6 +320,7 @@ def read_dota_records(
         )
         if check_bounds and img is not None and (size := image_size(img)) is not None:
             rec.width, rec.height = size
+            rec = _drop_implausible(rec, ann, str(ann_file), strict, log)
             log.note(OUT_OF_IMAGE, int(rec.outside_image().sum()))
         records.append(rec)
     return records
@@ -307,6 +335,7 @@ def load_dota_infos(
     strict: bool = False,
     log: ParseLog | None = None,
     skip_empty_files: bool = False,
+    check_bounds: bool = False,
 ) -> list[dict]:
     """Index a DOTA split as mmrotate 0.3.4's ``DOTADataset.load_annotations`` does.
 
@@ -320,13 +349,14 @@ def load_dota_infos(
     Objects whose polygon gives a degenerate box (poly2obb_np's drop, e.g. an edge under 2 px) and
     objects with difficulty > ``difficulty`` are dropped, as mmrotate does. ``skip_empty_files``
     drops label files of size 0 before parsing, as mmrotate does whenever ``filter_empty_gt`` is on
-    (also in test mode: its validation set has no empty patches).
+    (also in test mode: its validation set has no empty patches). ``check_bounds``: see
+    :func:`read_dota_records` (objects wholly or absurdly far outside their image are skipped).
     """
     from rotdet.structures import check_version
 
     check_version(version)
     own_log = log if log is not None else ParseLog()
-    records = read_dota_records(ann_dir, img_dir, classes, strict, own_log, skip_empty_files)
+    records = read_dota_records(ann_dir, img_dir, classes, strict, own_log, skip_empty_files, check_bounds)
     infos = records_to_infos(records, version, difficulty, own_log)
     if log is None and own_log.skipped:
         logger.warning(own_log.summary())

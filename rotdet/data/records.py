@@ -33,13 +33,14 @@ __all__ = [
     "decode_label_text",
     "decode_utf16",
     "image_size",
+    "implausible_objects",
     "records_to_infos",
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 # Observation kinds counted by ParseLog.note (kept objects, or objects dropped after reading).
-OUT_OF_IMAGE = "object(s) with coordinates outside the image"
+OUT_OF_IMAGE = "object(s) with coordinates outside the image (kept)"
 DEGENERATE = "degenerate polygon(s) dropped (an edge under 2 px)"
 UNKNOWN_CLASS = "object(s) of an unknown class skipped"
 
@@ -219,6 +220,38 @@ class ImageRecord:
         return ((xs < lo) | (xs > hx) | (ys < lo) | (ys > hy)).any(axis=1)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def implausible_objects(
+    polygons: np.ndarray, width: int | None = None, height: int | None = None
+) -> list[tuple[int, str]]:
+    """``(index, reason)`` of the polygons ``[N, 8]`` (pixels) that cannot be a training target:
+    a coordinate that is not finite in float32 (``1e39`` is ``inf`` there); and, when the image size
+    is known, a polygon wholly outside the image, or one with a corner farther outside than the
+    image's own width / height (``1e30``). Polygons that cross the border stay, as in DOTA and
+    mmrotate: a split patch keeps objects of which at least 70 % lies inside, so a real object never
+    reaches that far out."""
+    polys = np.asarray(polygons, np.float64).reshape(-1, 8)
+    out: list[tuple[int, str]] = []
+    finite = (np.abs(polys) <= FLOAT32_MAX).all(axis=1)  # False for NaN too
+    out += [
+        (int(i), "non-finite coordinate in float32 (NaN, inf or beyond 3.4e38)")
+        for i in np.flatnonzero(~finite)
+    ]
+    if width is None or height is None or not len(polys):
+        return out
+    xs, ys = polys[:, 0::2], polys[:, 1::2]
+    with np.errstate(invalid="ignore"):
+        wholly = (xs.max(1) < 0) | (xs.min(1) > width) | (ys.max(1) < 0) | (ys.min(1) > height)
+        far = ((xs < -width) | (xs > 2 * width) | (ys < -height) | (ys > 2 * height)).any(axis=1)
+    size = f"{width}x{height}"
+    for i in np.flatnonzero(finite & (wholly | far)):
+        what = "polygon wholly outside" if wholly[i] else "corner farther than the image size outside"
+        out.append((int(i), f"{what} the image ({size})"))
+    return sorted(out)
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """``(width, height)`` from the image file's header (no decoding), or None when unreadable.
 
@@ -292,4 +325,30 @@ def find_image(img_dir: str | os.PathLike, stem: str, prefer: Sequence[str] = ("
         p = img_dir / (stem + ext)
         if p.is_file():
             return p
+    # Any other spelling of the extension (``.Png``), as split and predict list images.
+    names = _names_by_lower(img_dir)
+    for ext in exts:
+        name = names.get((stem + ext).lower())
+        if name is not None and (img_dir / name).is_file():
+            return img_dir / name
     return None
+
+
+_DIR_INDEX: dict[tuple[str, int], dict[str, str]] = {}
+
+
+def _names_by_lower(folder: Path) -> dict[str, str]:
+    """``{lower-case name: name}`` of the files in ``folder``, listed once per folder state (its
+    mtime), so that looking up thousands of stems does not list it thousands of times."""
+    try:
+        key = (str(folder), folder.stat().st_mtime_ns)
+        if key not in _DIR_INDEX:
+            index: dict[str, str] = {}
+            for name in sorted(os.listdir(folder)):
+                index.setdefault(name.lower(), name)
+            if len(_DIR_INDEX) >= 8:
+                _DIR_INDEX.clear()
+            _DIR_INDEX[key] = index
+        return _DIR_INDEX[key]
+    except OSError:
+        return {}
