@@ -118,6 +118,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the config's)")
     parser.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations")
     parser.add_argument("--eval-interval", type=int, default=None, help="evaluate every N epochs (0: never)")
+    parser.add_argument(
+        "--skip-invalid-images",
+        action="store_true",
+        help="leave out missing or unreadable images (default: an error listing them all)",
+    )
     parser.add_argument("--keep", type=int, default=3, help="epoch checkpoints kept (plus latest and best)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -141,6 +146,7 @@ def run_train(args: argparse.Namespace) -> int:
         max_epochs=args.epochs,
         max_iters=args.max_iters,
         eval_interval=args.eval_interval,
+        skip_invalid=args.skip_invalid_images,
         keep=args.keep,
         progress=not args.no_progress,
     )

@@ -23,6 +23,7 @@ bit on the CPU in deterministic mode).
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import os
@@ -35,6 +36,8 @@ import yaml
 from torch import nn
 
 import rotdet
+from rotdet.data.dataset import check_images
+from rotdet.data.transforms import ImageReadError
 from rotdet.engine.checkpoint import (
     CheckpointError,
     CheckpointManager,
@@ -59,6 +62,7 @@ __all__ = [
     "Trainer",
     "archive_previous_run",
     "load_pretrained",
+    "weights_record",
 ]
 
 logger = logging.getLogger("rotdet.train")
@@ -89,6 +93,8 @@ class TrainOptions:
             loader workers and number of epochs.
         max_iters: stop after this many iterations in total (saving a resumable checkpoint).
         eval_interval: evaluate every N epochs (default ``evaluation.interval``; 0 disables).
+        skip_invalid: leave out the missing or unreadable images the scan before training finds
+            (default: an error naming them all; also ``data.skip_invalid: true`` in a config).
         keep: epoch checkpoints kept.
         log_interval: iterations between log records.
         progress: show a tqdm progress bar.
@@ -108,6 +114,7 @@ class TrainOptions:
     max_epochs: int | None = None
     max_iters: int | None = None
     eval_interval: int | None = None
+    skip_invalid: bool = False
     keep: int = 3
     log_interval: int = 10
     progress: bool = True
@@ -155,6 +162,41 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> dict:
             ", ".join(skipped[:20]) + (" ..." if len(skipped) > 20 else ""),
         )
     return {"loaded": len(loaded), "skipped": skipped}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, in hex (a second or less for a ResNet-50 or a detector checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _weights_file(source: str) -> Path | None:
+    """The local file of a weights source: the path itself, or the hub cache file of a URL."""
+    if "://" not in source:
+        return Path(source)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(source).name
+    return cached if cached.is_file() else None
+
+
+def weights_record(model: nn.Module, load_from: str | os.PathLike | None = None) -> dict:
+    """What a model's weights started from, for the checkpoint's meta: ``{"pretrained": [{"module",
+    "source" (path or URL), "sha256"}], "load_from": {"source", "sha256"} or None}``; the pretrained
+    entries are the modules that loaded weights themselves (``pretrained_from``, the backbone's
+    ImageNet weights); empty when the run started from random initialisation."""
+
+    def entry(source: str) -> dict:
+        local = _weights_file(source)
+        return {"source": source, "sha256": file_sha256(local) if local and local.is_file() else None}
+
+    pretrained = [
+        {"module": name or type(module).__name__, **entry(str(module.pretrained_from))}
+        for name, module in model.named_modules()
+        if getattr(module, "pretrained_from", None)
+    ]
+    return {"pretrained": pretrained, "load_from": entry(str(load_from)) if load_from else None}
 
 
 RUN_FILES = (
@@ -245,6 +287,7 @@ class Trainer:
         self.failed = False
         self.last_checkpoint: Path | None = None  # the last state written or resumed from
         self.evaluated_epoch = 0  # the last epoch whose evaluation (and best.pth) finished
+        self.weights: dict | None = None  # what the weights started from (weights_record)
         self._log_handler: logging.Handler | None = None
 
     # -------------------------------------------------------------------------------- building
@@ -266,6 +309,11 @@ class Trainer:
             self.model = build_model(self.cfg)
         if opts.load_from:
             load_pretrained(self.model, opts.load_from)
+        # What the weights started from; a resumed run keeps what its checkpoint says.
+        if resume_ckpt is None:
+            self.weights = weights_record(self.model, opts.load_from)
+        else:  # None for a checkpoint of an older rotdet: unknown, not "random initialisation"
+            self.weights = resume_ckpt["meta"].get("weights")
         self.model.to(device)
         self.build_step(device, self.max_epochs * self.iters_per_epoch, self._base_lr())
         if resume_ckpt is not None:
@@ -338,6 +386,13 @@ class Trainer:
         interval = opts.eval_interval
         self.eval_interval = cfg.get("evaluation", {}).get("interval", 1) if interval is None else interval
         self.val_set = self._build_val_set() if self.eval_interval else None
+        # Every missing or unreadable image at once, before the first step (not one per rerun).
+        skip = bool(opts.skip_invalid or cfg["data"].get("skip_invalid", False))
+        for split, dataset in (("train", self.train_set), ("val", self.val_set)):
+            if dataset is not None:
+                check_images(dataset, split, skip)
+        # One that still fails to decode mid-epoch (a truncated body) is skipped with a warning.
+        self.train_set.skip_unreadable = True
         self.batch_size = opts.batch_size or cfg["data"]["samples_per_gpu"]
         workers = opts.num_workers if opts.num_workers is not None else cfg["data"].get("workers_per_gpu", 2)
         self.loader, self.sampler = build_train_loader(
@@ -379,6 +434,7 @@ class Trainer:
             "epoch_iter": self.epoch_iter,
             "seed": self.opts.seed,
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "weights": self.weights,
         }
         obj = {"state_dict": self.model.state_dict(), "meta": meta}
         if with_training_state:
@@ -522,6 +578,10 @@ class Trainer:
                 if self.stop_reason and self.epoch_iter < self.iters_per_epoch:
                     return  # otherwise the epoch is complete: its checkpoint and evaluation follow
                 t_data = time.perf_counter()
+        except ImageReadError as exc:
+            # From a loader worker the message holds the worker's traceback: keep its last line.
+            message = str(exc).strip().splitlines()[-1].split("ImageReadError: ")[-1]
+            raise ImageReadError(message) from exc
         except RuntimeError:
             if not self.interrupted:  # a dying loader worker after Ctrl-C is expected
                 raise
