@@ -255,7 +255,7 @@ def list_split_images(entries: Sequence[str | os.PathLike], root: str | os.PathL
         if p.is_dir():
             found += [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in YOLO_IMAGE_EXTENSIONS]
         elif p.is_file() and p.suffix.lower() == ".txt":
-            for line in p.read_text(encoding="utf-8-sig").splitlines():
+            for line in decode_label_text(p.read_bytes(), p).splitlines():
                 line = line.strip()
                 if not line:
                     continue
