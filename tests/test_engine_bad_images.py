@@ -61,3 +61,14 @@ def test_image_failing_mid_epoch_is_skipped_with_its_name_up_to_a_bound(toy, cap
     with pytest.raises(ImageReadError, match=r"2 images could not be read while training .*truncated PNG"):
         for i in range(len(ds)):
             ds[i]
+
+
+def test_rotdet_test_names_missing_images_before_inference(tmp_path, capsys):
+    make_toy_dota(tmp_path / "val", num_images=3, size=(128, 128))
+    gone = sorted((tmp_path / "val" / "images").glob("*.png"))[1]
+    gone.unlink()
+    argv = ["test", "demo_atss_le90", str(tmp_path / "none.pth"), f"data.root={tmp_path.as_posix()}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"1 of the 3 val images cannot be used: {gone}: no such image file" in err
+    assert "skip" not in err  # no option leaves images out of an evaluation

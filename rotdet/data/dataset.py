@@ -227,11 +227,16 @@ def scan_images(infos: Sequence[dict]) -> list[tuple[str, str]]:
     return problems
 
 
-def check_images(dataset: RotatedDataset, split: str, skip_invalid: bool = False) -> list[tuple[str, str]]:
+def check_images(
+    dataset: RotatedDataset,
+    split: str,
+    skip_invalid: bool = False,
+    how_to_skip: str | None = "--skip-invalid-images (data.skip_invalid: true)",
+) -> list[tuple[str, str]]:
     """Scan the images of ``dataset`` (:func:`scan_images`) before it is used: one
     :class:`ImageReadError` names every problem (the first ten, and all of them in the log when
     there are more), or with ``skip_invalid`` those samples are left out with a warning naming them.
-    Returns the problems."""
+    ``how_to_skip``: the option the error suggests (None: none). Returns the problems."""
     problems = scan_images(dataset.data_infos)
     if not problems:
         return problems
@@ -243,7 +248,7 @@ def check_images(dataset: RotatedDataset, split: str, skip_invalid: bool = False
     if not skip_invalid:
         raise ImageReadError(
             f"{len(problems)} of the {len(dataset)} {split} images cannot be used: {shown}{more}. "
-            "Fix or remove them, or leave them out with --skip-invalid-images (data.skip_invalid: true)"
+            "Fix or remove them" + (f", or leave them out with {how_to_skip}" if how_to_skip else "")
         )
     dataset.remove({p for p, _ in problems})
     logger.warning(
