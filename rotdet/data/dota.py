@@ -121,6 +121,16 @@ def _parse_header(line: str) -> tuple[str, str] | None:
     return None
 
 
+def _gsd(value: str) -> float | None:
+    """A ``gsd:`` header's value; None where it is no finite number (DOTA has ``gsd:null`` in places:
+    the header is optional information)."""
+    try:
+        gsd = float(value)
+    except ValueError:
+        return None
+    return gsd if math.isfinite(gsd) else None
+
+
 def parse_dota_text(
     text: str,
     path: str = "<text>",
@@ -158,12 +168,7 @@ def parse_dota_text(
             if key == "imagesource":
                 imagesource = value
             else:
-                try:
-                    gsd = float(value)
-                except ValueError:
-                    gsd = None  # DOTA has "gsd:null" in places: the header is optional information
-                if gsd is not None and not math.isfinite(gsd):
-                    gsd = None
+                gsd = _gsd(value)
             continue
         tokens = line.split()
         # DOTA_devkit reads 9 tokens as difficulty 0; more than 10 is not a DOTA line.
@@ -175,11 +180,9 @@ def parse_dota_text(
         except ValueError:
             skip(lineno, "non-numeric coordinate", raw_line)
             continue
-        if not all(math.isfinite(c) for c in coords):
-            skip(lineno, "non-finite coordinate (NaN or inf)", raw_line)
-            continue
-        if max(abs(c) for c in coords) > FLOAT32_MAX:  # inf once stored as float32, as mmrotate does
-            skip(lineno, "non-finite coordinate in float32 (beyond 3.4e38)", raw_line)
+        # Beyond float32's range is inf once stored as float32, as mmrotate stores it (NaN fails too).
+        if not all(abs(c) <= FLOAT32_MAX for c in coords):
+            skip(lineno, "non-finite coordinate (NaN, inf, or beyond float32's 3.4e38)", raw_line)
             continue
         name = tokens[8]
         if known is not None and name not in known:

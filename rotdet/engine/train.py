@@ -17,6 +17,12 @@ What a user can rely on:
   The checkpoint -> evaluation -> ``best.pth`` sequence resumes where it stopped: a run killed after
   ``epoch_N.pth`` and before its evaluation finished evaluates epoch N first (also the last epoch).
   ``log.jsonl`` loses the records of the killed part, so curves do not overlap.
+* A resume checkpoint of another architecture (or widths) is refused in one line naming the file,
+  both configs and the tensors that differ, before anything is written.
+* Before the first step every train / val image is checked (exists, header reads): one error names
+  all the bad ones, or ``skip_invalid`` leaves them out; an image that fails to decode mid-epoch is
+  skipped with a warning naming it (more than 10 stop the run).
+* Checkpoints' ``meta["weights"]`` records the pretrained and ``load_from`` weights with SHA-256.
 * Ctrl-C finishes the current iteration, saves ``latest.pth`` and exits; during an evaluation it
   stops at once (the rerun evaluates that epoch); a second Ctrl-C aborts.
 * A NaN/Inf loss term or gradient norm stops the run before the step is taken, with an error naming
