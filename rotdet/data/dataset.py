@@ -174,6 +174,9 @@ class DOTADataset(RotatedDataset):
             and outside test mode images left without objects too.
         difficulty: objects with a larger difficulty are dropped (mmrotate keeps <= 100).
         strict: malformed label lines raise instead of being skipped with a warning.
+
+    Unlike mmrotate, objects wholly outside their image, or with a corner farther outside than its
+    size (``1e30``), are skipped with a warning naming ``file:line``: not a target anyone meant.
     """
 
     def __init__(
