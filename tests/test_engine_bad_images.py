@@ -5,12 +5,12 @@ name, up to a bound."""
 from __future__ import annotations
 
 import pytest
+from tiny_model import TINY_MODEL
 
 from rotdet.cli import main
 from rotdet.configs import load_config
 from rotdet.data import build_dataset, make_toy_dota
 from rotdet.data.transforms import ImageReadError
-from tests.tiny_model import TINY_MODEL
 
 RUN = [*TINY_MODEL, "data.samples_per_gpu=1", "data.workers_per_gpu=0"]
 

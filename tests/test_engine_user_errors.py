@@ -63,10 +63,11 @@ def test_corrupt_checkpoints_json_is_one_line_naming_it(tmp_path):
 
 
 def test_resume_with_another_architectures_checkpoint_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from tiny_model import TINY_MODEL
+
     from rotdet.cli import main
     from rotdet.engine.checkpoint import save_checkpoint
     from rotdet.models.factory import build_model
-    from tests.tiny_model import TINY_MODEL
 
     cfg = load_config("demo_atss_le90", TINY_MODEL)
     ckpt = tmp_path / "atss.pth"
