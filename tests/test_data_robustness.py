@@ -68,7 +68,7 @@ def test_utf16_and_bom_label_files_and_quoted_headers_read_as_utf8(tmp_path, cod
     import numpy as np
 
     from rotdet.data.dota import read_dota_txt
-    from rotdet.evaluation.io import _parse_labeltxt_lines, read_labeltxt_folder
+    from rotdet.evaluation.io import _parse_labeltxt_lines, read_labeltxt_folder, read_task1_file
 
     (tmp_path / "plain").mkdir()
     (tmp_path / "odd").mkdir()
@@ -86,6 +86,10 @@ def test_utf16_and_bom_label_files_and_quoted_headers_read_as_utf8(tmp_path, cod
     for one in (gt, lines):
         assert one.names == ["plane", "ship"] and one.difficult.tolist() == [0, 1]
         np.testing.assert_array_equal(one.polygons, want.polygons.astype(np.float64))
+    task1 = tmp_path / "Task1_ship.txt"
+    task1.write_bytes("P1 0.9 20.5 30 80 30 80 70 20.5 70\r\n".encode(codec))
+    det = read_task1_file(task1)
+    assert det.image_ids == ["P1"] and det.scores.tolist() == [0.9] and det.polygons[0, 0] == 20.5
 
 
 def test_undecodable_utf16_label_file_is_an_error_naming_it(tmp_path):
