@@ -58,7 +58,7 @@ def test_image_failing_mid_epoch_is_skipped_with_its_name_up_to_a_bound(toy, cap
     ds = build_dataset(cfg, "train")
     ds.skip_unreadable, ds.max_unreadable = True, 1
     _truncate(images[3])
-    with pytest.raises(ImageReadError, match=r"2 images could not be read while training .*truncated PNG"):
+    with pytest.raises(ImageReadError, match=r"2 image\(s\) could not be read while training .*PNG"):
         for i in range(len(ds)):
             ds[i]
 
@@ -72,3 +72,19 @@ def test_rotdet_test_names_missing_images_before_inference(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"1 of the 3 val images cannot be used: {gone}: no such image file" in err
     assert "skip" not in err  # no option leaves images out of an evaluation
+
+
+def test_too_many_unreadable_images_in_a_loader_worker_is_one_line_naming_them(toy):
+    from rotdet.engine.train import Trainer, TrainOptions
+
+    images = sorted((toy / "train" / "images").glob("*.png"))
+    _truncate(images[0])
+    cfg = load_config("demo_atss_le90", [f"data.root={toy.as_posix()}", *RUN, "data.workers_per_gpu=1"])
+    opts = TrainOptions(work_dir=toy / "w", eval_interval=0, max_iters=4, progress=False, resume=None)
+    trainer = Trainer(cfg, opts).build()
+    trainer.train_set.max_unreadable = 0  # the first unreadable image is one too many
+    with pytest.raises(ImageReadError) as info:
+        trainer.train()
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith("1 image(s) could not be read while training") and str(images[0]) in message

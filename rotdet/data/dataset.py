@@ -147,7 +147,7 @@ class RotatedDataset(torch.utils.data.Dataset):
                 if len(self._unreadable) > self.max_unreadable:
                     shown = "; ".join(list(self._unreadable)[:5])
                     raise ImageReadError(
-                        f"{len(self._unreadable)} images could not be read while training (more than "
+                        f"{len(self._unreadable)} image(s) could not be read while training (more than "
                         f"the {self.max_unreadable} a run skips): {shown}; ..."
                     ) from None
                 logger.warning("skipped sample %d, the next one is used instead: %s", j, exc)
