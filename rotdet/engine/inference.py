@@ -43,7 +43,7 @@ from rotdet.data.dataset import collate, format_results
 from rotdet.data.merge import merge_windows
 from rotdet.data.split import SplitConfig, crop_patch, sliding_windows
 from rotdet.data.transforms import build_pipeline, load_image
-from rotdet.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from rotdet.engine.checkpoint import CheckpointError, checkpoint_config, checkpoint_origin, load_checkpoint
 from rotdet.engine.data import config_pipeline, resolve_classes
 from rotdet.models.detectors import R3Det
 from rotdet.models.factory import build_model
@@ -211,7 +211,8 @@ class Detector:
                 weights = mmrotate_to_rotdet_state_dict(state, model)
             except ValueError as exc:
                 raise CheckpointError(
-                    f"checkpoint {path} does not fit config {_config_label(cfg)!r}: {exc}"
+                    f"checkpoint {path} does not fit config {_config_label(cfg)!r} "
+                    f"(it was trained with {checkpoint_origin(ckpt)}): {exc}"
                 ) from None
             model.load_state_dict(weights, strict=True)
             names = ckpt["meta"].get("classes") or ckpt["meta"].get("CLASSES")

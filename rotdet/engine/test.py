@@ -166,6 +166,7 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
 def run_test(args: argparse.Namespace) -> int:
     from rotdet.configs import load_config
     from rotdet.data import merge_patch_detections, write_task1_submission
+    from rotdet.data.dataset import check_images
     from rotdet.engine.data import build_dataset
     from rotdet.engine.distributed import init_distributed
     from rotdet.engine.inference import Detector
@@ -179,6 +180,7 @@ def run_test(args: argparse.Namespace) -> int:
         # Every patch of every image: detections in object-free patches are false positives too.
         cfg["data"]["filter_empty_gt"] = False
     dataset = build_dataset(cfg, split, args.data_root, test_mode=True)
+    check_images(dataset, split, how_to_skip=None)  # all missing images named before inference
     if info.is_main:
         print(describe_split(cfg, split, args.data_root))
     detector = Detector.from_config(cfg, checkpoint=args.checkpoint, device=device)

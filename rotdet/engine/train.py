@@ -17,6 +17,12 @@ What a user can rely on:
   The checkpoint -> evaluation -> ``best.pth`` sequence resumes where it stopped: a run killed after
   ``epoch_N.pth`` and before its evaluation finished evaluates epoch N first (also the last epoch).
   ``log.jsonl`` loses the records of the killed part, so curves do not overlap.
+* A resume checkpoint of another architecture (or widths) is refused in one line naming the file,
+  both configs and the tensors that differ, before anything is written.
+* Before the first step every train / val image is checked (exists, header reads): one error names
+  all the bad ones, or ``skip_invalid`` leaves them out; an image that fails to decode mid-epoch is
+  skipped with a warning naming it (more than 10 stop the run).
+* Checkpoints' ``meta["weights"]`` records the pretrained and ``load_from`` weights with SHA-256.
 * Ctrl-C finishes the current iteration, saves ``latest.pth`` and exits; during an evaluation it
   stops at once (the rerun evaluates that epoch); a second Ctrl-C aborts.
 * A NaN/Inf loss term or gradient norm stops the run before the step is taken, with an error naming
@@ -118,6 +124,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the config's)")
     parser.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations")
     parser.add_argument("--eval-interval", type=int, default=None, help="evaluate every N epochs (0: never)")
+    parser.add_argument(
+        "--skip-invalid-images",
+        action="store_true",
+        help="leave out missing or unreadable images (default: an error listing them all)",
+    )
     parser.add_argument("--keep", type=int, default=3, help="epoch checkpoints kept (plus latest and best)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -141,6 +152,7 @@ def run_train(args: argparse.Namespace) -> int:
         max_epochs=args.epochs,
         max_iters=args.max_iters,
         eval_interval=args.eval_interval,
+        skip_invalid=args.skip_invalid_images,
         keep=args.keep,
         progress=not args.no_progress,
     )

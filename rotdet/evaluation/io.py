@@ -165,7 +165,7 @@ def _read_task1_lines(path: Path, raw: bytes) -> ClassDetections:
     """:func:`read_task1_file` line by line."""
     ids: list[str] = []
     rows: list[list[float]] = []
-    text = raw.decode("utf-8-sig", errors="replace")
+    text = _fastparse.decode_text(raw, path)
     for lineno, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
@@ -232,12 +232,12 @@ def parse_labeltxt(path: str | os.PathLike) -> GroundTruthImage:
 def _parse_labeltxt_lines(path: Path, raw: bytes) -> GroundTruthImage:
     """:func:`parse_labeltxt` line by line (what the vectorised reader must equal)."""
     polys, names, diffs = [], [], []
-    text = raw.decode("utf-8-sig", errors="replace")
+    text = _fastparse.decode_text(raw, path)
     for lineno, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
-        if len(tokens) < 9 and tokens[0].split(":")[0].lower() in ("imagesource", "gsd"):
+        if len(tokens) < 9 and _fastparse.is_header(tokens[0]):
             continue
         if len(tokens) not in (9, 10):
             raise EvalInputError(f"{path}:{lineno}: expected 'x1 y1 ... x4 y4 class difficult', got {line!r}")
