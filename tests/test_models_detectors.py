@@ -247,9 +247,7 @@ def _found_boxes(model, images, targets) -> list[bool]:
     for det, tgt in zip(dets, targets, strict=True):
         for box, label in zip(tgt["boxes"], tgt["labels"], strict=True):
             sel = det.labels == label
-            found.append(
-                bool(sel.any()) and float(box_iou_rotated(box[None], det.boxes[sel]).max()) >= 0.5
-            )
+            found.append(bool(sel.any()) and float(box_iou_rotated(box[None], det.boxes[sel]).max()) >= 0.5)
     return found
 
 

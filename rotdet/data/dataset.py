@@ -25,7 +25,6 @@ from rotdet.structures.meta import image_meta
 logger = logging.getLogger("rotdet.data")
 
 
-
 class RotatedDataset(torch.utils.data.Dataset):
     """A map-style dataset of annotation dicts (:func:`rotdet.data.records.records_to_infos`), from
     any label format, with a transform pipeline.
