@@ -9,7 +9,7 @@ Whole-process rows run, from the same Task1 and labelTxt files, in alternating p
 of every tool, ``--repeats`` rounds, medians reported):
 
 * ``python -m rotdet.cli eval TASK1 LABELTXT --protocol dota`` (what a user runs);
-* the evaluation alone: the same command through :func:`rotdet.evaluation.runner.run_eval`
+* the evaluation alone: the same command through :func:`rotdet.cli.eval.run_eval`
   without the rest of the command line (what ``rotdet eval`` costs once the CLI imports its
   commands lazily);
 * with ``--devkit DIR``: DOTA_devkit's own ``voc_eval`` for the 15 classes as its ``main()`` calls
@@ -66,7 +66,7 @@ print("DEVKIT_MAP", repr(float(total / len(classnames))))
 # The evaluation's own entry: `rotdet eval` without importing the other commands.
 LEAN_EVAL = """\
 import argparse, sys
-from rotdet.evaluation.runner import add_eval_arguments, run_eval
+from rotdet.cli.eval import add_eval_arguments, run_eval
 parser = argparse.ArgumentParser(prog="rotdet eval")
 add_eval_arguments(parser)
 sys.exit(run_eval(parser.parse_args()))
@@ -157,7 +157,7 @@ def whole_process_rows(root: Path, task1: Path, label_dir: Path, imageset: Path,
         [sys.executable, "-m", "rotdet.cli", "eval", *eval_args, "--json", str(root / "cli.json")],
         rotdet_map("cli"),
     )
-    tools["evaluation alone, whole process (rotdet.evaluation.runner.run_eval)"] = (
+    tools["evaluation alone, whole process (rotdet.cli.eval.run_eval)"] = (
         [sys.executable, "-c", LEAN_EVAL, *eval_args, "--json", str(root / "lean.json")],
         rotdet_map("lean"),
     )

@@ -48,7 +48,7 @@ from rotdet.engine.data import config_pipeline, resolve_classes
 from rotdet.models.detectors import R3Det
 from rotdet.models.factory import build_model
 from rotdet.models.heads import TestConfig
-from rotdet.models.mmrotate_import import mmrotate_to_rotdet_state_dict
+from rotdet.models.mmrotate_import import load_weights
 from rotdet.structures.detections import RotatedDetections
 
 if TYPE_CHECKING:  # rotdet.geo needs rasterio (the "geo" extra): imported only by predict_raster
@@ -205,16 +205,13 @@ class Detector:
                 stacklevel=3,
             )
         else:
-            # A checkpoint saved from a DistributedDataParallel model carries "module." prefixes.
-            state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
             try:
-                weights = mmrotate_to_rotdet_state_dict(state, model)
+                load_weights(model, ckpt, strict=True)
             except ValueError as exc:
                 raise CheckpointError(
                     f"checkpoint {path} does not fit config {_config_label(cfg)!r} "
                     f"(it was trained with {checkpoint_origin(ckpt)}): {exc}"
                 ) from None
-            model.load_state_dict(weights, strict=True)
             names = ckpt["meta"].get("classes") or ckpt["meta"].get("CLASSES")
             if names is not None and tuple(names) != resolve_classes(cfg):
                 warnings.warn(

@@ -53,7 +53,7 @@ from rotdet.engine.optim import LrSchedule, build_optimizer, scaled_lr
 from rotdet.engine.runtime import autocast, resolve_amp, rng_state, seed_everything, set_rng_state
 from rotdet.fileio import atomic_write_text, remove_stale_temporaries
 from rotdet.models.factory import build_model
-from rotdet.models.mmrotate_import import mmrotate_to_rotdet_key
+from rotdet.models.mmrotate_import import load_weights
 
 __all__ = [
     "NonFiniteLossError",
@@ -132,36 +132,26 @@ class TrainResult:
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike) -> dict:
-    """Load the tensors of a checkpoint whose names and shapes match ``model`` (``--load-from``);
-    returns ``{"loaded": n, "skipped": [names]}``."""
-    ckpt = load_checkpoint(path)
-    own = model.state_dict()
-    loaded, skipped = {}, []
-    for key, value in ckpt["state_dict"].items():
-        name = mmrotate_to_rotdet_key(key) if key not in own else key
-        if name in own and own[name].shape == value.shape:
-            loaded[name] = value
-        else:
-            skipped.append(key)
-    if not loaded:
-        raise CheckpointError(
-            f"{path}: no tensor matches the model (is it a checkpoint of another detector?)"
-        )
-    model.load_state_dict(loaded, strict=False)
-    missing = sorted(set(own) - set(loaded))
+    """Load the tensors of a checkpoint whose names and shapes match ``model`` (``--load-from``,
+    :func:`rotdet.models.load_weights` in its matching mode); returns ``{"loaded": n, "skipped":
+    [names]}``."""
+    try:
+        report = load_weights(model, load_checkpoint(path), strict=False)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     logger.info(
         "load-from %s: %d tensors loaded, %d skipped, %d left as initialised",
         path,
-        len(loaded),
-        len(skipped),
-        len(missing),
+        report.loaded,
+        len(report.skipped),
+        len(report.missing),
     )
-    if skipped:
+    if report.skipped:
         logger.info(
             "skipped (name or shape differs): %s",
-            ", ".join(skipped[:20]) + (" ..." if len(skipped) > 20 else ""),
+            ", ".join(report.skipped[:20]) + (" ..." if len(report.skipped) > 20 else ""),
         )
-    return {"loaded": len(loaded), "skipped": skipped}
+    return {"loaded": report.loaded, "skipped": report.skipped}
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -19,6 +19,7 @@ detections, and a downscaled preview when asked for.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -167,6 +168,17 @@ class _WindowPatches:
             yield window, crop_patch(image, (0, 0, x1 - x0, y1 - y0), self.padding)
 
 
+def _detect(detector, read: _WindowPatches, whole: bool, batch_size: int, score_thr, prefetch: bool):
+    """``detector.detect_windows`` over ``read``'s patches, read in a background thread when
+    ``prefetch``."""
+    source = _prefetch(iter(read), batch_size) if prefetch else iter(read)
+    try:
+        return detector.detect_windows(source, whole=whole, batch_size=batch_size, score_thr=score_thr)
+    finally:
+        if prefetch:
+            source.close()
+
+
 def predict_raster(
     detector,
     path: str | os.PathLike,
@@ -223,23 +235,11 @@ def predict_raster(
         padding = None if whole else PATCH_PADDING
         preview = _Preview(reader.height, reader.width, preview_size) if preview_size > 0 else None
         # The bar counts windows read, the skipped ones too (the model's batches lag by one at most).
-        bar = tqdm(
-            total=len(windows),
-            desc=f"{image_id} windows",
-            unit="win",
-            leave=False,
-            disable=not progress or len(windows) <= batch_size,
-        )
+        bar = tqdm(total=len(windows), desc=f"{image_id} windows", unit="win", leave=False,
+                   disable=not progress or len(windows) <= batch_size)  # fmt: skip
         read = _WindowPatches(reader, windows, padding, preview, bar)
-        source = _prefetch(iter(read), batch_size) if prefetch else iter(read)
-        try:
-            detected = detector.detect_windows(
-                source, whole=whole, batch_size=batch_size, score_thr=score_thr
-            )
-        finally:
-            if prefetch:
-                source.close()
-            bar.close()
+        with contextlib.closing(bar):
+            detected = _detect(detector, read, whole, batch_size, score_thr, prefetch)
         if read.skipped == len(windows):
             raise RasterError(
                 f"{reader.name}: no valid pixel: all {len(windows)} window(s) are nodata (or transparent)"
