@@ -110,9 +110,7 @@ class LoadedWeights:
     missing: list[str]
 
 
-def load_weights(
-    model: nn.Module, source: str | os.PathLike | Mapping, strict: bool = True
-) -> LoadedWeights:
+def load_weights(model: nn.Module, source: str | os.PathLike | Mapping, strict: bool = True) -> LoadedWeights:
     """Load weights into ``model``: the one loader for rotdet and mmrotate 0.3.4 checkpoints.
 
     Args:
