@@ -49,18 +49,25 @@ from rotdet.ops.iou import hbb_overlap_pairs, separate_groups
 from rotdet.structures import check_version, obb2hbb, obb2poly
 
 __all__ = [
+    "LOW_QUALITY_TIE_RULES",
     "MMCV_CUDA_INSIDE_LIMIT",
     "ATSSAssigner",
     "AssignResult",
     "Assigner",
     "MaxIoUAssigner",
     "assign_targets_boxes",
+    "mmcv_box_iou_rotated_float32",
     "mmrotate_gt_polygons",
     "rbbox_overlaps",
 ]
 
 # mmrotate's RBboxOverlaps2D clamps w and h of both sides to this before calling box_iou_rotated.
 _MIN_SIZE = 1e-3
+# MaxIoUAssigner's rules for the anchors at a ground truth's best IoU (see _low_quality_ties).
+LOW_QUALITY_TIE_RULES = ("exact", "float32")
+# float32 rule: pairs within this relative distance of the exact best are recomputed the mmcv way
+# (mmcv's float32 IoUs of boxes a few pixels to a few hundred across are within ~1e-6 of exact).
+_TIE_CANDIDATE_RTOL = 1e-4
 # ATSSObbAssigner's "minus infinity" for anchors no ground truth claims; it is also what mmrotate
 # reports as the max overlap of those anchors, so we report it too.
 _ATSS_NEG_INF = -100000000.0
@@ -237,9 +244,15 @@ class MaxIoUAssigner:
         match_low_quality: bool = True,
         ignore_iof_thr: float = -1,
         ignore_wrt_candidates: bool = True,
+        low_quality_ties: str = "exact",
     ) -> None:
         if isinstance(neg_iou_thr, tuple | list) and len(neg_iou_thr) != 2:
             raise ValueError(f"neg_iou_thr tuple must have 2 values, got {neg_iou_thr!r}")
+        if low_quality_ties not in LOW_QUALITY_TIE_RULES:
+            raise ValueError(
+                f"low_quality_ties must be one of {list(LOW_QUALITY_TIE_RULES)}, got {low_quality_ties!r}"
+            )
+        self.low_quality_ties = low_quality_ties
         self.pos_iou_thr = pos_iou_thr
         self.neg_iou_thr = tuple(neg_iou_thr) if isinstance(neg_iou_thr, tuple | list) else neg_iou_thr
         self.min_pos_iou = min_pos_iou
@@ -252,7 +265,8 @@ class MaxIoUAssigner:
         return (
             f"MaxIoUAssigner(pos_iou_thr={self.pos_iou_thr}, neg_iou_thr={self.neg_iou_thr}, "
             f"min_pos_iou={self.min_pos_iou}, gt_max_assign_all={self.gt_max_assign_all}, "
-            f"match_low_quality={self.match_low_quality}, ignore_iof_thr={self.ignore_iof_thr})"
+            f"match_low_quality={self.match_low_quality}, ignore_iof_thr={self.ignore_iof_thr}, "
+            f"low_quality_ties={self.low_quality_ties!r})"
         )
 
     def _ignored_anchors(self, anchors: Tensor, gt_boxes_ignore: Tensor | None) -> Tensor:
@@ -358,8 +372,12 @@ class MaxIoUAssigner:
 
         if self.match_low_quality:
             present = torch.ones_like(kept) if valid is None else valid
-            pairs = (g_idx, g_local, a_idx, iou)
-            winner = self._low_quality_winners(batch, n, g, gt_valid, gt_max, pairs, kept, present)
+            eligible = (gt_max >= self.min_pos_iou) & gt_valid.reshape(-1)  # [B*G]
+            ties = self._low_quality_ties(
+                eligible & (gt_max > 0), gt_max, (g_idx, a_idx, iou), anchors, gt_boxes
+            )
+            pairs = (g_idx, g_local, a_idx, ties)
+            winner = self._low_quality_winners(batch, n, g, gt_max, eligible, pairs, kept, present)
             gt_inds = torch.where(winner >= 0, winner + 1, gt_inds)
         if valid is not None:
             gt_inds = torch.where(valid, gt_inds, -1)
@@ -385,13 +403,46 @@ class MaxIoUAssigner:
             g_idx, a_idx, iou = g_idx[keep], a_idx[keep], iou[keep]
         return g_idx, a_idx, iou
 
+    def _low_quality_ties(
+        self,
+        positive_best: Tensor,
+        gt_max: Tensor,
+        pairs: tuple[Tensor, Tensor, Tensor],
+        anchors: Tensor,
+        gt_boxes: Tensor,
+    ) -> Tensor:
+        """``[P]`` bool: the pairs at their ground truth's best IoU, by ``self.low_quality_ties``.
+
+        ``positive_best [B*G]`` ground truths that match low-quality anchors and overlap some;
+        ``gt_max [B*G]`` their best IoU; ``pairs`` the flat ``(gt, anchor, iou)`` ``[P]`` of
+        :meth:`_batch_pairs`; ``anchors [B, N, 5]``, ``gt_boxes [B, G, 5]``.
+
+        ``"exact"``: the pairs whose exact IoU equals the best -- every anchor of a set of equal
+        anchors around a small ground truth. ``"float32"``: the pairs within ``_TIE_CANDIDATE_RTOL``
+        of the best are recomputed as mmcv's float32 kernel computes them (ground truth first, as
+        mmdet calls it) and those reaching the largest recomputed value are kept: mmcv's rounding
+        decides, and usually keeps fewer.
+        """
+        g_idx, a_idx, iou = pairs
+        best = gt_max[g_idx]
+        if self.low_quality_ties == "exact":
+            return positive_best[g_idx] & (iou == best)
+        near = (positive_best[g_idx] & (iou >= best * (1 - _TIE_CANDIDATE_RTOL))).nonzero()[:, 0]
+        gts = _clamp_sizes(gt_boxes.reshape(-1, 5)[g_idx[near]])
+        iou32 = mmcv_box_iou_rotated_float32(gts, _clamp_sizes(anchors.reshape(-1, 5)[a_idx[near]]))
+        best32 = torch.full_like(gt_max, -1.0, dtype=torch.float32)
+        best32.scatter_reduce_(0, g_idx[near], iou32, reduce="amax", include_self=True)
+        ties = torch.zeros_like(iou, dtype=torch.bool)
+        ties[near] = iou32 == best32[g_idx[near]]
+        return ties
+
     def _low_quality_winners(
         self,
         batch: int,
         n: int,
         g: int,
-        gt_valid: Tensor,
         gt_max: Tensor,
+        eligible: Tensor,
         pairs: tuple[Tensor, Tensor, Tensor, Tensor],
         kept: Tensor,
         present: Tensor,
@@ -400,14 +451,13 @@ class MaxIoUAssigner:
         ``-1`` for none. Ground truths are visited in index order and later ones overwrite earlier
         ones, so an anchor takes the largest eligible index among the ground truths it ties with.
 
-        ``gt_max [B*G]`` each ground truth's best IoU; ``pairs`` the flat ``(gt, local gt, anchor,
-        iou)`` ``[P]`` of :meth:`_batch_pairs`; ``kept`` / ``present`` ``[B*N]`` the anchors taking
-        part and not ignored / taking part."""
-        g_idx, g_local, a_idx, iou = pairs
-        device = iou.device
-        eligible = (gt_max >= self.min_pos_iou) & gt_valid.reshape(-1)  # [B*G]
+        ``gt_max [B*G]`` each ground truth's best IoU, ``eligible [B*G]`` those that match
+        (``>= min_pos_iou``, not padding); ``pairs`` the flat ``(gt, local gt, anchor, at best)``
+        ``[P]`` (:meth:`_batch_pairs`, :meth:`_low_quality_ties`); ``kept`` / ``present``
+        ``[B*N]`` the anchors taking part and not ignored / taking part."""
+        g_idx, g_local, a_idx, ties = pairs
+        device = ties.device
         positive_best = eligible & (gt_max > 0)
-        ties = positive_best[g_idx] & (iou == gt_max[g_idx])
         # One extra slot (index B*N) takes the writes of pairs and images that match nothing.
         trash = batch * n
         winner = torch.full((trash + 1,), -1, dtype=torch.long, device=device)
@@ -771,3 +821,193 @@ def _resolve_claims(
     winner.scatter_reduce_(0, flat, claims, reduce="amin", include_self=True)
     gt_inds = torch.where(winner < g, winner + 1, torch.zeros_like(winner))
     return gt_inds.view(batch, n), max_overlaps.view(batch, n)
+
+
+# ------------------------------------------------------------------- mmcv's float32 rotated IoU
+# The low-quality rule ``low_quality_ties="float32"`` recomputes the IoUs that decide each ground
+# truth's best anchors the way mmcv 1.7.2's CPU ``box_iou_rotated`` kernel does, operation for
+# operation in float32. Exact IoUs of a small ground truth inside several equal anchors are equal;
+# mmcv's are not (each pair is shifted to its own centre midpoint, and the intersection polygon's
+# vertices round differently at each offset), so mmcv keeps only the anchors that happen to round
+# to the largest value. Only candidate pairs are recomputed: a few per ground truth.
+_MMCV_PARALLEL_EPS = 1e-14  # mmcv: |det| <= this means parallel edges
+_MMCV_ANGLE_EPS = 1e-6  # mmcv's convex hull: |cross| below this means the same direction
+_MMCV_DUP_EPS = 1e-8  # mmcv's convex hull: squared distance below this means the same point
+
+
+def _mmcv_vertices(x: Tensor, y: Tensor, w: Tensor, h: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
+    """mmcv's ``get_rotated_vertices`` in float32: corners ``x, y`` each ``[K, 4]``."""
+    cos2 = torch.cos(theta.double()).float() * 0.5
+    sin2 = torch.sin(theta.double()).float() * 0.5
+    x0 = x - sin2 * h - cos2 * w
+    y0 = y + cos2 * h - sin2 * w
+    x1 = x + sin2 * h - cos2 * w
+    y1 = y - cos2 * h - sin2 * w
+    return (
+        torch.stack([x0, x1, 2 * x - x0, 2 * x - x1], dim=1),
+        torch.stack([y0, y1, 2 * y - y0, 2 * y - y1], dim=1),
+    )
+
+
+def _mmcv_intersection_points(
+    ax: Tensor, ay: Tensor, bx: Tensor, by: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """mmcv's ``get_intersection_points``: the 24 candidate points ``x, y, valid`` ``[K, 24]`` in
+    mmcv's order (16 edge crossings, then corners of a inside b, then corners of b inside a)."""
+    ex, ey = ax.roll(-1, 1) - ax, ay.roll(-1, 1) - ay  # [K, 4] edges of a
+    fx, fy = bx.roll(-1, 1) - bx, by.roll(-1, 1) - by  # [K, 4] edges of b
+    # pair (i, j): edge i of a (rows), edge j of b (columns), flattened i * 4 + j
+    e_x, e_y, f_x, f_y = ex[:, :, None], ey[:, :, None], fx[:, None, :], fy[:, None, :]
+    det = f_x * e_y - e_x * f_y
+    dx = bx[:, None, :] - ax[:, :, None]
+    dy = by[:, None, :] - ay[:, :, None]
+    crosses = det.abs() > _MMCV_PARALLEL_EPS
+    safe = torch.where(crosses, det, torch.ones_like(det))
+    t1 = (f_x * dy - dx * f_y) / safe
+    t2 = (e_x * dy - dx * e_y) / safe
+    hit = crosses & (t1 >= 0) & (t1 <= 1) & (t2 >= 0) & (t2 <= 1)
+    px = ax[:, :, None] + e_x * t1
+    py = ay[:, :, None] + e_y * t1
+    xs, ys, ok = [px.flatten(1)], [py.flatten(1)], [hit.flatten(1)]
+    for (qx, qy), (rx, ry, gx, gy) in (((ax, ay), (bx, by, fx, fy)), ((bx, by), (ax, ay, ex, ey))):
+        ab_x, ab_y, da_x, da_y = gx[:, :1], gy[:, :1], gx[:, 3:], gy[:, 3:]
+        ab_ab = ab_x * ab_x + ab_y * ab_y
+        ad_ad = da_x * da_x + da_y * da_y
+        ap_x, ap_y = qx - rx[:, :1], qy - ry[:, :1]
+        ap_ab = ap_x * ab_x + ap_y * ab_y
+        ap_ad = -(ap_x * da_x + ap_y * da_y)
+        xs.append(qx)
+        ys.append(qy)
+        ok.append((ap_ab >= 0) & (ap_ad >= 0) & (ap_ab <= ab_ab) & (ap_ad <= ad_ad))
+    return torch.cat(xs, 1), torch.cat(ys, 1), torch.cat(ok, 1)
+
+
+def _mmcv_sorted_from_start(x: Tensor, y: Tensor, num: Tensor) -> tuple[Tensor, Tensor]:
+    """Steps 1-3 of mmcv's ``convex_hull_graham``: points ``[K, 24]`` (the first ``num [K]`` real)
+    shifted to the lowest (then leftmost) one, which goes first, the others sorted by angle with
+    mmcv's comparator. libstdc++'s ``std::sort`` of at most 16 elements is an insertion sort; it is
+    run here for every size (the same order whenever the comparator is consistent)."""
+    k, slots = x.shape
+    slot = torch.arange(slots, device=x.device)
+    real = slot[None] < num[:, None]
+    big = torch.finfo(x.dtype).max
+    ym = torch.where(real, y, big)
+    lowest = real & (ym == ym.amin(dim=1, keepdim=True))
+    xm = torch.where(lowest, x, big)
+    lowest &= xm == xm.amin(dim=1, keepdim=True)
+    # the first such point, as mmcv's loop keeps (0 for pairs without points: they are dropped)
+    t = torch.where(lowest, slot, slots).amin(dim=1) % slots
+    rows = torch.arange(k, device=x.device)
+    qx, qy = x - x[rows, t][:, None], y - y[rows, t][:, None]
+    # swap slots 0 and t
+    perm = slot.expand(k, slots).clone()
+    perm[rows, t] = 0
+    perm[:, 0] = t
+    qx, qy = qx.gather(1, perm), qy.gather(1, perm)
+
+    def less(ax: Tensor, ay: Tensor, bx: Tensor, by: Tensor) -> Tensor:
+        cross = ax * by - bx * ay
+        return torch.where(cross.abs() < _MMCV_ANGLE_EPS, ax * ax + ay * ay < bx * bx + by * by, cross > 0)
+
+    for i in range(2, slots):  # insertion sort of slots 1 .. num-1
+        active = i < num
+        if not bool(active.any()):
+            break
+        vx, vy = qx[:, i : i + 1], qy[:, i : i + 1]
+        before = less(vx, vy, qx[:, 1:i], qy[:, 1:i])  # [K, i-1]: val < each sorted element
+        # the scan down from i-1 stops at the first element val is not less than
+        not_less = torch.where(~before, torch.arange(1, i, device=x.device), 0).amax(dim=1)
+        pos = torch.where(before[:, 0], 1, not_less + 1)
+        pos = torch.where(active, pos, i)
+        src = slot.expand(k, slots).clone()
+        moved = (slot[None] > pos[:, None]) & (slot[None] <= i)
+        src = torch.where(moved, src - 1, src)
+        src[rows, pos] = i
+        qx, qy = qx.gather(1, src), qy.gather(1, src)
+    return qx, qy
+
+
+def _mmcv_hull_area(qx: Tensor, qy: Tensor, num: Tensor) -> Tensor:
+    """Steps 4-5 of mmcv's ``convex_hull_graham`` and its ``polygon_area``: ``[K]`` float32 area of
+    the hull of the sorted points ``qx, qy [K, 24]`` (first ``num`` real)."""
+    k, slots = qx.shape
+    rows = torch.arange(k, device=qx.device)
+    dist = qx * qx + qy * qy
+    far = (dist > _MMCV_DUP_EPS) & (torch.arange(slots, device=qx.device)[None] >= 1)
+    far &= torch.arange(slots, device=qx.device)[None] < num[:, None]
+    first_far = torch.where(far, torch.arange(slots, device=qx.device), slots).amin(dim=1)
+    single = first_far >= num  # the hull is one point: no area
+    sx, sy = qx.clone(), qy.clone()
+    kf = first_far.clamp(max=slots - 1)
+    sx[:, 1], sy[:, 1] = qx[rows, kf], qy[rows, kf]
+    m = torch.full((k,), 2, dtype=torch.long, device=qx.device)
+    for i in range(2, slots):
+        active = (i > first_far) & (i < num) & ~single
+        if not bool(active.any()):
+            if bool((i >= num).all()):
+                break
+            continue
+        ix, iy = qx[:, i], qy[:, i]
+        while True:
+            a = (m - 2).clamp(min=0)
+            b = (m - 1).clamp(min=0)
+            ax, ay, bx, by = sx[rows, a], sy[rows, a], sx[rows, b], sy[rows, b]
+            ux, uy, vx, vy = ix - ax, iy - ay, bx - ax, by - ay
+            pop = active & (m > 1) & (ux * vy - vx * uy >= 0)
+            if not bool(pop.any()):
+                break
+            m = m - pop.long()
+        put = torch.where(active, m, slots - 1)
+        keep_x, keep_y = sx[rows, slots - 1].clone(), sy[rows, slots - 1].clone()
+        sx[rows, put] = torch.where(active, ix, keep_x)
+        sy[rows, put] = torch.where(active, iy, keep_y)
+        m = m + active.long()
+    area = torch.zeros(k, dtype=qx.dtype, device=qx.device)
+    for i in range(1, slots - 1):  # sequential float32 sum, as mmcv accumulates it
+        use = (i + 1 < m) & ~single
+        if not bool(use.any()):
+            break
+        term = (sx[:, i] * sy[:, i + 1] - sx[:, i + 1] * sy[:, i]).abs()  # q[0] is the origin
+        area = torch.where(use, area + term, area)
+    return area * 0.5
+
+
+def mmcv_box_iou_rotated_float32(boxes1: Tensor, boxes2: Tensor, mode: str = "iou") -> Tensor:
+    """IoU (or IoF) of aligned pairs the way mmcv 1.7.2's CPU ``box_iou_rotated`` computes it.
+
+    The same float32 operations in the same order (and the same double steps: the centre shift,
+    ``cos``/``sin``), so the result matches mmcv's to the bit wherever its ``std::sort`` of the
+    intersection points agrees with an insertion sort (always for up to 17 points). mmcv's CUDA
+    kernel sorts differently and may contract products into FMAs, so its values can differ in the
+    last bits: it breaks the same ties, not always the same way. Sizes are used as given (clamp
+    them first, as :func:`rbbox_overlaps` does). Slow next to :func:`rotdet.ops.box_iou_rotated`;
+    meant for the few pairs that decide ties.
+
+    Args:
+        boxes1: ``[K, 5]`` boxes ``(cx, cy, w, h, theta)``; boxes2: ``[K, 5]``, paired row by row.
+        mode: ``"iou"`` or ``"iof"`` (intersection over the area of ``boxes1``).
+
+    Returns:
+        ``[K]`` float32.
+    """
+    if mode not in ("iou", "iof"):
+        raise ValueError(f"mode must be 'iou' or 'iof', got {mode!r}")
+    b1, b2 = boxes1[:, :5].detach().float(), boxes2[:, :5].detach().to(boxes1.device).float()
+    if b1.shape[0] == 0:
+        return b1.new_zeros(0)
+    # mmcv adds the float32 centres, halves in double and rounds each shifted centre to float32
+    shift = (b1[:, :2] + b2[:, :2]).double() / 2
+    c1, c2 = (b1[:, :2].double() - shift).float(), (b2[:, :2].double() - shift).float()
+    ax, ay = _mmcv_vertices(c1[:, 0], c1[:, 1], b1[:, 2], b1[:, 3], b1[:, 4])
+    bx, by = _mmcv_vertices(c2[:, 0], c2[:, 1], b2[:, 2], b2[:, 3], b2[:, 4])
+    px, py, ok = _mmcv_intersection_points(ax, ay, bx, by)
+    num = ok.sum(dim=1)
+    # order-keeping compaction of the valid points into the first num slots
+    order = torch.argsort((~ok).to(torch.int8), dim=1, stable=True)
+    px, py = px.gather(1, order), py.gather(1, order)
+    qx, qy = _mmcv_sorted_from_start(px, py, num)
+    inter = torch.where(num > 2, _mmcv_hull_area(qx, qy, num), torch.zeros_like(px[:, 0]))
+    area1, area2 = b1[:, 2] * b1[:, 3], b2[:, 2] * b2[:, 3]
+    base = area1 if mode == "iof" else area1 + area2 - inter
+    iou = inter / base
+    return torch.where((area1 < 1e-14) | (area2 < 1e-14), torch.zeros_like(iou), iou)

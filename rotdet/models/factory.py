@@ -112,6 +112,7 @@ def build_assigner(cfg: dict):
                 "ignore_iof_thr",
                 "gt_max_assign_all",
                 "match_low_quality",
+                "low_quality_ties",
             },
         )
         return MaxIoUAssigner(**c)
