@@ -19,9 +19,11 @@ from rotdet.models.assigners import (
     ATSSAssigner,
     MaxIoUAssigner,
     assign_targets_boxes,
+    mmcv_box_iou_rotated_float32,
     mmrotate_gt_polygons,
     rbbox_overlaps,
 )
+from rotdet.models.factory import build_assigner
 from rotdet.ops import points_in_polygons
 from rotdet.structures import obb2hbb, obb2poly
 
@@ -29,6 +31,10 @@ DATA = Path(__file__).resolve().parent / "data"
 _spec = importlib.util.spec_from_file_location("assigner_oracle", DATA / "assigner_oracle.py")
 oracle = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(oracle)
+_spec = importlib.util.spec_from_file_location("mmcv_iou_oracle", DATA / "mmcv_iou_oracle.py")
+mmcv_oracle = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(mmcv_oracle)
+MMCV_IOU = np.load(DATA / "mmcv_iou_float32.npz")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -643,3 +649,107 @@ def test_one_protocol_without_ground_truths(make):
     gt_inds, max_ov = assigner.assign_batch(anchors, counts, *none, anchor_valid)
     assert torch.equal(gt_inds, torch.where(anchor_valid, 0, -1)) and max_ov.shape == gt_inds.shape
     assert not assigner.assign_batch(anchors, counts, *none)[0].any()
+
+
+# ------------------------------------------------------------- low-quality tie rule (mmcv's float32)
+def test_mmcv_float32_iou_equals_mmcv_to_the_bit():
+    """The emulation of mmcv 1.7.2's CPU kernel gives mmcv's own float32 IoUs (recorded by
+    tests/data/mmcv_iou_oracle.py) exactly, for overlaps, nested, identical and grid boxes."""
+    a, b = mmcv_oracle.pairs()
+    ours = mmcv_box_iou_rotated_float32(torch.from_numpy(a), torch.from_numpy(b))
+    assert ours.dtype == torch.float32
+    expected = torch.from_numpy(MMCV_IOU["pair_iou"])
+    assert (expected > 0).sum() > 1500 and (expected == 0).sum() > 100  # both kinds exercised
+    assert torch.equal(ours, expected), (ours != expected).sum()
+    # float32, not exact: the identical pairs are not all exactly 1 (mmcv rounds them too)
+    exact = rbbox_overlaps(torch.from_numpy(a), torch.from_numpy(b), aligned=True)
+    assert (ours != exact).any()
+    iof = mmcv_box_iou_rotated_float32(torch.from_numpy(a), torch.from_numpy(b), mode="iof")
+    assert (iof >= ours - 1e-3).all() and (iof > ours * 1.5).any()  # over area1 alone
+
+
+def _tie_case(rng: np.random.Generator):
+    """A small rotated ground truth (5-12 px) inside four equal 32 px anchors (stride 8) of a
+    1024 px image, and two far anchors: the same IoU with each of the four."""
+    xs = torch.tensor([504.0, 512.0])
+    grid = torch.stack(torch.meshgrid(xs, xs, indexing="xy"), -1).reshape(-1, 2)
+    anchors = torch.cat([grid, torch.full((4, 2), 32.0), torch.zeros(4, 1)], 1)
+    far = line_anchors([100.0, 140.0], y=100.0, size=32)  # overlap nothing
+    anchors = torch.cat([far, anchors])
+    length = rng.uniform(5, 12)
+    cx, cy = rng.uniform(506, 510, 2)
+    gt = torch.tensor([box(cx, cy, length, length / 2, rng.uniform(-1.5, 1.5))])
+    return anchors, gt
+
+
+def test_exact_rule_assigns_every_tied_anchor_float32_rule_fewer():
+    rng = np.random.default_rng(0)
+    broken = 0
+    for _ in range(12):
+        anchors, gt = _tie_case(rng)
+        exact_iou = rbbox_overlaps(gt, anchors)[0]
+        assert torch.equal(exact_iou[2:], exact_iou[2:3].expand(4)) and exact_iou[2] > 0  # an exact tie
+        exact = MaxIoUAssigner(0.5, 0.4).assign(anchors, gt)
+        assert exact.gt_inds.tolist() == [0, 0, 1, 1, 1, 1]
+        f32 = MaxIoUAssigner(0.5, 0.4, low_quality_ties="float32").assign(anchors, gt)
+        mmcv_iou = mmcv_box_iou_rotated_float32(gt.expand(6, 5), anchors)
+        kept = (mmcv_iou == mmcv_iou.max()).tolist()
+        assert f32.gt_inds.tolist() == [1 if k else 0 for k in kept]
+        assert torch.equal(f32.max_overlaps, exact.max_overlaps)  # only the low-quality choice differs
+        broken += sum(kept) < 4
+    assert broken >= 2  # rounding breaks some of these ties (4 of the 12)
+
+
+def test_float32_rule_takes_mmcvs_anchors():
+    """Small ground truths on a RetinaNet grid: the float32 rule takes exactly the anchors mmdet's
+    low-quality matching takes on mmcv's own IoUs (recorded); the exact rule differs for many (more
+    anchors where mmcv's rounding breaks a tie, fewer where it makes one: the 1:1 and 1:2 anchors of a
+    location differ in area by a rounding that mmcv's float32 union absorbs and exact IoUs keep)."""
+    anchors = torch.from_numpy(mmcv_oracle.anchors())
+    gts = torch.from_numpy(mmcv_oracle.tie_cases())
+    expected = [set() for _ in range(len(gts))]
+    for g, a in zip(MMCV_IOU["tie_gt"].tolist(), MMCV_IOU["tie_anchor"].tolist(), strict=True):
+        expected[g].add(a)
+    differ = 0
+    for rule in ("float32", "exact"):
+        assigner = MaxIoUAssigner(1.1, 0.4, low_quality_ties=rule)  # no threshold match: low quality only
+        for i, gt in enumerate(gts):
+            taken = set(torch.nonzero(assigner.assign(anchors, gt[None]).gt_inds == 1).flatten().tolist())
+            if rule == "float32":
+                assert taken == expected[i], i
+            else:
+                differ += taken != expected[i]
+    assert differ > len(gts) // 3
+
+
+@pytest.mark.parametrize("name", [n for n, s in oracle.SCENES.items() if s[0] != "atss"])
+def test_float32_rule_equals_mmrotate(name):
+    """The recorded mmrotate MaxIoU assignments (no exact ties there) are those of both rules."""
+    kind, _, _, _, circum, _ = oracle.SCENES[name]
+    scene = oracle.make_scene(name)
+    gts = assign_targets_boxes(torch.from_numpy(scene["gts"]), circum)
+    pos_thr, neg_thr = (0.6, 0.5) if kind == "refine" else (0.5, 0.4)
+    res = MaxIoUAssigner(pos_thr, neg_thr, low_quality_ties="float32").assign(
+        torch.from_numpy(scene["anchors"]), gts
+    )
+    assert torch.equal(res.gt_inds, torch.from_numpy(ORACLE[f"{name}/gt_inds"].astype(np.int64)))
+
+
+@pytest.mark.parametrize("assign_all", [True, False])
+def test_float32_rule_batch_equals_image_by_image(assign_all):
+    anchors, gt = _tie_case(np.random.default_rng(3))
+    other = gt.clone()
+    other[0, :2] += torch.tensor([0.37, -0.21])
+    boxes, valid = _padded([gt, torch.cat([other, gt])])
+    assigner = MaxIoUAssigner(0.5, 0.4, gt_max_assign_all=assign_all, low_quality_ties="float32")
+    both = anchors[None].expand(2, -1, -1)
+    gt_inds, _ = assigner.assign_batch(both, [anchors.shape[0]], boxes, valid)
+    assert torch.equal(gt_inds[0], assigner.assign(anchors, gt).gt_inds)
+    assert torch.equal(gt_inds[1], assigner.assign(anchors, torch.cat([other, gt])).gt_inds)
+
+
+def test_low_quality_ties_from_config():
+    cfg = {"type": "MaxIoUAssigner", "pos_iou_thr": 0.5, "neg_iou_thr": 0.4, "low_quality_ties": "float32"}
+    assert build_assigner(cfg).low_quality_ties == "float32"
+    with pytest.raises(ValueError, match="low_quality_ties must be one of"):
+        MaxIoUAssigner(0.5, 0.4, low_quality_ties="round")
