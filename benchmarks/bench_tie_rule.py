@@ -145,7 +145,7 @@ def run_ties(count: int, seed: int, mmcv_python: str | None) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------ training
-def retina_demo_cfg(root: Path, rule: str, epochs: int) -> dict:
+def retina_demo_cfg(root: Path, rule: str, epochs: int, batch: int = 4) -> dict:
     """demo_atss_le90 turned into a Rotated RetinaNet (mmrotate's anchors and MaxIoU assigner)."""
     cfg = load_config(
         "demo_atss_le90",
@@ -156,7 +156,7 @@ def retina_demo_cfg(root: Path, rule: str, epochs: int) -> dict:
             "model.bbox_head.stacked_convs=2",
             "model.neck.out_channels=64",
             "model.bbox_head.in_channels=64",
-            "data.samples_per_gpu=4",
+            f"data.samples_per_gpu={batch}",
             "data.workers_per_gpu=0",
             f"max_epochs={epochs}",
             f"evaluation.interval={epochs}",
@@ -196,15 +196,17 @@ def positives_per_image(cfg: dict) -> float:
     return float(np.mean(totals))
 
 
-def run_train(work: Path, num_train: int, epochs: int, seed: int) -> list[dict]:
+def run_train(work: Path, num_train: int, epochs: int, seed: int, batch: int, amp: str) -> list[dict]:
     root = work / "toy"
     ensure_toy_dota(root / "train", num_images=num_train, seed=0)
     ensure_toy_dota(root / "val", num_images=max(num_train // 4, 4), seed=1)
     rows = []
     for rule in LOW_QUALITY_TIE_RULES:
-        cfg = retina_demo_cfg(root, rule, epochs)
+        cfg = retina_demo_cfg(root, rule, epochs, batch)
         start = time.perf_counter()
-        result = train(cfg, TrainOptions(work_dir=work / rule, seed=seed, deterministic=True, progress=False))
+        result = train(
+            cfg, TrainOptions(work_dir=work / rule, seed=seed, deterministic=True, progress=False, amp=amp)
+        )
         rows.append(
             {
                 "rule": rule,
@@ -226,6 +228,8 @@ def main() -> None:
     parser.add_argument("--mmcv-python", default=os.environ.get("ROTDET_MMCV_PYTHON"))
     parser.add_argument("--train-images", type=int, default=48)
     parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--amp", default="none", help="none, bf16, auto (TrainOptions.amp)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, default=None)
     args = parser.parse_args()
@@ -237,10 +241,16 @@ def main() -> None:
     if args.part in ("train", "both"):
         with tempfile.TemporaryDirectory() as tmp:
             work = args.work_dir or Path(tmp)
-            rows = run_train(work, args.train_images, args.epochs, args.seed)
+            rows = run_train(work, args.train_images, args.epochs, args.seed, args.batch, args.amp)
         print_table(rows, list(rows[0]))
         append_record(
-            "tie_rule_train", rows, train_images=args.train_images, epochs=args.epochs, seed=args.seed
+            "tie_rule_train",
+            rows,
+            train_images=args.train_images,
+            epochs=args.epochs,
+            seed=args.seed,
+            batch=args.batch,
+            amp=args.amp,
         )
 
 

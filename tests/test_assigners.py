@@ -225,6 +225,7 @@ def test_max_iou_equals_dense_reference(kwargs):
         min_pos_iou=kwargs["min_pos"],
         gt_max_assign_all=kwargs.get("assign_all", True),
         match_low_quality=kwargs.get("low_quality", True),
+        low_quality_ties="exact",  # the dense reference's ties are exact-IoU ties
     )
     res = assigner.assign(anchors, gts)
     expected, max_ov = dense_max_iou(anchors, gts, **kwargs)
@@ -236,7 +237,9 @@ def test_max_iou_ignore_regions_equal_dense_reference():
     anchors, _, gts = random_scene(31, size=128, m=10, retina=True)
     ignore_boxes = torch.tensor([box(40, 40, 50, 30, 0.3), box(100, 20, 20, 20)])
     for wrt_candidates in (True, False):
-        assigner = MaxIoUAssigner(0.5, 0.4, ignore_iof_thr=0.5, ignore_wrt_candidates=wrt_candidates)
+        assigner = MaxIoUAssigner(
+            0.5, 0.4, ignore_iof_thr=0.5, ignore_wrt_candidates=wrt_candidates, low_quality_ties="exact"
+        )
         res = assigner.assign(anchors, gts, gt_boxes_ignore=ignore_boxes)
         iof = (
             rbbox_overlaps(anchors, ignore_boxes, mode="iof").amax(1)
@@ -529,7 +532,9 @@ def test_max_iou_batch_equals_image_by_image(assign_all):
     ignored = torch.zeros(anchors.shape[:2], dtype=torch.bool)
     ignored[2, ::7] = True
     ignored[1] = True  # every anchor of image 1 ignored
-    assigner = MaxIoUAssigner(0.5, 0.4, min_pos_iou=0.0, gt_max_assign_all=assign_all)
+    assigner = MaxIoUAssigner(
+        0.5, 0.4, min_pos_iou=0.0, gt_max_assign_all=assign_all, low_quality_ties="exact"
+    )
     gt_inds, max_ov = assigner.assign_batch(anchors, [anchors.shape[1]], boxes, valid, ignored=ignored)
     for i, gts in enumerate(gt_list):
         exp_inds, exp_ov = dense_max_iou(
@@ -689,9 +694,9 @@ def test_exact_rule_assigns_every_tied_anchor_float32_rule_fewer():
         anchors, gt = _tie_case(rng)
         exact_iou = rbbox_overlaps(gt, anchors)[0]
         assert torch.equal(exact_iou[2:], exact_iou[2:3].expand(4)) and exact_iou[2] > 0  # an exact tie
-        exact = MaxIoUAssigner(0.5, 0.4).assign(anchors, gt)
+        exact = MaxIoUAssigner(0.5, 0.4, low_quality_ties="exact").assign(anchors, gt)
         assert exact.gt_inds.tolist() == [0, 0, 1, 1, 1, 1]
-        f32 = MaxIoUAssigner(0.5, 0.4, low_quality_ties="float32").assign(anchors, gt)
+        f32 = MaxIoUAssigner(0.5, 0.4).assign(anchors, gt)  # the default
         mmcv_iou = mmcv_box_iou_rotated_float32(gt.expand(6, 5), anchors)
         kept = (mmcv_iou == mmcv_iou.max()).tolist()
         assert f32.gt_inds.tolist() == [1 if k else 0 for k in kept]
@@ -723,13 +728,14 @@ def test_float32_rule_takes_mmcvs_anchors():
 
 
 @pytest.mark.parametrize("name", [n for n, s in oracle.SCENES.items() if s[0] != "atss"])
-def test_float32_rule_equals_mmrotate(name):
-    """The recorded mmrotate MaxIoU assignments (no exact ties there) are those of both rules."""
+def test_exact_rule_equals_mmrotate_without_ties(name):
+    """The recorded mmrotate MaxIoU assignments (large ground truths: no ties there) are also those
+    of the exact rule (test_equals_mmrotate checks the default, float32)."""
     kind, _, _, _, circum, _ = oracle.SCENES[name]
     scene = oracle.make_scene(name)
     gts = assign_targets_boxes(torch.from_numpy(scene["gts"]), circum)
     pos_thr, neg_thr = (0.6, 0.5) if kind == "refine" else (0.5, 0.4)
-    res = MaxIoUAssigner(pos_thr, neg_thr, low_quality_ties="float32").assign(
+    res = MaxIoUAssigner(pos_thr, neg_thr, low_quality_ties="exact").assign(
         torch.from_numpy(scene["anchors"]), gts
     )
     assert torch.equal(res.gt_inds, torch.from_numpy(ORACLE[f"{name}/gt_inds"].astype(np.int64)))
@@ -749,7 +755,8 @@ def test_float32_rule_batch_equals_image_by_image(assign_all):
 
 
 def test_low_quality_ties_from_config():
-    cfg = {"type": "MaxIoUAssigner", "pos_iou_thr": 0.5, "neg_iou_thr": 0.4, "low_quality_ties": "float32"}
-    assert build_assigner(cfg).low_quality_ties == "float32"
+    cfg = {"type": "MaxIoUAssigner", "pos_iou_thr": 0.5, "neg_iou_thr": 0.4}
+    assert build_assigner(cfg).low_quality_ties == "float32"  # mmrotate's rule by default
+    assert build_assigner({**cfg, "low_quality_ties": "exact"}).low_quality_ties == "exact"
     with pytest.raises(ValueError, match="low_quality_ties must be one of"):
         MaxIoUAssigner(0.5, 0.4, low_quality_ties="round")

@@ -10,7 +10,8 @@ Neither assigner builds the anchors x ground-truths matrices mmrotate builds:
 
 * :class:`MaxIoUAssigner` only computes the IoU of pairs whose circumscribed horizontal boxes
   touch (every other IoU is exactly 0) and derives mmdet's per-anchor and per-ground-truth maxima,
-  and its low-quality matches, from those pairs.
+  and its low-quality matches, from those pairs; the few pairs that decide each ground truth's best
+  anchors are recomputed with mmcv's float32 arithmetic, whose rounding breaks ties as mmrotate's.
 * :class:`ATSSAssigner` computes centre distances level by level in chunks of ground truths, keeps
   the ``topk`` nearest anchors per level and ground truth, and computes IoUs and the point-in-polygon
   test for those candidate pairs only (at most ``topk * levels * M`` of them).
@@ -231,6 +232,13 @@ class MaxIoUAssigner:
        ones. With ``min_pos_iou = 0`` a ground truth that overlaps no anchor at all takes every
        anchor (all tie at 0) -- mmdet's behaviour, kept.
 
+    Which anchors "equal that best" is ``low_quality_ties``. ``"float32"`` (default, mmrotate's
+    behaviour): the IoUs near each ground truth's best are recomputed the way mmcv's float32
+    ``box_iou_rotated`` computes them (:func:`mmcv_box_iou_rotated_float32`, bit for bit), so that a
+    small ground truth inside several equal anchors keeps those mmcv's rounding puts on top -- often
+    not all of them. ``"exact"``: the exact IoUs decide, and every anchor of such a set is taken
+    (36-48 % more low-quality anchors for small non-integer boxes; README, Models).
+
     Only pairs whose circumscribed horizontal boxes touch are computed; every other IoU is exactly 0
     and is accounted for without being stored, so memory grows with the overlapping pairs, not N x M.
     """
@@ -244,7 +252,7 @@ class MaxIoUAssigner:
         match_low_quality: bool = True,
         ignore_iof_thr: float = -1,
         ignore_wrt_candidates: bool = True,
-        low_quality_ties: str = "exact",
+        low_quality_ties: str = "float32",
     ) -> None:
         if isinstance(neg_iou_thr, tuple | list) and len(neg_iou_thr) != 2:
             raise ValueError(f"neg_iou_thr tuple must have 2 values, got {neg_iou_thr!r}")
