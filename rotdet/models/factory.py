@@ -19,7 +19,7 @@ from rotdet.models.coders import DeltaXYWHAOBBoxCoder
 from rotdet.models.detectors import R3Det, RotatedSingleStageDetector
 from rotdet.models.fpn import FPN
 from rotdet.models.heads import RotatedRetinaHead
-from rotdet.models.losses import LossSpec
+from rotdet.models.losses import LossSpec, build_loss
 from rotdet.models.postprocess import TestConfig
 from rotdet.models.r3det import FeatureRefineModule
 from rotdet.models.targets import TrainConfig
@@ -141,6 +141,7 @@ def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> Rota
             "bbox_coder",
             "loss_cls",
             "loss_bbox",
+            "reg_decoded_bbox",
             "norm_cfg",
         },
         set(HEAD_TYPES),
@@ -162,8 +163,9 @@ def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> Rota
         stacked_convs=c.get("stacked_convs", 4),
         anchor_generator=anchor_generator,
         bbox_coder=build_coder(c["bbox_coder"]),
-        loss_cls=LossSpec.from_cfg(c["loss_cls"]),
-        loss_bbox=LossSpec.from_cfg(c["loss_bbox"]),
+        loss_cls=_focal_loss(c["loss_cls"]),
+        loss_bbox=build_loss(c["loss_bbox"]),
+        reg_decoded_bbox=bool(c.get("reg_decoded_bbox", False)),
         assigner=assigner,
         assign_by_circumhbbox=c.get("assign_by_circumhbbox", "oc"),
         train_cfg=train,
@@ -171,6 +173,13 @@ def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> Rota
         strides=anchor_cfg.get("strides", (8, 16, 32, 64, 128)),
         norm_cfg=c.get("norm_cfg"),
     )
+
+
+def _focal_loss(cfg: dict) -> LossSpec:
+    loss = build_loss(cfg)
+    if loss.type != "FocalLoss":
+        raise ValueError(f"bbox_head.loss_cls: type {loss.type!r} is not supported; expected FocalLoss")
+    return loss
 
 
 def _build_single_stage(model: dict) -> RotatedSingleStageDetector:

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from rotdet.models.anchors import AnchorGenerator
 from rotdet.models.assigners import Assigner
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
-from rotdet.models.losses import LossSpec
+from rotdet.models.losses import BoxLoss, LossSpec
 from rotdet.models.postprocess import TestConfig, dense_detections
 from rotdet.models.targets import TrainConfig
 
@@ -75,7 +75,11 @@ class RotatedRetinaHead(nn.Module):
             (R3Det's refine head), then ``strides`` gives the levels and there is one anchor per
             location.
         bbox_coder: the delta coder of targets and predictions.
-        loss_cls, loss_bbox: the two losses (``LossSpec``).
+        loss_cls, loss_bbox: the two losses (``LossSpec``; the box loss may also be a Gaussian
+            loss of :mod:`rotdet.models.gaussian_losses`).
+        reg_decoded_bbox: mmdet's option: the box loss compares the predicted deltas decoded on
+            their anchors with the ground-truth boxes (the Gaussian losses need it), instead of the
+            deltas with the encoded ground truths.
         assigner: the training assigner, any :class:`~rotdet.models.assigners.Assigner` (``None``
             for an inference-only head).
         assign_by_circumhbbox: angle version of the ground truths' circumscribed hbb the assigner
@@ -93,7 +97,8 @@ class RotatedRetinaHead(nn.Module):
         anchor_generator: AnchorGenerator | None = None,
         bbox_coder: DeltaXYWHAOBBoxCoder | None = None,
         loss_cls: LossSpec | None = None,
-        loss_bbox: LossSpec | None = None,
+        loss_bbox: BoxLoss | None = None,
+        reg_decoded_bbox: bool = False,
         assigner: Assigner | None = None,
         assign_by_circumhbbox: str | None = "oc",
         train_cfg: TrainConfig | None = None,
@@ -119,6 +124,7 @@ class RotatedRetinaHead(nn.Module):
         self.bbox_coder = bbox_coder if bbox_coder is not None else DeltaXYWHAOBBoxCoder()
         self.loss_cls = loss_cls if loss_cls is not None else LossSpec("FocalLoss")
         self.loss_bbox = loss_bbox if loss_bbox is not None else LossSpec("L1Loss")
+        self.reg_decoded_bbox = bool(reg_decoded_bbox)
         self.assigner = assigner
         self.assign_by_circumhbbox = assign_by_circumhbbox
         self.train_cfg = train_cfg if train_cfg is not None else TrainConfig()
