@@ -5,8 +5,11 @@ heads, and the AdamW optimizer with mmcv's ``paramwise_cfg``."""
 from __future__ import annotations
 
 import copy
+import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_mmrotate_import import expected_mmrotate_layout
@@ -17,7 +20,12 @@ from rotdet.engine.optim import LrSchedule, build_optimizer
 from rotdet.models.detectors import dense_head_losses, sum_losses
 from rotdet.models.factory import build_model
 from rotdet.models.gaussian_losses import GDLoss, GDLossV1
-from rotdet.models.mmrotate_import import rotdet_to_mmrotate_key
+from rotdet.models.mmrotate_import import (
+    load_mmrotate_checkpoint,
+    load_mmrotate_into,
+    mmrotate_to_rotdet_state_dict,
+    rotdet_to_mmrotate_key,
+)
 from rotdet.models.targets import GroundTruths, anchor_targets, assign_anchors, dense_anchors, featmap_sizes
 
 # config -> the seed config it is built on (mmrotate's _base_)
@@ -265,3 +273,92 @@ def test_adamw_kld_config_trains_a_step_in_the_trainer(tmp_path: Path):
     out = trainer.run_step(collate([dataset[0], dataset[1]]))
     assert out["loss_bbox"] > 0 and all(torch.isfinite(torch.tensor(v)) for v in out.values())
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# ------------------------------------------------------------- mmrotate oracle (opt-in, never in CI)
+# Dumps of mmrotate 0.3.4 runs of these configs (the reference harness's dump_model.py, see
+# ../shared/reference): $ROTDET_ORACLE_DIR/<config>/ with --backward (seed 0), and
+# $ROTDET_ORACLE_DIR/<config>.train3/ with --train-steps 3 --lr 0.001 (same seed, so the same
+# initial weights). Each test skips when its dump is absent.
+ORACLE_DIR = Path(os.environ.get("ROTDET_ORACLE_DIR") or "/nonexistent-rotdet-oracle")
+
+
+def _oracle_dump(name: str, suffix: str = "") -> Path:
+    odir = ORACLE_DIR / f"{name}{suffix}"
+    if not (odir / "oracle.npz").is_file():
+        pytest.skip(f"no mmrotate oracle dump at {odir}")
+    return odir
+
+
+def _oracle_inputs(d) -> tuple[torch.Tensor, list[dict], list[dict]]:
+    img = torch.from_numpy(d["img"])
+    h, w = img.shape[-2:]
+    metas = [
+        {
+            "img_shape": (h, w, 3),
+            "pad_shape": (h, w, 3),
+            "scale_factor": np.ones(4, np.float32),
+            "flip": False,
+        }
+    ]
+    targets = [{"boxes": torch.from_numpy(d["gt_bboxes"]), "labels": torch.from_numpy(d["gt_labels"])}]
+    return img, metas, targets
+
+
+@pytest.mark.parametrize("name", KLD_CONFIGS)
+def test_kld_matches_mmrotate_oracle(name):
+    """Same weights and input as mmrotate: raw outputs, per-level losses (decoded-box KLD included),
+    the total gradient norm and the pre-NMS candidates / detections agree."""
+    from test_mmrotate_import import TOLERANCES, compare_with_oracle
+
+    odir = _oracle_dump(name)
+    torch.set_num_threads(2)
+    errs = compare_with_oracle(name, odir, with_nms=os.environ.get("ROTDET_ORACLE_FULL") == "1")
+    summary = json.loads((odir / "summary.json").read_text())
+    if "grad_norm_total" in summary:
+        model = build_model(load_config(name, ["model.backbone.pretrained=false"]))
+        load_mmrotate_into(model, odir / "model.pth")
+        img, metas, targets = _oracle_inputs(np.load(odir / "oracle.npz"))
+        model.train()
+        sum_losses(model.forward_train(img, targets, metas)).backward()
+        norm = torch.sqrt(
+            sum(p.grad.double().square().sum() for p in model.parameters() if p.grad is not None)
+        )
+        errs["grad_norm(rel)"] = abs(float(norm) / summary["grad_norm_total"] - 1)
+    print(name, json.dumps({k: float(f"{v:.3g}") for k, v in errs.items()}))
+    bad = {k: v for k, v in errs.items() if v > {**TOLERANCES, "grad_norm(rel)": 1e-4}[k]}
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("name", KLD_CONFIGS)
+def test_kld_training_steps_match_mmrotate(name):
+    """From mmrotate's initial weights, three steps of the config's optimizer (mmcv's OptimizerHook:
+    backward, clip at 35, step; lr 0.001 as the dump's) give mmrotate's losses and weights."""
+    odir = _oracle_dump(name, ".train3")
+    init = _oracle_dump(name) / "model.pth"
+    d = np.load(odir / "oracle.npz")
+    cfg = load_config(name, ["model.backbone.pretrained=false"])
+    model = build_model(cfg)
+    load_mmrotate_into(model, init)
+    opt = build_optimizer(cfg, model, lr=0.001)
+    img, metas, targets = _oracle_inputs(d)
+    torch.set_num_threads(2)
+    ours = []
+    for _ in range(int(d["train_steps"])):
+        model.train()
+        total = sum_losses(model.forward_train(img, targets, metas))
+        opt.zero_grad()
+        total.backward()
+        params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, max_norm=35, norm_type=2)
+        opt.step()
+        ours.append(float(total))
+    ref = d["train.loss_total"]
+    loss_err = float(np.max(np.abs(np.array(ours) / ref - 1)))
+    trained = mmrotate_to_rotdet_state_dict(load_mmrotate_checkpoint(odir / "model.pth")[0], model)
+    weight_err = max(float((v - trained[k]).abs().max()) for k, v in model.state_dict().items())
+    print(
+        name,
+        f"losses ours {ours} mmrotate {ref.tolist()}: max rel diff {loss_err:.3g}; weights {weight_err:.3g}",
+    )
+    assert loss_err < 1e-4 and weight_err < 1e-4
