@@ -278,7 +278,8 @@ def test_adamw_kld_config_trains_a_step_in_the_trainer(tmp_path: Path):
 # ------------------------------------------------------------- mmrotate oracle (opt-in, never in CI)
 # Dumps of mmrotate 0.3.4 runs of these configs (the reference harness's dump_model.py, see
 # ../shared/reference): $ROTDET_ORACLE_DIR/<config>/ with --backward (seed 0), and
-# $ROTDET_ORACLE_DIR/<config>.train3/ with --train-steps 3 --lr 0.001 (same seed, so the same
+# $ROTDET_ORACLE_DIR/<config>.train3/ with --train-steps 3 and --lr 0.001 (SGD) or 0.0001 (AdamW,
+# the config's own: 0.001 makes AdamW's first step blow the loss up to 6e4) (same seed, so the same
 # initial weights). Each test skips when its dump is absent.
 ORACLE_DIR = Path(os.environ.get("ROTDET_ORACLE_DIR") or "/nonexistent-rotdet-oracle")
 
@@ -333,14 +334,15 @@ def test_kld_matches_mmrotate_oracle(name):
 @pytest.mark.parametrize("name", KLD_CONFIGS)
 def test_kld_training_steps_match_mmrotate(name):
     """From mmrotate's initial weights, three steps of the config's optimizer (mmcv's OptimizerHook:
-    backward, clip at 35, step; lr 0.001 as the dump's) give mmrotate's losses and weights."""
+    backward, clip at 35, step; the dump's constant lr) give mmrotate's losses and weights."""
     odir = _oracle_dump(name, ".train3")
     init = _oracle_dump(name) / "model.pth"
     d = np.load(odir / "oracle.npz")
     cfg = load_config(name, ["model.backbone.pretrained=false"])
     model = build_model(cfg)
     load_mmrotate_into(model, init)
-    opt = build_optimizer(cfg, model, lr=0.001)
+    lr = json.loads((odir / "summary.json").read_text())["train"]["optimizer"]["lr"]
+    opt = build_optimizer(cfg, model, lr=lr)
     img, metas, targets = _oracle_inputs(d)
     torch.set_num_threads(2)
     ours = []
@@ -352,13 +354,19 @@ def test_kld_training_steps_match_mmrotate(name):
         params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
         torch.nn.utils.clip_grad_norm_(params, max_norm=35, norm_type=2)
         opt.step()
-        ours.append(float(total))
+        ours.append(float(total.detach()))
     ref = d["train.loss_total"]
     loss_err = float(np.max(np.abs(np.array(ours) / ref - 1)))
     trained = mmrotate_to_rotdet_state_dict(load_mmrotate_checkpoint(odir / "model.pth")[0], model)
-    weight_err = max(float((v - trained[k]).abs().max()) for k, v in model.state_dict().items())
-    print(
-        name,
-        f"losses ours {ours} mmrotate {ref.tolist()}: max rel diff {loss_err:.3g}; weights {weight_err:.3g}",
-    )
-    assert loss_err < 1e-4 and weight_err < 1e-4
+    diffs = torch.cat([(v - trained[k]).abs().flatten() for k, v in model.state_dict().items()])
+    weight_err, off = float(diffs.max()), float((diffs > 1e-5).double().mean())
+    print(name, f"losses ours {ours} mmrotate {ref.tolist()}: max rel diff {loss_err:.3g}")
+    print(name, f"weights: max diff {weight_err:.3g}, fraction off by > 1e-5: {off:.3g}")
+    assert loss_err < 1e-4
+    if cfg["optimizer"]["type"] == "SGD":
+        assert weight_err < 1e-4
+    else:
+        # Adam moves each weight by about lr per step whatever its gradient's size (m / sqrt(v)),
+        # so where a gradient is ~0 its float32 rounding can flip the step: a few weights then
+        # differ by up to lr per step. Measured: 0.02% of the weights off by > 1e-5, at most 1.5e-4.
+        assert off < 1e-3 and weight_err < 2 * lr * len(ours)
