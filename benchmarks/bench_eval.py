@@ -9,7 +9,7 @@ Whole-process rows run, from the same Task1 and labelTxt files, in alternating p
 of every tool, ``--repeats`` rounds, medians reported):
 
 * ``python -m rotdet.cli eval TASK1 LABELTXT --protocol dota`` (what a user runs);
-* the evaluation alone: the same command through :func:`rotdet.evaluation.runner.run_eval`
+* the evaluation alone: the same command through :func:`rotdet.cli.eval.run_eval`
   without the rest of the command line (what ``rotdet eval`` costs once the CLI imports its
   commands lazily);
 * with ``--devkit DIR``: DOTA_devkit's own ``voc_eval`` for the 15 classes as its ``main()`` calls
@@ -47,7 +47,7 @@ from rotdet.evaluation import (  # noqa: E402
     eval_rbbox_map,
     evaluate_folder,
 )
-from rotdet.structures import obb2poly  # noqa: E402
+from rotdet.structures import RotatedDetections, obb2poly  # noqa: E402
 
 # DOTA_devkit's dota_evaluation_task1.main() with the paths filled in; its result printed as a double.
 DEVKIT_RUNNER = """\
@@ -66,7 +66,7 @@ print("DEVKIT_MAP", repr(float(total / len(classnames))))
 # The evaluation's own entry: `rotdet eval` without importing the other commands.
 LEAN_EVAL = """\
 import argparse, sys
-from rotdet.evaluation.runner import add_eval_arguments, run_eval
+from rotdet.cli.eval import add_eval_arguments, run_eval
 parser = argparse.ArgumentParser(prog="rotdet eval")
 add_eval_arguments(parser)
 sys.exit(run_eval(parser.parse_args()))
@@ -109,10 +109,18 @@ def make_set(num_images: int, gts_per_image: int, dets_per_image: int, seed: int
     return classes, gts, merged, anns
 
 
+def as_detections(merged, classes) -> list[RotatedDetections]:
+    """The per-image detections of ``{image id: [[K_c, 6] per class]}``."""
+    return [
+        RotatedDetections.from_per_class(per_class, image_id=img, classes=classes, angle_version="le90")
+        for img, per_class in merged.items()
+    ]
+
+
 def write_files(root: Path, classes, gts, merged) -> tuple[Path, Path, Path]:
     """Task1 files, a labelTxt folder (with the DOTA headers) and the devkit's image-set file."""
     task1 = root / "task1"
-    write_task1_submission(task1, merged, classes, version="le90")
+    write_task1_submission(task1, as_detections(merged, classes), classes, version="le90")
     label_dir = root / "labelTxt"
     label_dir.mkdir()
     for img, g in gts.items():
@@ -149,7 +157,7 @@ def whole_process_rows(root: Path, task1: Path, label_dir: Path, imageset: Path,
         [sys.executable, "-m", "rotdet.cli", "eval", *eval_args, "--json", str(root / "cli.json")],
         rotdet_map("cli"),
     )
-    tools["evaluation alone, whole process (rotdet.evaluation.runner.run_eval)"] = (
+    tools["evaluation alone, whole process (rotdet.cli.eval.run_eval)"] = (
         [sys.executable, "-c", LEAN_EVAL, *eval_args, "--json", str(root / "lean.json")],
         rotdet_map("lean"),
     )
@@ -237,7 +245,7 @@ def main() -> None:
             timed("mmrotate eval_rbbox_map (in memory, obb IoU)", lambda: eval_rbbox_map(det_results, anns))
             timed(
                 "dota Task1 (in memory, polygon IoU)",
-                lambda: eval_dota_task1(merged, gts, classes, angle_version="le90"),
+                lambda: eval_dota_task1(as_detections(merged, classes), gts, classes),
             )
             timed("dota Task1 from files (in process)", lambda: evaluate_folder(task1, label_dir, classes))
             timed(

@@ -96,7 +96,7 @@ def make_detector(name: str, size: int | None, threads: int) -> Detector:
 def compare(got, want) -> dict:
     """The tests' pairing: same count per class, paired by nearest box."""
     same, box, ang, score = True, 0.0, 0.0, 0.0
-    for c in range(len(want.class_names)):
+    for c in range(len(want.classes)):
         g, w = np.flatnonzero(got.labels == c), np.flatnonzero(want.labels == c)
         if len(g) != len(w):
             same = False

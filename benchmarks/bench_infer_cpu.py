@@ -121,8 +121,8 @@ with torch.no_grad():
             cpu.append(time.process_time() - c0)
 r = res[0]
 # mmrotate's layout: grouped by class (each class by descending score).
-order = torch.sort(r["labels"], stable=True).indices
-dets = torch.cat([r["boxes"], r["scores"][:, None], r["labels"][:, None].float()], 1)[order]
+order = torch.sort(r.labels, stable=True).indices
+dets = torch.cat([r.boxes, r.scores[:, None], r.labels[:, None].float()], 1)[order]
 np.save(out + ".npy", dets.double().numpy())
 json.dump({"times": times, "cpu": cpu, "torch": torch.__version__}, open(out, "w"))
 """

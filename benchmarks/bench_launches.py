@@ -197,7 +197,7 @@ def bench_config(name: str, args, rng: np.random.Generator) -> list[dict]:
                 "sync_kinds": dict(full["kinds"] - bare["kinds"]),
             }
         )
-    rows[-1]["dets_per_img"] = sum(len(d["scores"]) for d in dets) / args.batch
+    rows[-1]["dets_per_img"] = sum(len(d.scores) for d in dets) / args.batch
     return rows
 
 

@@ -158,7 +158,7 @@ def bench_config(name: str, args, precisions: list[str], rng: np.random.Generato
                     "forward_img_s": batch / forward_s,
                     "e2e_img_s": batch / e2e_s,
                     "e2e_over_forward": forward_s / e2e_s,
-                    "dets_per_img": sum(len(d["scores"]) for d in dets) / batch,
+                    "dets_per_img": sum(len(d.scores) for d in dets) / batch,
                 }
             )
             print_table(rows[-1:], list(rows[-1]))

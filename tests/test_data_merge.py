@@ -11,7 +11,7 @@ from rotdet.data.dota import read_dota_txt
 from rotdet.data.merge import merge_patch_detections, parse_patch_name, write_task1_submission
 from rotdet.data.split import SplitConfig, poly_window_iof, sliding_windows, split_dataset
 from rotdet.data.toy import TOY_CLASSES, make_toy_dota
-from rotdet.structures import poly2obb_np
+from rotdet.structures import RotatedDetections, poly2obb_np
 
 
 def test_parse_patch_name():
@@ -31,7 +31,7 @@ def test_split_then_merge_ground_truth_recovers_objects(tmp_path):
         cfg,
         progress=False,
     )
-    results = {}
+    results = []
     for ann_file in sorted((tmp_path / "split" / "annfiles").glob("*.txt")):
         ann = read_dota_txt(ann_file)
         per_class = []
@@ -39,8 +39,10 @@ def test_split_then_merge_ground_truth_recovers_objects(tmp_path):
             polys = ann.polygons[[n == c for n in ann.names]]
             obbs, _ = poly2obb_np(polys.reshape(-1, 8), "le90")
             per_class.append(np.concatenate([obbs, np.ones((len(obbs), 1), np.float32)], axis=1))
-        results[ann_file.stem] = per_class
-    merged = merge_patch_detections(results, len(TOY_CLASSES))
+        results.append(
+            RotatedDetections.from_per_class(per_class, image_id=ann_file.stem, classes=TOY_CLASSES)
+        )
+    merged = {d.image_id: d.per_class() for d in merge_patch_detections(results)}
     assert sorted(merged) == ["T0000", "T0001"]
     for img_id, per_class in merged.items():
         orig = read_dota_txt(tmp_path / "toy" / "labelTxt" / f"{img_id}.txt")
@@ -70,18 +72,25 @@ def test_merge_is_classwise_nms_at_0_1():
         ],
         "B__256__0___0": [torch.tensor([box + [0.5]]), np.zeros((0, 6))],
     }
-    merged = merge_patch_detections(results, 2)
+    found = merge_patch_detections(
+        RotatedDetections.from_per_class(per_class, image_id=name) for name, per_class in results.items()
+    )
+    merged = {d.image_id: d.per_class(2) for d in found}
     assert list(merged) == ["A", "B"]
+    assert found[0].boxes.dtype == np.float64 and list(found[0].scores) == [0.9, 0.7]  # by descending score
     assert merged["A"][0].shape == (1, 6) and merged["A"][0][0, 5] == pytest.approx(0.9)
     np.testing.assert_allclose(merged["A"][1], [[100.0, 100.0, 60, 20, 0.3, 0.7]])  # other class kept
     assert merged["B"][0].shape == (1, 6)
 
 
 def test_task1_submission_and_zip(tmp_path):
-    merged = {
-        "P0001": [np.array([[50.0, 40.0, 20.0, 10.0, 0.0, 0.75]]), np.zeros((0, 6))],
-        "P0002": [np.zeros((0, 6)), np.array([[10.0, 10.0, 4.0, 4.0, 0.0, np.float32(0.3)]])],
-    }
+    merged = [
+        RotatedDetections.from_per_class(per_class, image_id=name)
+        for name, per_class in {
+            "P0001": [np.array([[50.0, 40.0, 20.0, 10.0, 0.0, 0.75]]), np.zeros((0, 6))],
+            "P0002": [np.zeros((0, 6)), np.array([[10.0, 10.0, 4.0, 4.0, 0.0, np.float32(0.3)]])],
+        }.items()
+    ]
     files, zip_path = write_task1_submission(tmp_path / "sub", merged, ["plane", "ship"], "le90")
     assert [f.name for f in files] == ["Task1_plane.txt", "Task1_ship.txt"]
     assert files[0].read_text() == "P0001 0.75 40.00 35.00 60.00 35.00 60.00 45.00 40.00 45.00\n"

@@ -90,10 +90,10 @@ def test_whole_image_matches_the_dataset_pipeline(detector, tiny_cfg, tmp_path):
 
     found = detector.predict(tmp_path / "scene.png")
     assert len(found) > 0 and found.image_id == "scene" and found.image_size == (90, 120)
-    np.testing.assert_array_equal(found.boxes, expected["boxes"].numpy())
-    np.testing.assert_array_equal(found.scores, expected["scores"].numpy())
-    np.testing.assert_array_equal(found.labels, expected["labels"].numpy())
-    assert found.class_names == tuple(tiny_cfg["data"]["classes"])
+    np.testing.assert_array_equal(found.boxes, expected.boxes.numpy())
+    np.testing.assert_array_equal(found.scores, expected.scores.numpy())
+    np.testing.assert_array_equal(found.labels, expected.labels.numpy())
+    assert found.classes == tuple(tiny_cfg["data"]["classes"]) and found.angle_version == "le90"
 
     from_array = detector.predict(img)
     np.testing.assert_array_equal(from_array.boxes, found.boxes)
@@ -126,13 +126,15 @@ def test_sliding_windows_match_split_then_merge(detector, tiny_cfg, tmp_path, mo
         test_mode=True,
     )
     assert len(patches) == len(sliding_windows(400, 100, [size], [gap])) == 4
-    patch_results = {}
+    patch_results = []
     for i in range(len(patches)):
         batch = collate([patches[i]])
         out = detector.model.predict(batch["img"], batch["img_metas"])[0]
-        rows = torch.cat([out["boxes"], out["scores"][:, None]], dim=1)
-        patch_results[patches.img_ids[i]] = [rows[out["labels"] == c] for c in range(num_classes)]
-    reference = merge_patch_detections(patch_results, num_classes)["big"]
+        assert out.image_id == patches.img_ids[i]  # the model names its detections after the meta's id
+        patch_results.append(out)
+    (merged,) = merge_patch_detections(patch_results)
+    assert merged.image_id == "big"
+    reference = merged.per_class(num_classes)
 
     batch_sizes = []
     original_predict = detector.model.predict
@@ -164,13 +166,13 @@ def test_detections_json_and_dota_txt_round_trip(detector, tmp_path):
     back = Detections.read_json(found.write_json(tmp_path / "d.json"))
     for key in ("boxes", "scores", "labels", "polygons"):
         np.testing.assert_array_equal(getattr(back, key), getattr(found, key))
-    assert (back.class_names, back.image_size, back.angle_version) == (
-        found.class_names,
+    assert (back.classes, back.image_size, back.angle_version) == (
+        found.classes,
         found.image_size,
         found.angle_version,
     )
-    as_eval_input = read_detections_json(tmp_path / "d.json")  # rotdet eval reads these files
-    np.testing.assert_array_equal(as_eval_input.images["image"]["scores"], found.scores.astype(np.float64))
+    (as_eval_input,) = read_detections_json(tmp_path / "d.json")  # rotdet eval reads these files
+    np.testing.assert_array_equal(as_eval_input.scores, found.scores.astype(np.float64))
 
     lines = found.write_dota_txt(tmp_path / "d.txt").read_text().splitlines()
     assert len(lines) == len(found)
@@ -241,8 +243,9 @@ def test_predict_cli_writes_outputs_and_reports_failures(detector, tiny_cfg, tmp
     src = cv2.imread(str(tmp_path / "toy" / "images" / "T0000.png"))
     drawn = cv2.imread(str(out / "T0000.png"))
     assert drawn.shape == src.shape and (drawn != src).any()
-    dets = read_detections_json(out / "T0000.json")
-    boxes = dets.images["T0000"]["boxes"]
+    (dets,) = read_detections_json(out / "T0000.json")
+    assert dets.image_id == "T0000"
+    boxes = dets.boxes
     assert len(boxes) > 0 and len((out / "T0000.txt").read_text().splitlines()) == len(boxes)
     expected = detector.predict(src, size=256)
     np.testing.assert_allclose(boxes, expected.boxes, rtol=1e-5, atol=1e-4)

@@ -282,3 +282,30 @@ def test_second_ctrl_c_aborts_with_a_message():
     with pytest.raises(KeyboardInterrupt) as err:
         hook.handle()
     assert str(err.value) == "aborted by a second Ctrl-C; the last good checkpoint is w/epoch_4.pth"
+
+
+def test_checkpoint_meta_records_the_weights_a_run_started_from(toy_root, tmp_path):
+    """meta["weights"]: the backbone's pretrained file and the --load-from checkpoint, each with its
+    SHA-256; a resumed run keeps the record of the run it continues."""
+    import hashlib
+
+    import torchvision
+
+    def sha(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    r18 = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), r18)
+    cfg = tiny_cfg(toy_root, f"model.backbone.pretrained={r18.as_posix()}")
+    train(cfg, options(tmp_path / "a", eval_interval=0, max_iters=1))
+    first = load_checkpoint(tmp_path / "a" / "latest.pth")["meta"]["weights"]
+    assert first == {
+        "pretrained": [{"module": "backbone", "source": r18.as_posix(), "sha256": sha(r18)}],
+        "load_from": None,
+    }
+    start = tmp_path / "a" / "latest.pth"
+    train(tiny_cfg(toy_root), options(tmp_path / "b", eval_interval=0, max_iters=1, load_from=start))
+    second = load_checkpoint(tmp_path / "b" / "latest.pth")["meta"]["weights"]
+    assert second == {"pretrained": [], "load_from": {"source": str(start), "sha256": sha(start)}}
+    train(cfg, options(tmp_path / "a", eval_interval=0, max_iters=2))  # resumes from a/latest.pth
+    assert load_checkpoint(tmp_path / "a" / "latest.pth")["meta"]["weights"] == first

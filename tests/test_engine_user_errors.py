@@ -60,3 +60,44 @@ def test_corrupt_checkpoints_json_is_one_line_naming_it(tmp_path):
     (tmp_path / "checkpoints.json").write_text('{"best_metric": 0.5, ')
     with pytest.raises(CheckpointError, match=r"checkpoints\.json cannot be read.*delete it to resume"):
         CheckpointManager(tmp_path)
+
+
+def test_resume_with_another_architectures_checkpoint_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from tiny_model import TINY_MODEL
+
+    from rotdet.cli import main
+    from rotdet.engine.checkpoint import save_checkpoint
+    from rotdet.models.factory import build_model
+
+    cfg = load_config("demo_atss_le90", TINY_MODEL)
+    ckpt = tmp_path / "atss.pth"
+    save_checkpoint(
+        {"state_dict": build_model(cfg).state_dict(), "meta": {"config": cfg}, "optimizer": {}}, ckpt
+    )
+    work = tmp_path / "work"
+    other = ["rotated_retinanet_obb_r50_fpn_1x_dota_le90", "model.backbone.pretrained=false"]
+    argv = ["train", *other, "--resume", str(ckpt), "--work-dir", str(work), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(ckpt) in err
+    assert (
+        "'demo_atss_le90' (RotatedRetinaNet, RotatedATSSHead, ResNet-18)" in err
+        and "this run is config 'rotated_retinanet" in err
+    )
+    assert "missing" in err and "--load-from" in err
+    assert not work.exists()
+    # the same architecture with a wider head: the shapes that differ are named
+    wider = ["demo_atss_le90", *TINY_MODEL, "model.bbox_head.feat_channels=48"]
+    assert main(["train", *wider, "--resume", str(ckpt), "--work-dir", str(work), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "shape-mismatched" in err and "(32," in err and not work.exists()
+    # test / predict (Detector.from_config) name the config the checkpoint was trained with too
+    import pytest
+
+    from rotdet.engine.checkpoint import CheckpointError
+    from rotdet.engine.inference import Detector
+
+    with pytest.raises(
+        CheckpointError, match=r"atss\.pth does not fit .*trained with config 'demo_atss_le90'"
+    ):
+        Detector.from_config("demo_atss_le90", ckpt, "cpu", [*TINY_MODEL, "model.bbox_head.feat_channels=48"])

@@ -15,7 +15,6 @@ from rotdet.cli import main as cli_main
 from rotdet.data import DOTA_V1_CLASSES, write_task1_submission
 from rotdet.evaluation import (
     ClassDetections,
-    DetectionSet,
     EvalInputError,
     GroundTruthImage,
     average_precision_mmdet,
@@ -26,8 +25,8 @@ from rotdet.evaluation import (
     polygon_iou_aligned,
     read_detections_json,
     read_labeltxt_folder,
-    write_detections_json,
 )
+from rotdet.structures import RotatedDetections, write_detections_json
 
 DATA = Path(__file__).resolve().parent / "data" / "eval"
 
@@ -441,18 +440,23 @@ def test_task1_round_trip(tmp_path, version):
     rng = np.random.default_rng(11)
     merged = _merged_example(rng, classes)
     gts = _gt_from_merged(merged, classes, rng)
-    write_task1_submission(tmp_path / "sub", merged, classes, version=version)
+    dets = [
+        RotatedDetections.from_per_class(per_class, image_id=img, classes=classes, angle_version=version)
+        for img, per_class in merged.items()
+    ]
+    write_task1_submission(tmp_path / "sub", dets, classes, version=version)
     from_files = eval_dota_task1(tmp_path / "sub", gts, classes)
-    in_memory = eval_dota_task1(merged, gts, classes, angle_version=version)
+    in_memory = eval_dota_task1(dets, gts, classes)
     assert from_files.map == in_memory.map and from_files.map > 0.3
     assert [c.ap for c in from_files.classes] == [c.ap for c in in_memory.classes]
     # The JSON results file round-trips too.
-    path = write_detections_json(tmp_path / "dets.json", merged, classes, version)
+    path = write_detections_json(tmp_path / "dets.json", dets, polygons=False)
     back = read_detections_json(path)
-    assert back.classes == tuple(classes) and back.angle_version == version
+    assert all(d.classes == tuple(classes) and d.angle_version == version for d in back)
+    assert [d.image_id for d in back] == list(gts)
     assert eval_dota_task1(path, gts, classes).map == in_memory.map
     mm_mem = eval_rbbox_map(
-        back.per_class_arrays(list(gts)),
+        [d.per_class() for d in back],
         [{"bboxes": np.zeros((0, 5), np.float32), "labels": np.zeros(0, np.int64)} for _ in gts],
     )
     assert mm_mem.map == 0.0
@@ -731,16 +735,15 @@ def test_cli_json_results(shared_data, tmp_path):
     from rotdet.structures import poly2obb_np
 
     gts = read_labeltxt_folder(gt_dir)
-    images = {}
+    images = []
     for img, g in gts.items():
         obbs, keep = poly2obb_np(g.polygons, "le90")
         labels = np.array([DOTA_V1_CLASSES.index(n) for n in g.names])[keep]
-        images[img] = {
-            "boxes": obbs.astype(np.float64),
-            "scores": np.linspace(1, 0.5, len(obbs)),
-            "labels": labels,
-        }
-    path = write_detections_json(tmp_path / "r.json", DetectionSet(DOTA_V1_CLASSES, "le90", images))
+        scores = np.linspace(1, 0.5, len(obbs))
+        images.append(
+            RotatedDetections(obbs.astype(np.float64), scores, labels, "le90", img, DOTA_V1_CLASSES)
+        )
+    path = write_detections_json(tmp_path / "r.json", images, polygons=False)
     for protocol in ("dota", "mmrotate"):
         out = tmp_path / f"{protocol}.json"
         assert cli_main(["eval", str(path), str(gt_dir), "--protocol", protocol, "--json", str(out)]) == 0

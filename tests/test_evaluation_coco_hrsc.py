@@ -18,7 +18,7 @@ from rotdet.data.toy import make_toy
 from rotdet.evaluation import eval_rbbox_map
 from rotdet.evaluation.coco import eval_coco
 from rotdet.evaluation.hrsc import HRSC_IOU_THRS, eval_hrsc
-from rotdet.evaluation.io import write_detections_json
+from rotdet.structures import RotatedDetections, write_detections_json
 
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(DATA))
@@ -101,14 +101,11 @@ def toy_gt(tmp_path_factory) -> Path:
 
 
 def _perfect_json(path: Path, ids, anns) -> Path:
-    merged = {
-        i: [
-            np.concatenate([a["bboxes"][a["labels"] == c], np.full(((a["labels"] == c).sum(), 1), 0.9)], 1)
-            for c in range(len(TOY_CLASSES))
-        ]  # fmt: skip
+    dets = [
+        RotatedDetections(a["bboxes"], np.full(len(a["labels"]), 0.9), a["labels"], "le90", i, TOY_CLASSES)
         for i, a in zip(ids, anns, strict=True)
-    }
-    return write_detections_json(path, merged, TOY_CLASSES, "le90")
+    ]
+    return write_detections_json(path, dets, polygons=False)
 
 
 @pytest.mark.parametrize(

@@ -159,8 +159,8 @@ def assert_same_detections(got: Detections, want: Detections) -> None:
     """Same count per class; every detection paired with one of its class (boxes within 1e-2 px,
     angles 1e-3 rad, scores 1e-4). Pairs by nearest box, as two scores equal up to rounding may
     come in either order."""
-    assert got.class_names == want.class_names and got.image_size == want.image_size
-    for c in range(len(want.class_names)):
+    assert got.classes == want.classes and got.image_size == want.image_size
+    for c in range(len(want.classes)):
         g, w = np.flatnonzero(got.labels == c), np.flatnonzero(want.labels == c)
         assert len(g) == len(w), f"class {c}: {len(g)} detections, PyTorch {len(w)}"
         if not len(w):
@@ -217,9 +217,9 @@ def test_graph_candidates_are_the_heads_candidates(arch):
     cfg = det._test_cfg(None)
     got = candidates_to_detections(boxes, scores, metas, cfg.score_thr, cfg.iou_thr, cfg.max_per_img)
     for g, w in zip(got, want, strict=True):
-        assert torch.equal(g["labels"], w["labels"])
-        torch.testing.assert_close(g["boxes"], w["boxes"], rtol=0, atol=1e-5)
-        torch.testing.assert_close(g["scores"], w["scores"], rtol=0, atol=1e-6)
+        assert torch.equal(g.labels, w.labels)
+        torch.testing.assert_close(g.boxes, w.boxes, rtol=0, atol=1e-5)
+        torch.testing.assert_close(g.scores, w.scores, rtol=0, atol=1e-6)
 
 
 def graph_test_image():
@@ -263,9 +263,9 @@ def test_postprocess_matches_dense_detections_clamp_and_rescale():
     boxes = coder.decode(priors, deltas, max_shape=(256, 256))
     got = candidates_to_detections(boxes, logits.sigmoid(), metas, 0.3, 0.1, 50)
     for g, w in zip(got, want, strict=True):
-        assert len(w["labels"]) > 10
-        assert torch.equal(g["labels"], w["labels"])
-        assert torch.equal(g["boxes"], w["boxes"]) and torch.equal(g["scores"], w["scores"])
+        assert len(w.labels) > 10
+        assert torch.equal(g.labels, w.labels)
+        assert torch.equal(g.boxes, w.boxes) and torch.equal(g.scores, w.scores)
 
 
 def test_onnx_graph_is_static_and_metadata_complete(exported):

@@ -118,7 +118,7 @@ def is_ring_of(ring: np.ndarray, corners: np.ndarray) -> bool:
 
 def test_importing_rotdet_loads_nothing_geospatial():
     code = (
-        "import sys, rotdet, rotdet.engine.inference, rotdet.cli, rotdet.geo, rotdet.geo.cli\n"
+        "import sys, rotdet, rotdet.engine.inference, rotdet.cli, rotdet.geo, rotdet.cli.predict_raster\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('rasterio', 'pyogrio', 'fiona'))\n"
         "assert not bad, bad\n"
     )
@@ -259,12 +259,10 @@ def test_nodata_windows_are_skipped_uint16_four_bands(detector, scene, tmp_path,
     kept = [w for w, e in zip(windows.tolist(), empty, strict=True) if not e]
     for patch, w in zip(seen, kept, strict=True):
         np.testing.assert_array_equal(patch, crop_patch(reference, w, PATCH_PADDING))
-    boxes, scores, labels = detector.detect_windows(
-        ((w, crop_patch(reference, w, PATCH_PADDING)) for w in kept), batch_size=2
-    )
-    np.testing.assert_array_equal(found.pixel.boxes, boxes)
-    np.testing.assert_array_equal(found.pixel.scores, scores)
-    np.testing.assert_array_equal(found.pixel.labels, labels)
+    want = detector.detect_windows(((w, crop_patch(reference, w, PATCH_PADDING)) for w in kept), batch_size=2)
+    np.testing.assert_array_equal(found.pixel.boxes, want.boxes)
+    np.testing.assert_array_equal(found.pixel.scores, want.scores)
+    np.testing.assert_array_equal(found.pixel.labels, want.labels)
 
 
 def test_stretch_from_the_whole_raster_an_overview_or_a_sample(tmp_path, monkeypatch):
@@ -403,9 +401,9 @@ def test_predict_cli_writes_map_layers_and_reports_bad_rasters(detector, tiny_cf
 def test_without_the_geo_extra_tifs_are_plain_images(
     detector, tiny_cfg, scene, tmp_path, capsys, monkeypatch
 ):
-    import rotdet.geo.cli
+    import rotdet.cli.predict_raster
 
-    monkeypatch.setattr(rotdet.geo.cli, "geo_available", lambda: False)
+    monkeypatch.setattr(rotdet.cli.predict_raster, "geo_available", lambda: False)
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_cfg))
     ckpt = save_checkpoint({"state_dict": detector.model.state_dict(), "meta": {}}, tmp_path / "w.pth")
@@ -419,7 +417,7 @@ def test_without_the_geo_extra_tifs_are_plain_images(
 
 
 def test_a_failure_half_way_writes_nothing(detector, scene, tmp_path, monkeypatch):
-    from rotdet.geo.cli import predict_raster_file
+    from rotdet.cli.predict_raster import predict_raster_file
 
     write_raster(tmp_path / "scene.tif", rgb_bands(scene))
     out = tmp_path / "out"

@@ -29,7 +29,6 @@ from rotdet.models.factory import build_model
 from rotdet.models.heads import TestConfig
 from rotdet.models.mmrotate_import import (
     load_mmrotate_checkpoint,
-    load_mmrotate_into,
     load_weights,
     mmrotate_to_rotdet_key,
     mmrotate_to_rotdet_state_dict,
@@ -129,7 +128,7 @@ def test_convert_cli_and_strictness(tmp_path):
     for k, v in model.state_dict().items():
         assert torch.equal(out["state_dict"][k], v)
     other = build_model(cfg)
-    assert load_weights(other, dst)["config"] == "rotated_atss_obb_r50_fpn_1x_dota_le90"
+    assert load_weights(other, dst).meta["config"] == "rotated_atss_obb_r50_fpn_1x_dota_le90"
     assert all(
         torch.equal(a, b)
         for a, b in zip(other.state_dict().values(), model.state_dict().values(), strict=True)
@@ -177,7 +176,7 @@ def compare_with_oracle(name: str, odir: Path, with_nms: bool) -> dict[str, floa
     """Max absolute errors of rotdet vs the mmrotate dump in ``odir`` for config ``name``."""
     d = np.load(odir / "oracle.npz")
     model = small_r50_free_model(name)
-    load_mmrotate_into(model, odir / "model.pth")
+    load_weights(model, odir / "model.pth")
     model.eval()
     img = torch.from_numpy(d["img"])
     h, w = img.shape[-2:]
@@ -246,11 +245,11 @@ def compare_with_oracle(name: str, odir: Path, with_nms: bool) -> dict[str, floa
             continue
         det = head.predict(raw_cls, raw_reg, metas, anchors=anchors, cfg=cfg)[0]
         ref = d[f"det.{variant}"]
-        errs[f"{variant}.count_diff"] = float(abs(len(det["boxes"]) - len(ref)))
-        if len(det["boxes"]) == len(ref) and len(ref):
+        errs[f"{variant}.count_diff"] = float(abs(len(det.boxes) - len(ref)))
+        if len(det.boxes) == len(ref) and len(ref):
             # mmrotate groups by class (stable: within a class by descending score)
-            order = torch.sort(det["labels"], stable=True).indices
-            ours = torch.cat([det["boxes"], det["scores"][:, None], det["labels"][:, None].float()], 1)[order]
+            order = torch.sort(det.labels, stable=True).indices
+            ours = torch.cat([det.boxes, det.scores[:, None], det.labels[:, None].float()], 1)[order]
             errs[f"{variant}.labels_diff"] = float((ours[:, 6].numpy() != ref[:, 6]).sum())
             errs[f"{variant}.dets"] = _angle_err(ours[:, :5], ref[:, :5])
             errs[f"{variant}.scores"] = _max_err(ours[:, 5], ref[:, 5])
@@ -331,3 +330,25 @@ def test_convert_writes_into_a_missing_folder(tmp_path):
     dst = tmp_path / "new" / "folder" / "demo.pth"
     assert cli_main(["convert", str(tmp_path / "mm.pth"), str(dst), "--config", "demo_atss_le90"]) == 0
     assert dst.is_file() and not list(dst.parent.glob(".*.tmp"))
+
+
+def test_load_weights_strict_and_matching_modes(tmp_path):
+    """One loader: strict refuses a checkpoint of another head; matching loads what fits."""
+    base = ["model.backbone.depth=18", "model.neck.in_channels=null", "model.backbone.pretrained=false"]
+    atss = build_model(load_config("rotated_atss_obb_r50_fpn_1x_dota_le90", base))
+    retina = build_model(load_config("rotated_retinanet_obb_r50_fpn_1x_dota_le90", base))  # 9 anchors
+    src = tmp_path / "mm.pth"
+    torch.save({"state_dict": {rotdet_to_mmrotate_key(k): v for k, v in atss.state_dict().items()}}, src)
+    with pytest.raises(ValueError, match=r"shape mismatch: bbox_head\.retina_cls\.bias \(15,\) vs \(135,\)"):
+        load_weights(retina, src)
+    report = load_weights(retina, src, strict=False)
+    assert sorted(report.skipped) == sorted(
+        k for k in ("bbox_head.retina_cls.weight", "bbox_head.retina_cls.bias",
+                    "bbox_head.retina_reg.weight", "bbox_head.retina_reg.bias")
+    )  # fmt: skip
+    assert report.missing == sorted(k for k in retina.state_dict() if ".retina_" in k)
+    assert torch.equal(
+        retina.state_dict()["neck.fpn_convs.0.weight"], atss.state_dict()["neck.fpn_convs.0.weight"]
+    )
+    with pytest.raises(ValueError, match="no tensor matches"):
+        load_weights(retina, {"state_dict": {"x": torch.zeros(1)}}, strict=False)

@@ -145,7 +145,7 @@ def test_forward_backward_predict_every_config(name):
     dets = model.predict(images, metas)
     assert len(dets) == 2
     for d in dets:
-        assert d["boxes"].shape[1] == 5 and d["scores"].shape == d["labels"].shape
+        assert d.boxes.shape[1] == 5 and d.scores.shape == d.labels.shape
 
 
 ATSS_ASSIGNER = "{type: ATSSObbAssigner, topk: 9}"  # angle_version: the config's own
@@ -253,10 +253,8 @@ def _found_boxes(model, images, targets) -> list[bool]:
         dets = model.predict(images, cfg=TestConfig(score_thr=0.3))
     for det, tgt in zip(dets, targets, strict=True):
         for box, label in zip(tgt["boxes"], tgt["labels"], strict=True):
-            sel = det["labels"] == label
-            found.append(
-                bool(sel.any()) and float(box_iou_rotated(box[None], det["boxes"][sel]).max()) >= 0.5
-            )
+            sel = det.labels == label
+            found.append(bool(sel.any()) and float(box_iou_rotated(box[None], det.boxes[sel]).max()) >= 0.5)
     return found
 
 

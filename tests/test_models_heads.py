@@ -293,10 +293,10 @@ def test_predict_rescale_topk_and_versions():
         scaled["boxes"][:, :4], cand["boxes"][:, :4] / torch.tensor([2.0, 4.0, 2.0, 4.0])
     )
     dets = head.predict(cls, reg, metas)[0]
-    assert 0 < len(dets["boxes"]) <= 30 and torch.all(dets["scores"][:-1] >= dets["scores"][1:])
-    a = dets["boxes"][:, 4]
+    assert 0 < len(dets.boxes) <= 30 and torch.all(dets.scores[:-1] >= dets.scores[1:])
+    a = dets.boxes[:, 4]
     assert torch.all((a >= -math.pi / 2) & (a < math.pi / 2)) and torch.all(
-        dets["boxes"][:, 2] >= dets["boxes"][:, 3]
+        dets.boxes[:, 2] >= dets.boxes[:, 3]
     )
 
 

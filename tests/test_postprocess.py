@@ -9,6 +9,7 @@ import torch
 from rotdet.configs import load_config
 from rotdet.models.factory import build_model
 from rotdet.ops import multiclass_nms_rotated
+from rotdet.structures import RotatedDetections
 
 
 def image_by_image(head, cls_scores, bbox_preds, anchors, metas, cfg):
@@ -27,7 +28,7 @@ def image_by_image(head, cls_scores, bbox_preds, anchors, metas, cfg):
         boxes, scores = torch.cat(boxes_l), torch.cat(scores_l)
         boxes = torch.cat([boxes[:, :4] / torch.tensor(meta["scale_factor"]), boxes[:, 4:]], dim=1)
         dets, labels, _ = multiclass_nms_rotated(boxes, scores, cfg.score_thr, cfg.iou_thr, cfg.max_per_img)
-        results.append({"boxes": dets[:, :5], "scores": dets[:, 5], "labels": labels})
+        results.append(RotatedDetections(dets[:, :5], dets[:, 5], labels))
     return results
 
 
@@ -59,13 +60,13 @@ def test_batched_detections_equal_image_by_image_ones():
         for test_cfg in (cfg_a, cfg_b):
             expected = image_by_image(head, cls_scores, bbox_preds, anchors, metas, test_cfg)
             got = head.predict(cls_scores, bbox_preds, metas, rescale=True, cfg=test_cfg)
-            assert sum(len(e["scores"]) for e in expected) > 20
-            assert any(len(e["scores"]) == 20 for e in expected) or test_cfg is cfg_a
+            assert sum(len(e.scores) for e in expected) > 20
+            assert any(len(e.scores) == 20 for e in expected) or test_cfg is cfg_a
             for g, e in zip(got, expected, strict=True):
-                torch.testing.assert_close(g["boxes"], e["boxes"], rtol=0, atol=0)
+                torch.testing.assert_close(g.boxes, e.boxes, rtol=0, atol=0)
                 # sigmoid over a [B, N, C] tensor may round the last bit differently from [N, C]
-                torch.testing.assert_close(g["scores"], e["scores"], rtol=1e-6, atol=0)
-                assert torch.equal(g["labels"], e["labels"])
+                torch.testing.assert_close(g.scores, e.scores, rtol=1e-6, atol=0)
+                assert torch.equal(g.labels, e.labels)
 
 
 def test_box_branch_skipped_where_no_score_passes():
@@ -102,10 +103,10 @@ def test_box_branch_skipped_where_no_score_passes():
                 expected = both_branches(model, images)
                 calls.clear()
                 got = model.predict(images)
-            counts.append((sum(len(e["scores"]) for e in expected), len(calls)))
+            counts.append((sum(len(e.scores) for e in expected), len(calls)))
             for g, e in zip(got, expected, strict=True):
                 for key in ("boxes", "scores", "labels"):
-                    assert torch.equal(g[key], e[key]), (name, bias, key)
+                    assert torch.equal(getattr(g, key), getattr(e, key)), (name, bias, key)
         hook.remove()
         assert counts[0] == (0, 0) and counts[-1][1] == 5 and counts[-1][0] > 0, counts
         assert any(dets > 0 and 0 < levels < 5 for dets, levels in counts), counts

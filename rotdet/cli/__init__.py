@@ -1,9 +1,10 @@
 """The ``rotdet`` command line.
 
-:data:`COMMANDS` lists every command in one place: a name mapped to its help line and the module
-that defines ``add_arguments(parser)`` and ``run(args) -> exit code`` for it. A command's module is
-imported only when that command runs (or shows its help), so ``rotdet --help`` and ``rotdet split``
-never import torch.
+:data:`COMMANDS` lists every command in one place: a name mapped to its help line and its module in
+this package (``rotdet/cli/<command>.py``), which defines the command's arguments, its printing and
+its exit codes (``add_*_arguments(parser)``, ``run_*(args) -> exit code``) around library functions
+that return results. A command's module is imported only when that command runs (or shows its
+help), so ``rotdet --help`` and ``rotdet split`` never import torch.
 """
 
 from __future__ import annotations
@@ -28,67 +29,67 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "demo": Command(
         "Train and evaluate the demo model on ToyDOTA (CPU, 5-10 min).",
-        "rotdet.engine.demo",
+        "rotdet.cli.demo",
         "add_demo_arguments",
         "run_demo",
     ),
     "train": Command(
         "Train a config (single process, or several under torchrun).",
-        "rotdet.engine.train",
+        "rotdet.cli.train",
         "add_train_arguments",
         "run_train",
     ),
     "test": Command(
         "Evaluate a checkpoint; merge patches; write DOTA submission files.",
-        "rotdet.engine.test",
+        "rotdet.cli.test",
         "add_test_arguments",
         "run_test",
     ),
     "split": Command(
         "Cut large DOTA images into patches (mmrotate img_split).",
-        "rotdet.data.split",
+        "rotdet.cli.split",
         "add_split_arguments",
         "run_split",
     ),
     "make-toy": Command(
         "Write the synthetic ToyDOTA dataset (DOTA, YOLO-OBB, HRSC2016 or DIOR-R files).",
-        "rotdet.data.toy",
+        "rotdet.cli.make_toy",
         "add_make_toy_arguments",
         "run_make_toy",
     ),
     "convert-labels": Command(
         "Convert label folders between DOTA, YOLO-OBB, HRSC2016 and DIOR-R.",
-        "rotdet.data.convert",
+        "rotdet.cli.convert_labels",
         "add_convert_labels_arguments",
         "run_convert_labels",
     ),
     "browse": Command(
         "Draw the annotations of a few samples to PNG.",
-        "rotdet.data.browse",
+        "rotdet.cli.browse",
         "add_browse_arguments",
         "run_browse",
     ),
     "eval": Command(
         "mAP of Task1 files or rotdet JSON vs labelTxt (DOTA, mmrotate).",
-        "rotdet.evaluation.runner",
+        "rotdet.cli.eval",
         "add_eval_arguments",
         "run_eval",
     ),
     "convert": Command(
         "Convert an mmrotate 0.3.4 checkpoint to rotdet.",
-        "rotdet.models.mmrotate_import",
+        "rotdet.cli.convert",
         "add_convert_arguments",
         "run_convert",
     ),
     "predict": Command(
         "Detect objects in images of any size.",
-        "rotdet.engine.predict_cli",
+        "rotdet.cli.predict",
         "add_predict_arguments",
         "run_predict",
     ),
     "export": Command(
         "Export a model to ONNX (or torch.export .pt2) for deployment.",
-        "rotdet.export.cli",
+        "rotdet.cli.export",
         "add_export_arguments",
         "run_export",
     ),
@@ -100,7 +101,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "bench": Command(
         "Inference / training speed and peak memory of a config.",
-        "rotdet.engine.bench",
+        "rotdet.cli.bench",
         "add_bench_arguments",
         "run_bench",
     ),
@@ -134,7 +135,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 BUILTIN_USER_ERRORS: tuple[type[BaseException], ...] = (OSError, KeyError, ValueError)
 ROTDET_USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("rotdet.engine.checkpoint", "CheckpointError"),
-    ("rotdet.engine.train", "NonFiniteLossError"),
+    ("rotdet.engine.trainer", "NonFiniteLossError"),
     ("rotdet.models.backbone", "PretrainedWeightsError"),
 )
 

@@ -9,7 +9,6 @@ come from the labels (XML) or from the images (``--images``).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from rotdet.data.records import ImageRecord, ParseLog, find_image, image_size
 
 logger = logging.getLogger("rotdet.data")
 
-__all__ = ["ConvertResult", "add_convert_labels_arguments", "convert_labels", "read_records", "write_records"]
+__all__ = ["ConvertResult", "convert_labels", "read_records", "write_records"]
 
 READABLE = ("dota", "hrsc", "dior", "yolo-obb")
 WRITABLE = ("dota", "yolo-obb")
@@ -165,32 +164,3 @@ def convert_labels(
     records = read_records(src, src_format, names, images, strict, log)
     written, missing = write_records(records, dst, dst_format, names, images)
     return ConvertResult(written, log, missing)
-
-
-def add_convert_labels_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="source label folder (DOTA labelTxt, HRSC / DIOR-R XML, YOLO-OBB labels)")
-    parser.add_argument("dst", help="output label folder")
-    parser.add_argument("--from", dest="src_format", required=True, choices=READABLE, help="source format")
-    parser.add_argument("--to", dest="dst_format", required=True, choices=WRITABLE, help="output format")
-    parser.add_argument(
-        "--images",
-        default=None,
-        help="the images (their sizes normalise / denormalise YOLO-OBB coordinates when the labels do "
-        "not hold them)",
-    )
-    parser.add_argument(
-        "--classes",
-        default=None,
-        help="class list: a name (dota1.0, dota1.5, dota2.0, hrsc, hrsc-classwise, dior, sar, toy), "
-        "comma-separated names, or a YOLO data YAML (default: dota1.0 / hrsc / dior by source)",
-    )
-    parser.add_argument("--strict", action="store_true", help="stop at the first malformed label")
-
-
-def run_convert_labels(args: argparse.Namespace) -> int:
-    """``rotdet convert-labels``."""
-    result = convert_labels(
-        args.src, args.dst, args.src_format, args.dst_format, args.images, args.classes, args.strict
-    )
-    print(result.summary())
-    return 0

@@ -12,7 +12,7 @@ import torch
 
 from rotdet.data.classes import get_classes
 from rotdet.data.dota import load_dota_infos
-from rotdet.data.records import ParseLog
+from rotdet.data.records import ParseLog, image_size
 from rotdet.data.transforms import (
     Compose,
     ImageReadError,
@@ -20,20 +20,9 @@ from rotdet.data.transforms import (
     test_pipeline_cfg,
     train_pipeline_cfg,
 )
+from rotdet.structures.meta import image_meta
 
 logger = logging.getLogger("rotdet.data")
-
-META_KEYS = (
-    "id",
-    "filename",
-    "ori_shape",
-    "img_shape",
-    "pad_shape",
-    "scale_factor",
-    "flip",
-    "flip_direction",
-    "img_norm_cfg",
-)
 
 
 class RotatedDataset(torch.utils.data.Dataset):
@@ -48,13 +37,15 @@ class RotatedDataset(torch.utils.data.Dataset):
         pipeline: transforms (a :class:`Compose` or config dicts); default: mmrotate's DOTA train
             pipeline (obb flips) or, in ``test_mode``, its test pipeline.
         test_mode: no flips by default; as mmdet, a sample the pipeline drops is an error.
-        skip_unreadable: an unreadable image is logged and the next sample given instead of raising.
+        skip_unreadable: an unreadable image is logged and the next sample given instead of raising;
+            after :attr:`max_unreadable` distinct such images (in this process) it raises after all.
         parse_log: what reading the labels skipped or noticed (kept for the caller to report).
         group_by_aspect: a dropped sample is replaced by one of the same orientation (mmdet's
             ``CustomDataset`` flags; mmrotate's DOTA / SAR datasets put every image in one group).
 
     A sample is the transformed results dict: ``img`` (float32 CHW tensor), ``gt_bboxes`` [N, 5],
-    ``gt_labels`` [N] (int64), ``gt_polygons`` [N, 8] tensors and ``img_metas`` (dict of :data:`META_KEYS`).
+    ``gt_labels`` [N] (int64), ``gt_polygons`` [N, 8] tensors and ``img_metas``
+    (:class:`~rotdet.structures.ImageMeta`).
     A training transform that drops a sample (``PolyRandomRotate`` leaving no box) makes the dataset
     draw another index, from the images of the same orientation (width > height or not, when the
     sizes are known and ``group_by_aspect``), as mmdet's ``CustomDataset`` does; the draw uses
@@ -62,6 +53,7 @@ class RotatedDataset(torch.utils.data.Dataset):
     """
 
     MAX_REDRAWS = 1000
+    max_unreadable = 10  # images a run may skip mid-epoch: beyond, the data is broken, not one file
 
     def __init__(
         self,
@@ -85,6 +77,7 @@ class RotatedDataset(torch.utils.data.Dataset):
             pipeline = test_pipeline_cfg() if test_mode else train_pipeline_cfg(version)
         self.pipeline = pipeline if isinstance(pipeline, Compose) else build_pipeline(pipeline)
         self._flags: np.ndarray | None = None
+        self._unreadable: dict[str, None] = {}  # the messages of the images skipped so far
 
     def __len__(self) -> int:
         return len(self.data_infos)
@@ -140,8 +133,20 @@ class RotatedDataset(torch.utils.data.Dataset):
             try:
                 return self._get(j)
             except ImageReadError as exc:
-                logger.warning("skipped sample %d: %s", j, exc)
+                self._unreadable[str(exc)] = None
+                if len(self._unreadable) > self.max_unreadable:
+                    shown = "; ".join(list(self._unreadable)[:5])
+                    raise ImageReadError(
+                        f"{len(self._unreadable)} image(s) could not be read while training (more than "
+                        f"the {self.max_unreadable} a run skips): {shown}; ..."
+                    ) from None
+                logger.warning("skipped sample %d, the next one is used instead: %s", j, exc)
         raise ImageReadError("no readable image in the dataset")
+
+    def remove(self, filenames: set[str]) -> None:
+        """Leave out the samples of the image files ``filenames``."""
+        self.data_infos = [i for i in self.data_infos if i["filename"] not in filenames]
+        self._flags = None
 
 
 class DOTADataset(RotatedDataset):
@@ -159,6 +164,9 @@ class DOTADataset(RotatedDataset):
             and outside test mode images left without objects too.
         difficulty: objects with a larger difficulty are dropped (mmrotate keeps <= 100).
         strict: malformed label lines raise instead of being skipped with a warning.
+
+    Unlike mmrotate, objects wholly outside their image, or with a corner farther outside than its
+    size (``1e30``), are skipped with a warning naming ``file:line``: not a target anyone meant.
     """
 
     def __init__(
@@ -185,6 +193,7 @@ class DOTADataset(RotatedDataset):
             strict=strict,
             log=log,
             skip_empty_files=filter_empty_gt,
+            check_bounds=True,  # objects wholly or absurdly far outside their image: skipped
         )
         if log.skipped:
             logger.warning(log.summary())
@@ -195,6 +204,54 @@ class DOTADataset(RotatedDataset):
         )
 
 
+def scan_images(infos: Sequence[dict]) -> list[tuple[str, str]]:
+    """``(image file, problem)`` for each image of ``infos`` that is missing, or whose header cannot
+    be read (Pillow, no decoding) when its size is unknown: the readers that read each image's header
+    (DOTA, SAR, YOLO-OBB) leave the size unset exactly where it failed. Milliseconds per thousand
+    images; a truncated body is found only when the image is decoded (then skipped, see
+    :class:`RotatedDataset`'s ``skip_unreadable``)."""
+    problems = []
+    for info in infos:
+        path = info["filename"]
+        if not os.path.isfile(path):
+            problems.append((path, "no such image file"))
+        elif not (info.get("width") and info.get("height")) and image_size(path) is None:
+            problems.append((path, "not a readable image (its header cannot be read)"))
+    return problems
+
+
+def check_images(
+    dataset: RotatedDataset,
+    split: str,
+    skip_invalid: bool = False,
+    how_to_skip: str | None = "--skip-invalid-images (data.skip_invalid: true)",
+) -> list[tuple[str, str]]:
+    """Scan the images of ``dataset`` (:func:`scan_images`) before it is used: one
+    :class:`ImageReadError` names every problem (the first ten, and all of them in the log when
+    there are more), or with ``skip_invalid`` those samples are left out with a warning naming them.
+    ``how_to_skip``: the option the error suggests (None: none). Returns the problems."""
+    problems = scan_images(dataset.data_infos)
+    if not problems:
+        return problems
+    if len(problems) > 10:  # the message below names ten
+        for path, why in problems:
+            logger.warning("%s set: %s: %s", split, path, why)
+    shown = "; ".join(f"{p}: {why}" for p, why in problems[:10])
+    more = f"; and {len(problems) - 10} more (all listed in the log)" if len(problems) > 10 else ""
+    if not skip_invalid:
+        raise ImageReadError(
+            f"{len(problems)} of the {len(dataset)} {split} images cannot be used: {shown}{more}. "
+            "Fix or remove them" + (f", or leave them out with {how_to_skip}" if how_to_skip else "")
+        )
+    dataset.remove({p for p, _ in problems})
+    logger.warning(
+        "%s set: left out %d unusable image(s) (skip_invalid): %s%s", split, len(problems), shown, more
+    )
+    if len(dataset) == 0:
+        raise ImageReadError(f"the {split} dataset is empty once its unusable images are left out")
+    return problems
+
+
 def format_results(results: dict) -> dict:
     """Tensors for the model (mmdet ``DefaultFormatBundle`` + ``Collect``): CHW float image, box
     tensors, and the metadata gathered under ``img_metas``."""
@@ -203,7 +260,7 @@ def format_results(results: dict) -> dict:
         img = img[..., None]
     out = {
         "img": torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float(),
-        "img_metas": {k: results[k] for k in META_KEYS if k in results},
+        "img_metas": image_meta(results),
     }
     for key, dtype, width in (("gt_bboxes", torch.float32, 5), ("gt_polygons", torch.float32, 8)):
         if key in results:

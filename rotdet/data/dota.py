@@ -2,7 +2,8 @@
 
 A DOTA ``labelTxt`` file holds optional header lines ``imagesource:<text>`` and ``gsd:<float>``,
 then one object per line: ``x1 y1 x2 y2 x3 y3 x4 y4 class difficulty``. Real files mix LF and CRLF,
-sometimes start with a UTF-8 BOM, end with blank lines or are empty (an image without objects).
+sometimes start with a UTF-8 BOM or are UTF-16 (a Windows editor's "Unicode"), quote the header keys,
+end with blank lines or are empty (an image without objects).
 
 Bad input never stops a load halfway: a malformed line is skipped with a warning naming
 ``file:line`` and the reason, and a :class:`ParseLog` counts what was skipped; ``strict=True``
@@ -28,6 +29,7 @@ from rotdet.data.classes import (
     get_classes,
 )
 from rotdet.data.records import (
+    FLOAT32_MAX,
     IMAGE_EXTENSIONS,
     OUT_OF_IMAGE,
     UNKNOWN_CLASS,
@@ -35,11 +37,14 @@ from rotdet.data.records import (
     LabelFormatError,
     ParseLog,
     SkippedLine,
+    decode_label_text,
     image_size,
+    implausible_objects,
     records_to_infos,
 )
 from rotdet.data.records import find_image as find_image_as
 from rotdet.fileio import atomic_write_bytes
+from rotdet.structures.detections import format_coord
 
 logger = logging.getLogger("rotdet.data")
 
@@ -70,7 +75,8 @@ class DotaAnnotation:
     """The objects of one label file.
 
     polygons: float32 [N, 8] (DOTA vertex order, as read); names: N class names;
-    difficulties: int64 [N]; imagesource / gsd: the header values, None when absent.
+    difficulties: int64 [N]; imagesource / gsd: the header values, None when absent;
+    linenos: int64 [N] the line of each object in its file (None when not read from text).
     """
 
     polygons: np.ndarray
@@ -78,6 +84,7 @@ class DotaAnnotation:
     difficulties: np.ndarray
     imagesource: str | None = None
     gsd: float | None = None
+    linenos: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -95,6 +102,7 @@ class DotaAnnotation:
             self.difficulties[index],
             self.imagesource,
             self.gsd,
+            None if self.linenos is None else self.linenos[index],
         )
 
     def labels(self, classes: Sequence[str]) -> np.ndarray:
@@ -103,20 +111,25 @@ class DotaAnnotation:
         return np.array([index[n] for n in self.names], dtype=np.int64)
 
 
-def _decode(raw: bytes, path: str) -> str:
-    try:
-        return raw.decode("utf-8-sig")  # strips a BOM when there is one
-    except UnicodeDecodeError:
-        logger.warning("%s: not UTF-8, decoded as latin-1", path)
-        return raw.decode("latin-1")
-
-
 def _parse_header(line: str) -> tuple[str, str] | None:
+    """``(key, value)`` of an ``imagesource:`` / ``gsd:`` header line (DOTA v1.5 / 2.0 files quote
+    the keys in places: ``'gsd':0.13``), or None. Like DOTA_devkit, which skips every line of fewer
+    than 9 fields, a header may hold spaces (``imagesource: Google Earth``)."""
     head, sep, value = line.partition(":")
-    key = head.strip().lower()
-    if sep and key in ("imagesource", "gsd") and len(line.split()) <= 2:
-        return key, value.strip()
+    key = head.strip().strip("'\"").strip().lower()
+    if sep and key in ("imagesource", "gsd") and len(line.split()) < 9:
+        return key, value.strip().strip("'\"").strip()
     return None
+
+
+def _gsd(value: str) -> float | None:
+    """A ``gsd:`` header's value; None where it is no finite number (DOTA has ``gsd:null`` in places:
+    the header is optional information)."""
+    try:
+        gsd = float(value)
+    except ValueError:
+        return None
+    return gsd if math.isfinite(gsd) else None
 
 
 def parse_dota_text(
@@ -130,6 +143,7 @@ def parse_dota_text(
     polys: list[list[float]] = []
     names: list[str] = []
     diffs: list[int] = []
+    linenos: list[int] = []
     imagesource: str | None = None
     gsd: float | None = None
     known = set(classes) if classes is not None else None
@@ -155,12 +169,7 @@ def parse_dota_text(
             if key == "imagesource":
                 imagesource = value
             else:
-                try:
-                    gsd = float(value)
-                except ValueError:
-                    gsd = None  # DOTA has "gsd:null" in places: the header is optional information
-                if gsd is not None and not math.isfinite(gsd):
-                    gsd = None
+                gsd = _gsd(value)
             continue
         tokens = line.split()
         # DOTA_devkit reads 9 tokens as difficulty 0; more than 10 is not a DOTA line.
@@ -172,8 +181,9 @@ def parse_dota_text(
         except ValueError:
             skip(lineno, "non-numeric coordinate", raw_line)
             continue
-        if not all(math.isfinite(c) for c in coords):
-            skip(lineno, "non-finite coordinate (NaN or inf)", raw_line)
+        # Beyond float32's range is inf once stored as float32, as mmrotate stores it (NaN fails too).
+        if not all(abs(c) <= FLOAT32_MAX for c in coords):
+            skip(lineno, "non-finite coordinate (NaN, inf, or beyond float32's 3.4e38)", raw_line)
             continue
         name = tokens[8]
         if known is not None and name not in known:
@@ -189,6 +199,7 @@ def parse_dota_text(
         polys.append(coords)
         names.append(name)
         diffs.append(difficulty)
+        linenos.append(lineno)
 
     if log is not None:
         log.files += 1
@@ -198,6 +209,7 @@ def parse_dota_text(
         np.array(diffs, dtype=np.int64),
         imagesource,
         gsd,
+        np.array(linenos, dtype=np.int64),
     )
 
 
@@ -216,14 +228,8 @@ def read_dota_txt(
     """
     path = str(path)
     with open(path, "rb") as f:
-        text = _decode(f.read(), path)
+        text = decode_label_text(f.read(), path)
     return parse_dota_text(text, path, classes=classes, strict=strict, log=log)
-
-
-def format_coord(value: float) -> str:
-    """The shortest text that reads back to the same float32 (``398.0``, ``12.5``), as numpy's
-    ``str(np.float32)`` and so as mmrotate's split tool writes label files."""
-    return str(np.float32(value))
 
 
 def format_dota_text(ann: DotaAnnotation, header: bool = True) -> str:
@@ -258,6 +264,20 @@ def list_images(img_dir: str | os.PathLike) -> list[Path]:
     return sorted(p for p in Path(img_dir).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def _drop_implausible(
+    rec: ImageRecord, ann: DotaAnnotation, path: str, strict: bool, log: ParseLog
+) -> ImageRecord:
+    """``rec`` without the objects :func:`implausible_objects` names, each skipped as its line."""
+    bad = implausible_objects(rec.polygons, rec.width, rec.height)
+    for i, reason in bad:
+        line = " ".join([*(format_coord(v) for v in ann.polygons[i]), ann.names[i], str(ann.difficulties[i])])
+        lineno = int(ann.linenos[i]) if ann.linenos is not None else None
+        log.skip(SkippedLine(path, lineno, reason, line), strict)
+    if not bad:
+        return rec
+    return rec.select(np.setdiff1d(np.arange(len(rec)), [i for i, _ in bad]))
+
+
 def read_dota_records(
     ann_dir: str | os.PathLike | None,
     img_dir: str | os.PathLike,
@@ -273,7 +293,9 @@ def read_dota_records(
 
     ``skip_empty_files`` drops label files of size 0 before parsing (mmrotate does whenever
     ``filter_empty_gt`` is on, also in test mode). ``check_bounds`` reads each image's size from
-    its header to count objects with corners outside it in ``log``.
+    its header: objects wholly outside the image, or with a corner farther outside than its size
+    (:func:`rotdet.data.records.implausible_objects`), are skipped with a warning naming
+    ``file:line`` (raised when ``strict``); those that cross its border are kept and counted.
     """
     log = log if log is not None else ParseLog()
     ann_files = sorted(Path(ann_dir).glob("*.txt")) if ann_dir is not None else []
@@ -296,6 +318,7 @@ def read_dota_records(
         )
         if check_bounds and img is not None and (size := image_size(img)) is not None:
             rec.width, rec.height = size
+            rec = _drop_implausible(rec, ann, str(ann_file), strict, log)
             log.note(OUT_OF_IMAGE, int(rec.outside_image().sum()))
         records.append(rec)
     return records
@@ -310,6 +333,7 @@ def load_dota_infos(
     strict: bool = False,
     log: ParseLog | None = None,
     skip_empty_files: bool = False,
+    check_bounds: bool = False,
 ) -> list[dict]:
     """Index a DOTA split as mmrotate 0.3.4's ``DOTADataset.load_annotations`` does.
 
@@ -323,13 +347,14 @@ def load_dota_infos(
     Objects whose polygon gives a degenerate box (poly2obb_np's drop, e.g. an edge under 2 px) and
     objects with difficulty > ``difficulty`` are dropped, as mmrotate does. ``skip_empty_files``
     drops label files of size 0 before parsing, as mmrotate does whenever ``filter_empty_gt`` is on
-    (also in test mode: its validation set has no empty patches).
+    (also in test mode: its validation set has no empty patches). ``check_bounds``: see
+    :func:`read_dota_records` (objects wholly or absurdly far outside their image are skipped).
     """
     from rotdet.structures import check_version
 
     check_version(version)
     own_log = log if log is not None else ParseLog()
-    records = read_dota_records(ann_dir, img_dir, classes, strict, own_log, skip_empty_files)
+    records = read_dota_records(ann_dir, img_dir, classes, strict, own_log, skip_empty_files, check_bounds)
     infos = records_to_infos(records, version, difficulty, own_log)
     if log is None and own_log.skipped:
         logger.warning(own_log.summary())

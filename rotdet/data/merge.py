@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import re
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from rotdet.structures.detections import RotatedDetections
 
 _OFFSET = re.compile(r"__(\d+)___(\d+)")
 
@@ -32,60 +34,64 @@ def parse_patch_name(name: str) -> tuple[str, int, int]:
     return stem.split("__")[0], int(m.group(1)), int(m.group(2))
 
 
-def _as_numpy(dets) -> np.ndarray:
-    if isinstance(dets, torch.Tensor):
-        dets = dets.detach().cpu().numpy()
-    return np.asarray(dets).reshape(-1, 6)
+def merge_windows(
+    parts: Iterable[tuple[RotatedDetections, tuple[int, int]]], iou_thr: float = 0.1
+) -> RotatedDetections | None:
+    """Detections of one image from its windows: mmrotate's ``merge_det`` rule, the one copy.
 
+    parts: ``(detections in window pixels, (x, y) window origin)`` pairs. Each window's detections
+    are taken class-major (a stable sort by label: the order mmrotate collects its per-class lists,
+    so equal scores meet the NMS in the same order), shifted by the origin in their own dtype, and
+    all are merged by class-wise rotated NMS at ``iou_thr`` in float64, as mmrotate runs it.
 
-def merge_patch_detections(
-    patch_results: Mapping[str, Sequence] | Iterable[tuple[str, Sequence]],
-    num_classes: int,
-    iou_thr: float = 0.1,
-) -> dict[str, list[np.ndarray]]:
-    """Merge per-patch detections into per-image detections.
-
-    patch_results: ``{patch name: [dets of class 0, dets of class 1, ...]}`` (or pairs), each dets a
-    ``[K, 6]`` array or tensor ``(cx, cy, w, h, theta, score)`` in patch pixels.
-    Returns ``{original id: [[K_c, 6] float64 per class]}``, ids in first-seen order, each class's
-    boxes by descending score (as mmcv's ``nms_rotated`` returns them). The shift is done in the
-    detections' own dtype and the NMS in float64, as mmrotate does (its label column is float64).
+    Returns the merged detections (float64 numpy, by descending score; metadata of the first part),
+    or None when ``parts`` is empty.
     """
     from rotdet.ops import batched_nms_rotated
 
-    items = patch_results.items() if isinstance(patch_results, Mapping) else patch_results
-    collected: dict[str, list[np.ndarray]] = {}
-    for name, per_class in items:
-        if len(per_class) != num_classes:
-            raise ValueError(f"{name}: {len(per_class)} class entries, expected {num_classes}")
-        ori, x, y = parse_patch_name(name)
-        rows = []
-        for c, dets in enumerate(per_class):
-            d = _as_numpy(dets)
-            if not len(d):
-                continue
-            boxes = d[:, :5].copy()
-            boxes[:, :2] = boxes[:, :2] + np.array([x, y], dtype=boxes.dtype)
-            rows.append(np.concatenate([np.full((len(d), 1), c, np.float64), boxes, d[:, 5:6]], axis=1))
-        collected.setdefault(ori, [])
-        if rows:
-            collected[ori].append(np.concatenate(rows).astype(np.float64))
+    boxes, scores, labels, first = [], [], [], None
+    for dets, (x, y) in parts:
+        if first is None:
+            first = dets
+        d = dets.numpy()
+        order = np.argsort(d.labels, kind="stable")
+        b = d.boxes[order].copy()
+        b[:, :2] = b[:, :2] + np.array([x, y], dtype=b.dtype)
+        boxes.append(b.astype(np.float64))
+        scores.append(d.scores[order].astype(np.float64))
+        labels.append(d.labels[order])
+    if first is None:
+        return None
+    boxes_t = torch.from_numpy(np.concatenate(boxes).reshape(-1, 5))
+    scores_t = torch.from_numpy(np.concatenate(scores))
+    labels_t = torch.from_numpy(np.concatenate(labels).astype(np.int64))
+    keep = batched_nms_rotated(boxes_t, scores_t, labels_t, iou_thr).numpy()
+    return RotatedDetections(
+        boxes_t.numpy()[keep],
+        scores_t.numpy()[keep],
+        labels_t.numpy()[keep],
+        first.angle_version,
+        first.image_id,
+        first.classes,
+        first.image_size,
+    )
 
-    merged: dict[str, list[np.ndarray]] = {}
-    for ori, parts in collected.items():
-        out = [np.zeros((0, 6), np.float64) for _ in range(num_classes)]
-        if parts:
-            allrows = np.concatenate(parts)
-            labels = torch.from_numpy(allrows[:, 0].astype(np.int64))
-            dets = torch.from_numpy(allrows[:, 1:])
-            keep = batched_nms_rotated(dets[:, :5], dets[:, 5], labels, iou_thr).numpy()
-            kept, kept_labels = allrows[keep, 1:], allrows[keep, 0].astype(np.int64)
-            for c in range(num_classes):
-                sel = kept[kept_labels == c]  # keep is by descending score, so each class is too
-                if len(sel):
-                    out[c] = sel
-        merged[ori] = out
-    return merged
+
+def merge_patch_detections(
+    patch_results: Iterable[RotatedDetections], iou_thr: float = 0.1
+) -> list[RotatedDetections]:
+    """Merge per-patch detections into per-image detections (:func:`merge_windows` per image).
+
+    patch_results: detections whose ``image_id`` is the patch name ``<id>__<size>__<x>___<y>``
+    (:func:`parse_patch_name`; a name without an offset is an original image), in patch pixels.
+    Returns one :class:`RotatedDetections` per original image (float64, by descending score; their
+    ``per_class()`` is mmrotate's merged result), ids in first-seen order.
+    """
+    groups: dict[str, list[tuple[RotatedDetections, tuple[int, int]]]] = {}
+    for dets in patch_results:
+        ori, x, y = parse_patch_name(dets.image_id)
+        groups.setdefault(ori, []).append((dets.describe(image_id=ori, image_size=None), (x, y)))
+    return [merge_windows(parts, iou_thr) for parts in groups.values()]
 
 
 def _score_text(score: float, version: str) -> str:
@@ -96,14 +102,14 @@ def _score_text(score: float, version: str) -> str:
 
 def write_task1_submission(
     out_dir: str | os.PathLike,
-    merged: Mapping[str, Sequence[np.ndarray]],
+    merged: Sequence[RotatedDetections],
     classes: Sequence[str],
     version: str = "oc",
     zip_name: str | None = None,
 ) -> tuple[list[Path], Path]:
     """Write ``out_dir/Task1_<class>.txt`` for every class (empty files included) and the zip.
 
-    merged: ``{image id: [[K_c, 6] per class]}`` as :func:`merge_patch_detections` returns.
+    merged: per original image its detections, as :func:`merge_patch_detections` returns them.
     The zip is ``out_dir/<zip_name or out_dir's name>.zip`` holding the Task1 files at its root.
     Returns ``(task1 files, zip path)``.
     """
@@ -113,18 +119,17 @@ def write_task1_submission(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines: list[list[str]] = [[] for _ in classes]
-    for img_id, per_class in merged.items():
-        if len(per_class) != len(classes):
-            raise ValueError(f"{img_id}: {len(per_class)} class entries, expected {len(classes)}")
-        for c, dets in enumerate(per_class):
-            d = _as_numpy(dets).astype(np.float64)
+    for dets in merged:
+        for c, d in enumerate(dets.per_class(len(classes), dtype=np.float64)):
             if not len(d):
                 continue
             polys = best_begin_point(obb2poly(torch.from_numpy(d[:, :5]))).numpy()
             if version == "le135":
                 polys = polys.astype(np.float32)
             for poly, score in zip(polys, d[:, 5], strict=True):
-                lines[c].append(" ".join([img_id, _score_text(score, version), *(f"{p:.2f}" for p in poly)]))
+                lines[c].append(
+                    " ".join([dets.image_id, _score_text(score, version), *(f"{p:.2f}" for p in poly)])
+                )
     files = []
     for cls, cls_lines in zip(classes, lines, strict=True):
         path = out / f"Task1_{cls}.txt"

@@ -13,6 +13,7 @@ and the step from records to the dataset's annotation dicts.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 from collections import Counter
@@ -29,14 +30,17 @@ __all__ = [
     "LabelFormatError",
     "ParseLog",
     "SkippedLine",
+    "decode_label_text",
+    "decode_utf16",
     "image_size",
+    "implausible_objects",
     "records_to_infos",
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 # Observation kinds counted by ParseLog.note (kept objects, or objects dropped after reading).
-OUT_OF_IMAGE = "object(s) with coordinates outside the image"
+OUT_OF_IMAGE = "object(s) with coordinates outside the image (kept)"
 DEGENERATE = "degenerate polygon(s) dropped (an edge under 2 px)"
 UNKNOWN_CLASS = "object(s) of an unknown class skipped"
 
@@ -44,6 +48,49 @@ UNKNOWN_CLASS = "object(s) of an unknown class skipped"
 class LabelFormatError(ValueError):
     """A malformed label file, line or element, raised in ``strict`` mode; the message says where
     (``file:line`` or ``file:element path``)."""
+
+
+# UTF-32 first: its little-endian BOM begins with UTF-16's.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode_utf16(raw: bytes, path: str | os.PathLike = "<bytes>") -> str | None:
+    """The text of a label file saved as UTF-16 or UTF-32 (Windows editors' "Unicode"): with a BOM,
+    or without one when every other byte is NUL (ASCII text in UTF-16); None for other bytes.
+    Such bytes that do not decode raise :class:`LabelFormatError` naming ``path``."""
+    codec = next((c for bom, c in _WIDE_BOMS if raw.startswith(bom)), None)
+    if codec is None and len(raw) >= 2 and len(raw) % 2 == 0 and b"\x00" in raw:
+        if not raw[1::2].strip(b"\x00"):
+            codec = "utf-16-le"
+        elif not raw[0::2].strip(b"\x00"):
+            codec = "utf-16-be"
+    if codec is None:
+        return None
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as exc:
+        raise LabelFormatError(
+            f"{path}: {codec.upper()} text (by its byte order mark or NUL bytes) that does not decode: "
+            f"{exc.reason} at byte {exc.start}; save it as UTF-8"
+        ) from None
+
+
+def decode_label_text(raw: bytes, path: str | os.PathLike = "<bytes>") -> str:
+    """A label file's text: UTF-16 / UTF-32 (:func:`decode_utf16`), else UTF-8 with or without a
+    BOM, else Latin-1 (with a warning naming ``path``)."""
+    text = decode_utf16(raw, path)
+    if text is not None:
+        return text
+    try:
+        return raw.decode("utf-8-sig")  # strips a BOM when there is one
+    except UnicodeDecodeError:
+        logger.warning("%s: not UTF-8, decoded as latin-1", path)
+        return raw.decode("latin-1")
 
 
 @dataclass
@@ -173,6 +220,38 @@ class ImageRecord:
         return ((xs < lo) | (xs > hx) | (ys < lo) | (ys > hy)).any(axis=1)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def implausible_objects(
+    polygons: np.ndarray, width: int | None = None, height: int | None = None
+) -> list[tuple[int, str]]:
+    """``(index, reason)`` of the polygons ``[N, 8]`` (pixels) that cannot be a training target:
+    a coordinate that is not finite in float32 (``1e39`` is ``inf`` there); and, when the image size
+    is known, a polygon wholly outside the image, or one with a corner farther outside than the
+    image's own width / height (``1e30``). Polygons that cross the border stay, as in DOTA and
+    mmrotate: a split patch keeps objects of which at least 70 % lies inside, so a real object never
+    reaches that far out."""
+    polys = np.asarray(polygons, np.float64).reshape(-1, 8)
+    out: list[tuple[int, str]] = []
+    finite = (np.abs(polys) <= FLOAT32_MAX).all(axis=1)  # False for NaN too
+    out += [
+        (int(i), "non-finite coordinate in float32 (NaN, inf or beyond 3.4e38)")
+        for i in np.flatnonzero(~finite)
+    ]
+    if width is None or height is None or not len(polys):
+        return out
+    xs, ys = polys[:, 0::2], polys[:, 1::2]
+    with np.errstate(invalid="ignore"):
+        wholly = (xs.max(1) < 0) | (xs.min(1) > width) | (ys.max(1) < 0) | (ys.min(1) > height)
+        far = ((xs < -width) | (xs > 2 * width) | (ys < -height) | (ys > 2 * height)).any(axis=1)
+    size = f"{width}x{height}"
+    for i in np.flatnonzero(finite & (wholly | far)):
+        what = "polygon wholly outside" if wholly[i] else "corner farther than the image size outside"
+        out.append((int(i), f"{what} the image ({size})"))
+    return sorted(out)
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """``(width, height)`` from the image file's header (no decoding), or None when unreadable.
 
@@ -246,4 +325,30 @@ def find_image(img_dir: str | os.PathLike, stem: str, prefer: Sequence[str] = ("
         p = img_dir / (stem + ext)
         if p.is_file():
             return p
+    # Any other spelling of the extension (``.Png``), as split and predict list images.
+    names = _names_by_lower(img_dir)
+    for ext in exts:
+        name = names.get((stem + ext).lower())
+        if name is not None and (img_dir / name).is_file():
+            return img_dir / name
     return None
+
+
+_DIR_INDEX: dict[tuple[str, int], dict[str, str]] = {}
+
+
+def _names_by_lower(folder: Path) -> dict[str, str]:
+    """``{lower-case name: name}`` of the files in ``folder``, listed once per folder state (its
+    mtime), so that looking up thousands of stems does not list it thousands of times."""
+    try:
+        key = (str(folder), folder.stat().st_mtime_ns)
+        if key not in _DIR_INDEX:
+            index: dict[str, str] = {}
+            for name in sorted(os.listdir(folder)):
+                index.setdefault(name.lower(), name)
+            if len(_DIR_INDEX) >= 8:
+                _DIR_INDEX.clear()
+            _DIR_INDEX[key] = index
+        return _DIR_INDEX[key]
+    except OSError:
+        return {}

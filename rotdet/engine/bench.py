@@ -20,11 +20,8 @@ the process did up to that point.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import platform
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,15 +29,13 @@ from pathlib import Path
 
 import torch
 
-from rotdet.engine.checkpoint import CheckpointError
 from rotdet.engine.inference import Detector, default_device
-from rotdet.engine.predict_cli import check_device, error_message
 from rotdet.engine.runtime import autocast, peak_memory_mib, resolve_amp
 from rotdet.engine.trainer import Trainer, TrainOptions
 from rotdet.models.detectors import default_metas
 from rotdet.structures import regularize_obb
 
-__all__ = ["add_bench_arguments", "benchmark", "run_bench", "synthetic_targets"]
+__all__ = ["benchmark", "synthetic_targets"]
 
 
 def synthetic_targets(
@@ -175,8 +170,7 @@ def benchmark(
         with autocast(dev, amp):
             outputs = model.predict(images, metas)
         for out in outputs:  # detections leave the device, as in every real use
-            for value in out.values():
-                value.cpu()
+            out.numpy()
 
     model.eval()
     seconds, peak = _timed(predict_step, iters, warmup, dev)
@@ -221,52 +215,3 @@ def format_table(result: dict) -> str:
             speed, ms, mib = r[phase]["images_per_s"], r[phase]["ms_per_iter"], r[phase]["peak_memory_mib"]
             lines.append(f"{phase:<10} {speed:>10.2f} {ms:>10.1f} {mib:>16.0f}")
     return "\n".join(lines)
-
-
-def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config name (see rotdet.configs) or .yaml path")
-    parser.add_argument("--checkpoint", default=None, help="weights (default: random, see the notes)")
-    parser.add_argument(
-        "--batch-size", type=int, default=1, help="images per iteration (default: %(default)s)"
-    )
-    parser.add_argument("--img-size", type=int, default=1024, help="square image side (default: %(default)s)")
-    parser.add_argument("--iters", type=int, default=50, help="timed iterations (default: %(default)s)")
-    parser.add_argument(
-        "--warmup", type=int, default=5, help="untimed iterations first (default: %(default)s)"
-    )
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu... (default: cuda when available)")
-    parser.add_argument("--train", action="store_true", help="also time training iterations")
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none", help="mixed precision")
-    parser.add_argument(
-        "--json", default=None, metavar="OUT", help="also write the numbers to this JSON file"
-    )
-    parser.add_argument(
-        "--cfg-options", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (dotted keys)"
-    )
-
-
-def run_bench(args: argparse.Namespace) -> int:
-    """``rotdet bench``: 0, or 2 with a one-line message for a bad config, checkpoint or option."""
-    try:
-        result = benchmark(
-            args.config,
-            args.checkpoint,
-            batch_size=args.batch_size,
-            img_size=args.img_size,
-            iters=args.iters,
-            warmup=args.warmup,
-            device=check_device(args.device),
-            train=args.train,
-            amp=args.amp,
-            overrides=args.cfg_options,
-        )
-    except (CheckpointError, ValueError, KeyError) as exc:
-        print(f"rotdet bench: {error_message(exc)}", file=sys.stderr)
-        return 2
-    print(format_table(result))
-    if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {path}")
-    return 0

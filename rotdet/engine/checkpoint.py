@@ -28,10 +28,14 @@ from rotdet.fileio import TEMP_SUFFIX, atomic_torch_save, atomic_write_text, saf
 __all__ = [
     "CheckpointError",
     "CheckpointManager",
+    "check_checkpoint_fits",
     "checkpoint_config",
+    "checkpoint_origin",
+    "config_label",
     "latest_checkpoint",
     "load_checkpoint",
     "save_checkpoint",
+    "state_dict_misfit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -77,6 +81,72 @@ def checkpoint_config(ckpt: Mapping) -> dict | str | None:
     config name (``rotdet convert`` output), or None (mmrotate checkpoints)."""
     cfg = ckpt.get("meta", {}).get("config")
     return cfg if isinstance(cfg, dict | str) else None
+
+
+def config_label(cfg: Mapping) -> str:
+    """``config 'NAME' (detector, head, backbone)`` of a config dict, for messages."""
+    model = cfg.get("model", {}) if isinstance(cfg.get("model"), Mapping) else {}
+    parts = [str(model.get("type", "?"))]
+    head, backbone = model.get("bbox_head"), model.get("backbone")
+    if isinstance(head, Mapping) and head.get("type"):
+        parts.append(str(head["type"]))
+    if isinstance(backbone, Mapping) and backbone.get("type"):
+        parts.append(
+            f"{backbone['type']}-{backbone['depth']}" if backbone.get("depth") else str(backbone["type"])
+        )
+    return f"config {cfg.get('name', '<unnamed>')!r} ({', '.join(parts)})"
+
+
+def checkpoint_origin(ckpt: Mapping) -> str:
+    """What a checkpoint says it was made with, for messages: ``config 'NAME' (MODEL TYPE)``."""
+    cfg = checkpoint_config(ckpt)
+    if isinstance(cfg, dict):
+        return config_label(cfg)
+    if isinstance(cfg, str):
+        return f"config {cfg!r}"
+    return "a config it does not name (no config in its meta: an mmrotate checkpoint?)"
+
+
+def _examples(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def state_dict_misfit(
+    state: Mapping[str, torch.Tensor], model_state: Mapping[str, torch.Tensor]
+) -> str | None:
+    """How ``state`` differs from ``model_state`` in names and shapes, in one phrase (None when it
+    fits exactly); a DDP ``module.`` prefix does not count."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    missing = sorted(set(model_state) - set(state))
+    unexpected = sorted(set(state) - set(model_state))
+    shape = sorted(
+        k for k in set(state) & set(model_state) if tuple(state[k].shape) != tuple(model_state[k].shape)
+    )
+    if not (missing or unexpected or shape):
+        return None
+    counts = f"{len(missing)} missing / {len(unexpected)} unexpected / {len(shape)} shape-mismatched tensors"
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(model_state[k].shape)}" for k in shape]
+    parts = [
+        f"{what} {_examples(keys)}"
+        for what, keys in (("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
+    parts += [f"shape {_examples(shapes, 2)}"] if shapes else []
+    return f"{counts} (e.g. {'; '.join(parts)})"
+
+
+def check_checkpoint_fits(
+    path: str | os.PathLike, ckpt: Mapping, model: torch.nn.Module, cfg: Mapping
+) -> None:
+    """Raise :class:`CheckpointError` in one line when the weights of ``ckpt`` (read from ``path``)
+    do not fit ``model`` (built from ``cfg``), naming the file, both configs and what differs."""
+    misfit = state_dict_misfit(ckpt["state_dict"], model.state_dict())
+    if misfit is None:
+        return
+    raise CheckpointError(
+        f"checkpoint {path} was trained with {checkpoint_origin(ckpt)}, this run is {config_label(cfg)}: "
+        f"{misfit}"
+    )
 
 
 def latest_checkpoint(work_dir: str | os.PathLike) -> Path | None:

@@ -10,9 +10,9 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -48,7 +48,7 @@ def draw_examples(detector, image_paths: list[Path], out_dir: Path, score_thr: f
         zoom = 3 if max(image.shape[:2]) < 512 else 1
         if zoom > 1:
             image = cv2.resize(image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_LINEAR)
-        drawn = draw_detections(image, found.polygons * zoom, found.labels, found.scores, found.class_names)
+        drawn = draw_detections(image, found.polygons * zoom, found.labels, found.scores, found.classes)
         path = out_dir / f"{Path(image_path).stem}.png"
         cv2.imwrite(str(path), drawn)
         paths.append(path)
@@ -66,8 +66,13 @@ def run_demo_job(
     num_examples: int = 8,
     epochs: int | None = None,
     amp: str = "auto",
+    say: Callable[[str], None] | None = None,
 ) -> dict:
-    """Run the demo; returns ``{"map", "table", "work_dir", "pictures", "curves", "minutes"}``."""
+    """Run the demo; returns ``{"map", "table", "work_dir", "pictures", "curves", "minutes"}``.
+
+    ``say`` receives each step's one-line report (the command line prints them; default: the
+    ``rotdet.demo`` logger)."""
+    say = say or logging.getLogger("rotdet.demo").info
     from rotdet.configs import load_config
     from rotdet.engine.data import build_dataset
     from rotdet.engine.inference import Detector
@@ -76,10 +81,10 @@ def run_demo_job(
 
     t0 = time.perf_counter()
     work_dir, data_dir = Path(work_dir), Path(data_dir)
-    print(f"[1/4] ToyDOTA in {data_dir} ({num_train} training and {num_val} held-out scenes)")
+    say(f"[1/4] ToyDOTA in {data_dir} ({num_train} training and {num_val} held-out scenes)")
     prepare_toy_data(data_dir, num_train, num_val)
     cfg = load_config(DEMO_CONFIG, [f"data.root={data_dir.as_posix()}", *(overrides or [])])
-    print(f"[2/4] training {DEMO_CONFIG} -> {work_dir}")
+    say(f"[2/4] training {DEMO_CONFIG} -> {work_dir}")
     trained = train(
         cfg,
         TrainOptions(
@@ -92,7 +97,7 @@ def run_demo_job(
             keep=1,
         ),
     )
-    print("[3/4] mAP of the final weights on the held-out scenes")
+    say("[3/4] mAP of the final weights on the held-out scenes")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     detector = Detector.from_config(cfg, checkpoint=work_dir / "latest.pth", device=dev)
     val_set = build_dataset(cfg, "val")
@@ -100,14 +105,14 @@ def run_demo_job(
     if result is None or not trained.history or trained.history[-1].get("mode") != "val":
         # the trainer did not evaluate the final weights
         result = evaluate_model(detector.model, val_set, dev, progress=progress)
-        print(result.table())
+        say(result.table())
     result.write_json(work_dir / "metrics.json")
-    print("[4/4] drawing detections")
+    say("[4/4] drawing detections")
     examples = [Path(info["filename"]) for info in val_set.data_infos[:num_examples]]
     pictures = draw_examples(detector, examples, work_dir / "detections")
     curves = work_dir / "curves.png"
     minutes = (time.perf_counter() - t0) / 60
-    print(
+    say(
         f"\nmAP on the held-out ToyDOTA scenes: {result.map:.3f} ({minutes:.1f} min)\n"
         f"pictures of detections: {work_dir / 'detections'}/ ({len(pictures)} images)\n"
         f"loss and mAP curves: {curves}\n"
@@ -121,37 +126,3 @@ def run_demo_job(
         "curves": curves,
         "minutes": minutes,
     }
-
-
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the demo config")
-    parser.add_argument("--work-dir", default="work_dirs/demo", help="outputs (default work_dirs/demo)")
-    parser.add_argument(
-        "--data-dir", default="data/toydota", help="where ToyDOTA is written (default data/toydota)"
-    )
-    parser.add_argument("--num-train", type=int, default=192, help="training scenes")
-    parser.add_argument("--num-val", type=int, default=32, help="held-out scenes")
-    parser.add_argument("--epochs", type=int, default=None, help="epochs (default: the demo config's)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    parser.add_argument(
-        "--amp",
-        choices=("auto", "none", "bf16"),
-        default="auto",
-        help="mixed precision (auto: bf16 where the CPU/GPU runs it natively, about 2x faster)",
-    )
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    run_demo_job(
-        args.work_dir,
-        args.data_dir,
-        args.num_train,
-        args.num_val,
-        args.overrides,
-        args.device,
-        progress=not args.no_progress,
-        epochs=args.epochs,
-        amp=args.amp,
-    )
-    return 0

@@ -1,4 +1,5 @@
-"""Running a detector on images of any size: :class:`Detector` and its result, :class:`Detections`.
+"""Running a detector on images of any size: :class:`Detector`, whose result is
+:class:`~rotdet.structures.RotatedDetections`.
 
 ::
 
@@ -26,11 +27,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,19 +40,16 @@ from tqdm import tqdm
 
 from rotdet.configs import apply_overrides, load_config
 from rotdet.data.dataset import collate, format_results
-from rotdet.data.dota import format_coord
+from rotdet.data.merge import merge_windows
 from rotdet.data.split import SplitConfig, crop_patch, sliding_windows
 from rotdet.data.transforms import build_pipeline, load_image
-from rotdet.engine.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from rotdet.engine.checkpoint import CheckpointError, checkpoint_config, checkpoint_origin, load_checkpoint
 from rotdet.engine.data import config_pipeline, resolve_classes
-from rotdet.evaluation.io import JSON_FORMAT, JSON_FORMAT_VERSION
-from rotdet.fileio import atomic_write_bytes
 from rotdet.models.detectors import R3Det
 from rotdet.models.factory import build_model
 from rotdet.models.heads import TestConfig
-from rotdet.models.mmrotate_import import mmrotate_to_rotdet_state_dict
-from rotdet.ops import batched_nms_rotated
-from rotdet.structures import obb2poly
+from rotdet.models.mmrotate_import import load_weights
+from rotdet.structures.detections import RotatedDetections
 
 if TYPE_CHECKING:  # rotdet.geo needs rasterio (the "geo" extra): imported only by predict_raster
     from rotdet.geo.predict import RasterDetections
@@ -81,130 +77,9 @@ def default_gap(size: int) -> int:
     return int(size) * DOTA_GAP // DOTA_WINDOW
 
 
-@dataclass
-class Detections:
-    """The detections of one image, as numpy arrays (CPU), by descending score.
-
-    Attributes:
-        boxes: float32 [K, 5] ``(cx, cy, w, h, theta)`` in original-image pixels, theta in radians
-            in ``angle_version`` (the model's convention).
-        scores: float32 [K].
-        labels: int64 [K]; label ``i`` is ``class_names[i]``.
-        class_names: the model's classes.
-        image_size: ``(H, W)`` of the image.
-        angle_version: ``oc``, ``le90`` or ``le135``.
-        image_id: the image's name without extension (``"image"`` for an array).
-        polygons: float32 [K, 8] corners ``x1 y1 ... x4 y4``; computed from ``boxes`` when None.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-    image_size: tuple[int, int]
-    angle_version: str = "le90"
-    image_id: str = "image"
-    polygons: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 5)
-        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        self.class_names = tuple(str(c) for c in self.class_names)
-        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
-        if self.polygons is None:
-            self.polygons = obb2poly(torch.from_numpy(self.boxes)).numpy()
-        self.polygons = np.asarray(self.polygons, dtype=np.float32).reshape(-1, 8)
-        k = len(self.boxes)
-        if not len(self.scores) == len(self.labels) == len(self.polygons) == k:
-            raise ValueError(
-                f"boxes ({k}), scores ({len(self.scores)}), labels ({len(self.labels)}) and polygons "
-                f"({len(self.polygons)}) must have the same length"
-            )
-        if k and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.class_names):
-            raise ValueError(f"labels must lie in [0, {len(self.class_names)})")
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def select(self, index: np.ndarray | Sequence[int]) -> Detections:
-        """The detections at ``index`` (integer indices or a boolean mask)."""
-        index = np.asarray(index)
-        return dataclasses.replace(
-            self,
-            boxes=self.boxes[index],
-            scores=self.scores[index],
-            labels=self.labels[index],
-            polygons=self.polygons[index],
-        )
-
-    @property
-    def names(self) -> list[str]:
-        """The class name of each detection."""
-        return [self.class_names[int(c)] for c in self.labels]
-
-    def to_json_dict(self) -> dict:
-        """rotdet's detections JSON (the schema :func:`rotdet.evaluation.io.read_detections_json`
-        reads, so ``rotdet eval`` takes these files) for this one image, plus its ``image_size``."""
-        return {
-            "format": JSON_FORMAT,
-            "format_version": JSON_FORMAT_VERSION,
-            "angle_version": self.angle_version,
-            "classes": list(self.class_names),
-            "images": [
-                {
-                    "id": self.image_id,
-                    "image_size": list(self.image_size),
-                    # float32 -> Python float is exact, so the file reads back to the same values
-                    "boxes": self.boxes.tolist(),
-                    "scores": self.scores.tolist(),
-                    "labels": self.labels.tolist(),
-                    "polygons": self.polygons.tolist(),
-                }
-            ],
-        }
-
-    @classmethod
-    def from_json_dict(cls, doc: Mapping) -> Detections:
-        """The inverse of :meth:`to_json_dict` (the first image of the document)."""
-        if doc.get("format") != JSON_FORMAT or not doc.get("images"):
-            raise ValueError(f'not a rotdet detections document with an image ("format": "{JSON_FORMAT}")')
-        entry = doc["images"][0]
-        return cls(
-            boxes=np.asarray(entry["boxes"], dtype=np.float32),
-            scores=np.asarray(entry["scores"], dtype=np.float32),
-            labels=np.asarray(entry["labels"], dtype=np.int64),
-            class_names=tuple(doc["classes"]),
-            image_size=tuple(entry.get("image_size", (0, 0))),
-            angle_version=doc.get("angle_version", "oc"),
-            image_id=str(entry["id"]),
-            polygons=np.asarray(entry["polygons"], dtype=np.float32) if "polygons" in entry else None,
-        )
-
-    def write_json(self, path: str | os.PathLike) -> Path:
-        """Write :meth:`to_json_dict` to ``path`` (atomically); returns the path."""
-        path = Path(path)
-        atomic_write_bytes(path, json.dumps(self.to_json_dict()).encode("utf-8"))
-        return path
-
-    @classmethod
-    def read_json(cls, path: str | os.PathLike) -> Detections:
-        """Read a file written by :meth:`write_json`."""
-        return cls.from_json_dict(json.loads(Path(path).read_text(encoding="utf-8")))
-
-    def write_dota_txt(self, path: str | os.PathLike) -> Path:
-        """Write DOTA detection lines ``x1 y1 x2 y2 x3 y3 x4 y4 class score`` (atomically).
-
-        Numbers are written as the shortest text that reads back to the same float32 (as the DOTA
-        label writer does), so the file loses nothing.
-        """
-        lines = [
-            " ".join([*(format_coord(v) for v in poly), self.class_names[int(label)], format_coord(score)])
-            for poly, label, score in zip(self.polygons, self.labels, self.scores, strict=True)
-        ]
-        path = Path(path)
-        atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
-        return path
+# The detections of an image are :class:`rotdet.structures.RotatedDetections`; this name is kept for
+# code written against rotdet 0.1 (the same class).
+Detections = RotatedDetections
 
 
 def check_window(size: int, gap: int, batch_size: int) -> None:
@@ -330,15 +205,13 @@ class Detector:
                 stacklevel=3,
             )
         else:
-            # A checkpoint saved from a DistributedDataParallel model carries "module." prefixes.
-            state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
             try:
-                weights = mmrotate_to_rotdet_state_dict(state, model)
+                load_weights(model, ckpt, strict=True)
             except ValueError as exc:
                 raise CheckpointError(
-                    f"checkpoint {path} does not fit config {_config_label(cfg)!r}: {exc}"
+                    f"checkpoint {path} does not fit config {_config_label(cfg)!r} "
+                    f"(it was trained with {checkpoint_origin(ckpt)}): {exc}"
                 ) from None
-            model.load_state_dict(weights, strict=True)
             names = ckpt["meta"].get("classes") or ckpt["meta"].get("CLASSES")
             if names is not None and tuple(names) != resolve_classes(cfg):
                 warnings.warn(
@@ -370,7 +243,7 @@ class Detector:
         }
         return format_results(self._transform(results))
 
-    def _detect_batch(self, patches: list[np.ndarray], cfg: TestConfig) -> list[dict[str, torch.Tensor]]:
+    def _detect_batch(self, patches: list[np.ndarray], cfg: TestConfig) -> list[RotatedDetections]:
         """The model's detections (window pixels) of BGR patches, one forward pass."""
         batch = collate([self._prepare_patch(p) for p in patches])
         return self.model.predict(batch["img"].to(self.device), batch["img_metas"], cfg=cfg)
@@ -385,7 +258,7 @@ class Detector:
         score_thr: float | None = None,
         progress: bool = False,
         image_id: str | None = None,
-    ) -> Detections:
+    ) -> RotatedDetections:
         """Detect objects in one image of any size.
 
         Args:
@@ -400,7 +273,8 @@ class Detector:
             image_id: the name the detections carry (default: the file's stem, ``"image"`` for an array).
 
         Returns:
-            :class:`Detections` in original-image pixels, by descending score.
+            :class:`~rotdet.structures.RotatedDetections` (float32 numpy) in original-image pixels,
+            by descending score, with the model's classes and angle version.
         """
         if isinstance(image, np.ndarray):
             img, default_id = image, "image"
@@ -417,7 +291,7 @@ class Detector:
         padding = None if whole else PATCH_PADDING
         # Cut lazily, batch by batch: the patches of a huge scene never exist all at once.
         patches = ((w, crop_patch(img, w, padding)) for w in windows)
-        boxes, scores, labels = self.detect_windows(
+        found = self.detect_windows(
             patches,
             whole=whole,
             batch_size=batch_size,
@@ -426,15 +300,7 @@ class Detector:
             total=len(windows),
             desc=f"{image_id} windows",
         )
-        return Detections(
-            boxes=boxes,
-            scores=scores,
-            labels=labels,
-            class_names=self.class_names,
-            image_size=(height, width),
-            angle_version=self.angle_version,
-            image_id=image_id,
-        )
+        return found.describe(image_id=image_id, image_size=(height, width))
 
     @torch.no_grad()
     def detect_windows(
@@ -446,7 +312,7 @@ class Detector:
         progress: bool = False,
         total: int | None = None,
         desc: str = "windows",
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> RotatedDetections:
         """Detect in ``(window, patch)`` pairs and merge: the sliding-window core of :meth:`predict`,
         for any source of patches (an array in memory, a raster read window by window).
 
@@ -459,39 +325,29 @@ class Detector:
                 progress bar.
 
         Returns:
-            ``boxes`` float32 [K, 5], ``scores`` float32 [K], ``labels`` int64 [K] in image pixels
-            (shifted by each window's origin), merged by class-wise rotated NMS at
-            :data:`MERGE_IOU_THR`, by descending score.
+            float32 numpy detections in image pixels (shifted by each window's origin), merged by
+            :func:`rotdet.data.merge.merge_windows` (class-wise rotated NMS at
+            :data:`MERGE_IOU_THR`, mmrotate's ``merge_det``), by descending score.
         """
         cfg = self._test_cfg(score_thr)
         bar = tqdm(total=total, desc=desc, unit="win", leave=False, disable=not progress)
-        boxes, scores, labels = [], [], []
+        parts: list[tuple[RotatedDetections, tuple[int, int]]] = []
         iterator = iter(patches)
         while chunk := list(itertools.islice(iterator, batch_size)):
             outputs = self._detect_batch([patch for _, patch in chunk], cfg)
             for (window, _), out in zip(chunk, outputs, strict=True):
-                b, s, lab = out["boxes"].float().cpu(), out["scores"].float().cpu(), out["labels"].cpu()
-                if not whole:
-                    # Class-major within a window, as merge_patch_detections collects them, so
-                    # that equal scores are ordered the same way in the merge NMS.
-                    order = torch.sort(lab, stable=True).indices
-                    b, s, lab = b[order], s[order], lab[order]
-                    b[:, :2] += torch.tensor([int(window[0]), int(window[1])], dtype=b.dtype)
-                boxes.append(b)
-                scores.append(s)
-                labels.append(lab)
+                parts.append((out.astype(np.float32), (int(window[0]), int(window[1]))))
             bar.update(len(chunk))
         bar.close()
-        if not boxes:  # no patch at all (a raster whose windows are all nodata)
-            return np.zeros((0, 5), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
-        boxes_t, scores_t, labels_t = torch.cat(boxes), torch.cat(scores), torch.cat(labels).long()
-        if whole:
-            # One window: the model's own NMS made these, already by descending score.
-            order = torch.arange(len(scores_t))
-        else:
-            # In float64, as mmrotate's merge runs it (its detection arrays are float64 there).
-            order = batched_nms_rotated(boxes_t.double(), scores_t.double(), labels_t, MERGE_IOU_THR)
-        return boxes_t[order].numpy(), scores_t[order].numpy(), labels_t[order].numpy()
+        meta = {"angle_version": self.angle_version, "classes": self.class_names}
+        if whole and len(parts) == 1:
+            # One window, the image itself: the model's own NMS made these, already by descending score.
+            return parts[0][0].describe(**meta)
+        merged = merge_windows(parts, MERGE_IOU_THR)
+        if merged is None:  # no patch at all (a raster whose windows are all nodata)
+            return RotatedDetections.empty(**meta)
+        # float32 again: the merge's float64 holds the float32 values exactly
+        return merged.astype(np.float32).describe(**meta)
 
     def predict_raster(self, path: str | os.PathLike, **kwargs) -> RasterDetections:
         """Detect objects in a GeoTIFF (or any raster GDAL reads), window by window, and map them to

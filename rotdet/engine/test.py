@@ -12,10 +12,7 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +23,11 @@ from rotdet.data import DOTADataset, collate
 from rotdet.engine.distributed import all_gather_objects, get_dist_info
 from rotdet.engine.runtime import autocast
 from rotdet.evaluation import EvalResult, eval_rbbox_map
+from rotdet.structures.detections import RotatedDetections
 
-__all__ = ["evaluate_model", "inference_on_dataset", "per_class_arrays"]
+__all__ = ["evaluate_model", "inference_on_dataset", "per_class_results"]
 
 logger = logging.getLogger("rotdet.test")
-
-
-def per_class_arrays(det: dict[str, torch.Tensor], num_classes: int) -> list[np.ndarray]:
-    """One image's ``{"boxes" [K, 5], "scores" [K], "labels" [K]}`` as per-class ``[K_c, 6]``
-    float32 arrays (score last), each by descending score."""
-    rows = torch.cat([det["boxes"].float(), det["scores"].float()[:, None]], dim=1).cpu().numpy()
-    labels = det["labels"].cpu().numpy()
-    return [rows[labels == c] for c in range(num_classes)]
 
 
 @torch.no_grad()
@@ -49,8 +39,9 @@ def inference_on_dataset(
     num_workers: int = 0,
     amp: str = "none",
     progress: bool = True,
-) -> list[list[np.ndarray]]:
-    """Detections of every image of ``dataset`` (in dataset order) in mmrotate's result format.
+) -> list[RotatedDetections]:
+    """Detections of every image of ``dataset`` (in dataset order): float32 numpy, named after the
+    dataset's image ids and classes, in the config's angle version.
 
     Under ``torchrun`` each rank runs every ``world``-th image and all ranks get the gathered list.
     """
@@ -65,7 +56,7 @@ def inference_on_dataset(
     )
     was_training = model.training
     model.eval()
-    results: list[list[np.ndarray]] = []
+    results: list[RotatedDetections] = []
     bar = None
     if progress and info.is_main:
         from tqdm import tqdm
@@ -75,7 +66,8 @@ def inference_on_dataset(
         images = batch["img"].to(device, non_blocking=True)
         with autocast(device, amp):
             dets = model.predict(images, batch["img_metas"])
-        results.extend(per_class_arrays(d, len(dataset.classes)) for d in dets)
+        for d, meta in zip(dets, batch["img_metas"], strict=True):
+            results.append(d.astype(np.float32).describe(image_id=meta["id"], classes=dataset.classes))
         if bar is not None:
             bar.update(len(dets))
     if bar is not None:
@@ -102,7 +94,13 @@ def evaluate_model(
     """mmrotate's patch mAP of ``model`` on ``dataset`` (IoU 0.5, VOC07 11 points)."""
     results = inference_on_dataset(model, dataset, device, batch_size=batch_size, amp=amp, progress=progress)
     annotations = [dataset.get_ann_info(i) for i in range(len(dataset))]
-    return eval_rbbox_map(results, annotations, classes=dataset.classes)
+    return eval_rbbox_map(per_class_results(results), annotations, classes=dataset.classes)
+
+
+def per_class_results(results: list[RotatedDetections]) -> list[list[np.ndarray]]:
+    """mmrotate's ``det_results`` (per image, per class ``[K_c, 6]``) of ``results``: the format its
+    ``eval_rbbox_map`` takes."""
+    return [d.per_class() for d in results]
 
 
 def describe_split(cfg: dict, split: str, data_root: str | None = None) -> str:
@@ -126,105 +124,3 @@ def describe_split(cfg: dict, split: str, data_root: str | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------------- command line
-
-
-def add_test_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config name or .yaml path")
-    parser.add_argument("checkpoint", help="rotdet or mmrotate checkpoint")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument(
-        "--split",
-        choices=("val", "test"),
-        default=None,
-        help="which data section to run (default: test for --format-only, else val)",
-    )
-    parser.add_argument("--data-root", default=None, help="dataset root (default: the config's data.root)")
-    parser.add_argument(
-        "--merge",
-        action="store_true",
-        help="merge patch results per original image and evaluate with the official DOTA protocol",
-    )
-    parser.add_argument(
-        "--gt-dir", default=None, help="labelTxt folder of the original (unsplit) images, for --merge"
-    )
-    parser.add_argument(
-        "--format-only",
-        action="store_true",
-        help="write Task1 submission files and zip (merged) without evaluating",
-    )
-    parser.add_argument(
-        "--out", default=None, help="output folder (default work_dirs/<config>/test/<checkpoint name>)"
-    )
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def run_test(args: argparse.Namespace) -> int:
-    from rotdet.configs import load_config
-    from rotdet.data import merge_patch_detections, write_task1_submission
-    from rotdet.engine.data import build_dataset
-    from rotdet.engine.distributed import init_distributed
-    from rotdet.engine.inference import Detector
-    from rotdet.evaluation import eval_dota_task1, write_detections_json
-
-    cfg = load_config(args.config, args.overrides)
-    info, device = init_distributed(args.device)
-    split = args.split or ("test" if args.format_only else "val")
-    if args.merge or args.format_only:
-        # Every patch of every image: detections in object-free patches are false positives too.
-        cfg["data"]["filter_empty_gt"] = False
-    dataset = build_dataset(cfg, split, args.data_root, test_mode=True)
-    if info.is_main:
-        print(describe_split(cfg, split, args.data_root))
-    detector = Detector.from_config(cfg, checkpoint=args.checkpoint, device=device)
-    # One folder per checkpoint by default, so testing another checkpoint never overwrites results.
-    out = Path(args.out or Path("work_dirs") / cfg.get("name", "run") / "test" / Path(args.checkpoint).stem)
-    t0 = time.perf_counter()
-    results = inference_on_dataset(
-        detector.model,
-        dataset,
-        device,
-        args.batch_size,
-        args.workers,
-        args.amp,
-        progress=not args.no_progress,
-    )
-    if not info.is_main:
-        return 0
-    elapsed = time.perf_counter() - t0
-    print(f"{len(dataset)} images in {elapsed:.1f} s ({len(dataset) / max(elapsed, 1e-9):.2f} images/s)")
-    out.mkdir(parents=True, exist_ok=True)
-    classes = list(dataset.classes)
-    version = cfg["angle_version"]
-    if args.merge or args.format_only:
-        merged = merge_patch_detections(zip(dataset.img_ids, results, strict=True), len(classes))
-        task1_dir = out / "Task1"
-        files, zip_path = write_task1_submission(task1_dir, merged, classes, version)
-        print(
-            f"merged {len(dataset)} patches into {len(merged)} images; "
-            f"Task1 files in {task1_dir}, zip {zip_path}"
-        )
-        if args.format_only:
-            return 0
-        if not args.gt_dir:
-            print(
-                "error: --merge needs --gt-dir, the labelTxt folder of the original images", file=sys.stderr
-            )
-            return 2
-        res = eval_dota_task1(merged, args.gt_dir, classes, angle_version=version)
-    else:
-        annotations = [dataset.get_ann_info(i) for i in range(len(dataset))]
-        if not any(len(a["labels"]) for a in annotations):
-            print(f"error: the {split} set has no labels to evaluate; use --format-only", file=sys.stderr)
-            return 2
-        res = eval_rbbox_map(results, annotations, classes=classes)
-    print(res.table())
-    res.write_json(out / "metrics.json")
-    write_detections_json(
-        out / "results.json", dict(zip(dataset.img_ids, results, strict=True)), classes, version
-    )
-    print(f"mAP {res.map:.4f}; metrics in {out / 'metrics.json'}")
-    return 0

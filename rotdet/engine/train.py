@@ -17,6 +17,12 @@ What a user can rely on:
   The checkpoint -> evaluation -> ``best.pth`` sequence resumes where it stopped: a run killed after
   ``epoch_N.pth`` and before its evaluation finished evaluates epoch N first (also the last epoch).
   ``log.jsonl`` loses the records of the killed part, so curves do not overlap.
+* A resume checkpoint of another architecture (or widths) is refused in one line naming the file,
+  both configs and the tensors that differ, before anything is written.
+* Before the first step every train / val image is checked (exists, header reads): one error names
+  all the bad ones, or ``skip_invalid`` leaves them out; an image that fails to decode mid-epoch is
+  skipped with a warning naming it (more than 10 stop the run).
+* Checkpoints' ``meta["weights"]`` records the pretrained and ``load_from`` weights with SHA-256.
 * Ctrl-C finishes the current iteration, saves ``latest.pth`` and exits; during an evaluation it
   stops at once (the rerun evaluates that epoch); a second Ctrl-C aborts.
 * A NaN/Inf loss term or gradient norm stops the run before the step is taken, with an error naming
@@ -28,12 +34,9 @@ What a user can rely on:
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from rotdet.engine.distributed import get_dist_info
-from rotdet.engine.runtime import AMP_DTYPES, seed_everything
+from rotdet.engine.runtime import seed_everything
 from rotdet.engine.trainer import (
     NonFiniteLossError,
     Trainer,
@@ -76,79 +79,3 @@ def train(cfg: dict, options: TrainOptions | None = None) -> TrainResult:
 
 
 # ----------------------------------------------------------------------------------- command line
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="config name (an unknown name lists the valid ones) or a .yaml path")
-    parser.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optimizer.lr=0.005"
-    )
-    parser.add_argument("--work-dir", default=None, help="output folder (default work_dirs/<config>)")
-    parser.add_argument("--data-root", default=None, help="dataset root (default: the config's data.root)")
-    parser.add_argument(
-        "--resume",
-        default="auto",
-        metavar="CKPT",
-        help="checkpoint to resume from (default: work_dir/latest.pth when present)",
-    )
-    parser.add_argument(
-        "--no-resume", action="store_true", help="start from scratch even if work_dir has a checkpoint"
-    )
-    parser.add_argument(
-        "--load-from", default=None, metavar="CKPT", help="initial weights (rotdet or mmrotate checkpoint)"
-    )
-    parser.add_argument(
-        "--amp",
-        choices=[*AMP_DTYPES, "auto"],
-        default="none",
-        help="mixed precision (auto: bf16 where native)",
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
-    parser.add_argument(
-        "--auto-scale-lr", action="store_true", help="linear lr scaling to the total batch size"
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 (default: cuda:LOCAL_RANK if available)"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=None, help="images per process (default: the config's)"
-    )
-    parser.add_argument("--workers", type=int, default=None, help="loader workers per process")
-    parser.add_argument("--epochs", type=int, default=None, help="number of epochs (default: the config's)")
-    parser.add_argument("--max-iters", type=int, default=None, help="stop after this many iterations")
-    parser.add_argument("--eval-interval", type=int, default=None, help="evaluate every N epochs (0: never)")
-    parser.add_argument("--keep", type=int, default=3, help="epoch checkpoints kept (plus latest and best)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run_train(args: argparse.Namespace) -> int:
-    from rotdet.configs import load_config
-
-    cfg = load_config(args.config, args.overrides)
-    opts = TrainOptions(
-        work_dir=args.work_dir,
-        data_root=args.data_root,
-        resume=None if args.no_resume else args.resume,
-        load_from=args.load_from,
-        amp=args.amp,
-        seed=args.seed,
-        deterministic=args.deterministic,
-        auto_scale_lr=args.auto_scale_lr,
-        device=args.device,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        max_epochs=args.epochs,
-        max_iters=args.max_iters,
-        eval_interval=args.eval_interval,
-        keep=args.keep,
-        progress=not args.no_progress,
-    )
-    result = train(cfg, opts)
-    if get_dist_info().is_main:
-        best = f", best mAP {result.best_map:.4f}" if result.best_map is not None else ""
-        print(
-            f"trained {result.iteration} iterations ({result.epoch} epochs){best}; "
-            f"outputs in {result.work_dir}"
-        )
-    return 0

@@ -22,6 +22,8 @@ bit on the CPU in deterministic mode).
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import math
 import os
@@ -34,7 +36,15 @@ import yaml
 from torch import nn
 
 import rotdet
-from rotdet.engine.checkpoint import CheckpointError, CheckpointManager, latest_checkpoint, load_checkpoint
+from rotdet.data.dataset import check_images
+from rotdet.data.transforms import ImageReadError
+from rotdet.engine.checkpoint import (
+    CheckpointError,
+    CheckpointManager,
+    check_checkpoint_fits,
+    latest_checkpoint,
+    load_checkpoint,
+)
 from rotdet.engine.data import build_dataset, build_train_loader
 from rotdet.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
 from rotdet.engine.hooks import HookBase, default_hooks
@@ -43,7 +53,7 @@ from rotdet.engine.optim import LrSchedule, build_optimizer, scaled_lr
 from rotdet.engine.runtime import autocast, resolve_amp, rng_state, seed_everything, set_rng_state
 from rotdet.fileio import atomic_write_text, remove_stale_temporaries
 from rotdet.models.factory import build_model
-from rotdet.models.mmrotate_import import mmrotate_to_rotdet_key
+from rotdet.models.mmrotate_import import load_weights
 
 __all__ = [
     "NonFiniteLossError",
@@ -52,6 +62,7 @@ __all__ = [
     "Trainer",
     "archive_previous_run",
     "load_pretrained",
+    "weights_record",
 ]
 
 logger = logging.getLogger("rotdet.train")
@@ -82,6 +93,8 @@ class TrainOptions:
             loader workers and number of epochs.
         max_iters: stop after this many iterations in total (saving a resumable checkpoint).
         eval_interval: evaluate every N epochs (default ``evaluation.interval``; 0 disables).
+        skip_invalid: leave out the missing or unreadable images the scan before training finds
+            (default: an error naming them all; also ``data.skip_invalid: true`` in a config).
         keep: epoch checkpoints kept.
         log_interval: iterations between log records.
         progress: show a tqdm progress bar.
@@ -101,6 +114,7 @@ class TrainOptions:
     max_epochs: int | None = None
     max_iters: int | None = None
     eval_interval: int | None = None
+    skip_invalid: bool = False
     keep: int = 3
     log_interval: int = 10
     progress: bool = True
@@ -118,36 +132,61 @@ class TrainResult:
 
 
 def load_pretrained(model: nn.Module, path: str | os.PathLike) -> dict:
-    """Load the tensors of a checkpoint whose names and shapes match ``model`` (``--load-from``);
-    returns ``{"loaded": n, "skipped": [names]}``."""
-    ckpt = load_checkpoint(path)
-    own = model.state_dict()
-    loaded, skipped = {}, []
-    for key, value in ckpt["state_dict"].items():
-        name = mmrotate_to_rotdet_key(key) if key not in own else key
-        if name in own and own[name].shape == value.shape:
-            loaded[name] = value
-        else:
-            skipped.append(key)
-    if not loaded:
-        raise CheckpointError(
-            f"{path}: no tensor matches the model (is it a checkpoint of another detector?)"
-        )
-    model.load_state_dict(loaded, strict=False)
-    missing = sorted(set(own) - set(loaded))
+    """Load the tensors of a checkpoint whose names and shapes match ``model`` (``--load-from``,
+    :func:`rotdet.models.load_weights` in its matching mode); returns ``{"loaded": n, "skipped":
+    [names]}``."""
+    try:
+        report = load_weights(model, load_checkpoint(path), strict=False)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     logger.info(
         "load-from %s: %d tensors loaded, %d skipped, %d left as initialised",
         path,
-        len(loaded),
-        len(skipped),
-        len(missing),
+        report.loaded,
+        len(report.skipped),
+        len(report.missing),
     )
-    if skipped:
+    if report.skipped:
         logger.info(
             "skipped (name or shape differs): %s",
-            ", ".join(skipped[:20]) + (" ..." if len(skipped) > 20 else ""),
+            ", ".join(report.skipped[:20]) + (" ..." if len(report.skipped) > 20 else ""),
         )
-    return {"loaded": len(loaded), "skipped": skipped}
+    return {"loaded": report.loaded, "skipped": report.skipped}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, in hex (a second or less for a ResNet-50 or a detector checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _weights_file(source: str) -> Path | None:
+    """The local file of a weights source: the path itself, or the hub cache file of a URL."""
+    if "://" not in source:
+        return Path(source)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(source).name
+    return cached if cached.is_file() else None
+
+
+def weights_record(model: nn.Module, load_from: str | os.PathLike | None = None) -> dict:
+    """What a model's weights started from, for the checkpoint's meta: ``{"pretrained": [{"module",
+    "source" (path or URL), "sha256"}], "load_from": {"source", "sha256"} or None}``; the pretrained
+    entries are the modules that loaded weights themselves (``pretrained_from``, the backbone's
+    ImageNet weights); empty when the run started from random initialisation."""
+
+    def entry(source: str) -> dict:
+        local = _weights_file(source)
+        return {"source": source, "sha256": file_sha256(local) if local and local.is_file() else None}
+
+    pretrained = [
+        {"module": name or type(module).__name__, **entry(str(module.pretrained_from))}
+        for name, module in model.named_modules()
+        if getattr(module, "pretrained_from", None)
+    ]
+    return {"pretrained": pretrained, "load_from": entry(str(load_from)) if load_from else None}
 
 
 RUN_FILES = (
@@ -238,6 +277,7 @@ class Trainer:
         self.failed = False
         self.last_checkpoint: Path | None = None  # the last state written or resumed from
         self.evaluated_epoch = 0  # the last epoch whose evaluation (and best.pth) finished
+        self.weights: dict | None = None  # what the weights started from (weights_record)
         self._log_handler: logging.Handler | None = None
 
     # -------------------------------------------------------------------------------- building
@@ -248,6 +288,10 @@ class Trainer:
         self.info, device = init_distributed(opts.device)
         self.amp = resolve_amp(opts.amp, device)  # a bad --amp fails before anything is written
         self.work_dir = Path(opts.work_dir or Path("work_dirs") / self.cfg.get("name", "run"))
+        resume_path = latest_checkpoint(self.work_dir) if opts.resume == "auto" else opts.resume
+        # A checkpoint that cannot be resumed (weights only, another architecture) is refused
+        # before anything is written: the work dir's config.yaml and train.log stay the old run's.
+        resume_ckpt = self._resumable_checkpoint(resume_path) if resume_path else None
         self._prepare_work_dir()
         seed_everything(opts.seed, opts.deterministic)
         self._build_data()  # first: a wrong data path should fail before the model is built
@@ -255,11 +299,15 @@ class Trainer:
             self.model = build_model(self.cfg)
         if opts.load_from:
             load_pretrained(self.model, opts.load_from)
+        # What the weights started from; a resumed run keeps what its checkpoint says.
+        if resume_ckpt is None:
+            self.weights = weights_record(self.model, opts.load_from)
+        else:  # None for a checkpoint of an older rotdet: unknown, not "random initialisation"
+            self.weights = resume_ckpt["meta"].get("weights")
         self.model.to(device)
         self.build_step(device, self.max_epochs * self.iters_per_epoch, self._base_lr())
-        resume_path = latest_checkpoint(self.work_dir) if opts.resume == "auto" else opts.resume
-        if resume_path:
-            self.resume(resume_path)
+        if resume_ckpt is not None:
+            self.resume(resume_path, resume_ckpt)
         done = broadcast_object(self._read_evaluated_epoch() if self.info.is_main else None)
         self.evaluated_epoch = min(done, self.epoch)  # resumed from an older checkpoint: its own
         if self.info.distributed:
@@ -328,6 +376,13 @@ class Trainer:
         interval = opts.eval_interval
         self.eval_interval = cfg.get("evaluation", {}).get("interval", 1) if interval is None else interval
         self.val_set = self._build_val_set() if self.eval_interval else None
+        # Every missing or unreadable image at once, before the first step (not one per rerun).
+        skip = bool(opts.skip_invalid or cfg["data"].get("skip_invalid", False))
+        for split, dataset in (("train", self.train_set), ("val", self.val_set)):
+            if dataset is not None:
+                check_images(dataset, split, skip)
+        # One that still fails to decode mid-epoch (a truncated body) is skipped with a warning.
+        self.train_set.skip_unreadable = True
         self.batch_size = opts.batch_size or cfg["data"]["samples_per_gpu"]
         workers = opts.num_workers if opts.num_workers is not None else cfg["data"].get("workers_per_gpu", 2)
         self.loader, self.sampler = build_train_loader(
@@ -369,6 +424,7 @@ class Trainer:
             "epoch_iter": self.epoch_iter,
             "seed": self.opts.seed,
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "weights": self.weights,
         }
         obj = {"state_dict": self.model.state_dict(), "meta": meta}
         if with_training_state:
@@ -389,12 +445,33 @@ class Trainer:
         if "rng" in ckpt:
             set_rng_state(ckpt["rng"])
 
-    def resume(self, path: str | os.PathLike) -> None:
-        """Continue from the training checkpoint ``path`` (after :meth:`build_step`)."""
+    def _resumable_checkpoint(self, path: str | os.PathLike) -> dict:
+        """The training checkpoint ``path``, checked against this run's model: a
+        :class:`CheckpointError` naming the file, both configs and the tensors that differ when it
+        is of another architecture. The model is built here when none was given, without its
+        ImageNet weights (the checkpoint's replace them)."""
         # On the CPU: RNG states must stay CPU tensors; load_state_dict moves the rest to the device.
         ckpt = load_checkpoint(path, map_location="cpu")
         if "optimizer" not in ckpt:
             raise CheckpointError(f"{path} holds weights only; use --load-from to start from it")
+        if self.model is None:
+            cfg = copy.deepcopy(self.cfg)
+            backbone = cfg.get("model", {}).get("backbone")
+            if isinstance(backbone, dict) and backbone.get("pretrained"):
+                backbone["pretrained"] = False
+            self.model = build_model(cfg)
+        try:
+            check_checkpoint_fits(path, ckpt, self.model, self.cfg)
+        except CheckpointError as exc:
+            hint = "; use --load-from to start from the tensors that fit, or another --work-dir"
+            raise CheckpointError(f"{exc}{hint}") from None
+        return ckpt
+
+    def resume(self, path: str | os.PathLike, ckpt: dict | None = None) -> None:
+        """Continue from the training checkpoint ``path`` (after :meth:`build_step`); ``ckpt``: its
+        content when already read (by :meth:`build`)."""
+        if ckpt is None:
+            ckpt = self._resumable_checkpoint(path)
         self.load_state_dict(ckpt)
         self.last_checkpoint = Path(path)
         logger.info("resumed from %s: epoch %d, iteration %d", path, self.epoch, self.iteration)
@@ -491,6 +568,10 @@ class Trainer:
                 if self.stop_reason and self.epoch_iter < self.iters_per_epoch:
                     return  # otherwise the epoch is complete: its checkpoint and evaluation follow
                 t_data = time.perf_counter()
+        except ImageReadError as exc:
+            # From a loader worker the message holds the worker's traceback: keep its last line.
+            message = str(exc).strip().splitlines()[-1].split("ImageReadError: ")[-1]
+            raise ImageReadError(message) from exc
         except RuntimeError:
             if not self.interrupted:  # a dying loader worker after Ctrl-C is expected
                 raise

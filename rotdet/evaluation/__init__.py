@@ -19,13 +19,11 @@ from rotdet.evaluation.ap import average_precision_mmdet, average_precision_voc
 from rotdet.evaluation.dota_task1 import eval_dota_task1, load_task1_detections
 from rotdet.evaluation.io import (
     ClassDetections,
-    DetectionSet,
     GroundTruthImage,
     read_detections_json,
     read_labeltxt_folder,
     read_task1_folder,
-    task1_from_detection_set,
-    write_detections_json,
+    task1_from_detections,
 )
 from rotdet.evaluation.polygon_iou import polygon_iou, polygon_iou_aligned
 from rotdet.evaluation.results import ClassResult, EvalInputError, EvalResult
@@ -47,7 +45,6 @@ def __getattr__(name: str):
 __all__ = [
     "ClassDetections",
     "ClassResult",
-    "DetectionSet",
     "EvalInputError",
     "EvalResult",
     "GroundTruthImage",
@@ -63,6 +60,5 @@ __all__ = [
     "read_detections_json",
     "read_labeltxt_folder",
     "read_task1_folder",
-    "task1_from_detection_set",
-    "write_detections_json",
+    "task1_from_detections",
 ]

@@ -1,11 +1,12 @@
 """Vectorised reading of whitespace-separated ASCII text (Task1 and labelTxt files) with numpy.
 
-Only a fast path: it either returns exactly what the line-by-line readers of
-:mod:`rotdet.evaluation.io` return for the same text, or ``None`` (the caller then runs the
-line-by-line reader, which gives the same values or the error naming ``file:line``). It declines
-whatever it does not cover: non-ASCII text (the line-by-line reader decodes it with replacement
-characters), the separators ``str.split`` / ``str.splitlines`` know besides space, tab, LF and CR
-(``\\v \\f \\x1c-\\x1f``) and NUL, and any line of an unexpected shape.
+Only a fast path (and :func:`decode_text`, the one decoding of those files): it either returns
+exactly what the line-by-line readers of :mod:`rotdet.evaluation.io` return for the same text, or
+``None`` (the caller then runs the line-by-line reader, which gives the same values or the error
+naming ``file:line``). It declines whatever it does not cover: non-ASCII text (the line-by-line
+reader decodes it with replacement characters), the separators ``str.split`` / ``str.splitlines``
+know besides space, tab, LF and CR (``\\v \\f \\x1c-\\x1f``) and NUL, and any line of an unexpected
+shape. UTF-16 text is read as the same text in UTF-8.
 
 Numbers: a token ``[+-]?digits[.digits]`` (``1.``, ``.5`` included) of at most 17 digits whose
 digits form an integer ``M < 2**53`` with ``f <= 22`` digits after the point is ``M / 10**f``: both
@@ -21,6 +22,8 @@ import math
 from typing import NamedTuple
 
 import numpy as np
+
+from rotdet.evaluation.results import EvalInputError
 
 # Bytes per vectorised step of the number parser: its temporaries (a few int64 per byte) stay small.
 _BYTES_PER_STEP = 1 << 18
@@ -46,8 +49,39 @@ class Tokens(NamedTuple):
     first: np.ndarray  # bool: the first token of its line
 
 
+def decode_text(raw: bytes, path: object = "<bytes>") -> str:
+    """The text of a Task1 or labelTxt file as the line-by-line readers take it: UTF-16 / UTF-32
+    (with a BOM, or ASCII text whose every other byte is NUL) decoded as such, anything else as
+    UTF-8 (a BOM dropped, undecodable bytes replaced). UTF-16 bytes that do not decode are an
+    :class:`EvalInputError` naming ``path``."""
+    from rotdet.data.records import LabelFormatError, decode_utf16
+
+    try:
+        wide = decode_utf16(raw, str(path))
+    except LabelFormatError as exc:
+        raise EvalInputError(str(exc)) from None
+    return wide if wide is not None else raw.decode("utf-8-sig", errors="replace")
+
+
 def strip_bom(raw: bytes) -> bytes:
+    """``raw`` without a UTF-8 BOM, and UTF-16 / UTF-32 text as UTF-8 (bytes that do not decode
+    are left for the line-by-line reader to name)."""
+    from rotdet.data.records import LabelFormatError, decode_utf16
+
+    try:
+        wide = decode_utf16(raw)
+    except LabelFormatError:
+        return raw  # not ASCII: declined, and the line reader names the file
+    if wide is not None:
+        return wide.encode("utf-8")
     return raw[3:] if raw.startswith(b"\xef\xbb\xbf") else raw
+
+
+def is_header(first_token: str) -> bool:
+    """Whether a line of fewer than 9 tokens that starts with ``first_token`` is an ``imagesource:``
+    / ``gsd:`` header (keys quoted in places, as DOTA v1.5's ``'gsd':0.13``); DOTA_devkit skips
+    every such short line."""
+    return first_token.split(":")[0].strip("'\"").lower() in _HEADERS
 
 
 def tokenize(raw: bytes) -> Tokens | None:
@@ -304,7 +338,7 @@ def read_labeltxt_many(raws: list[bytes]):
     keep_line = np.ones(len(line_first), bool)
     for li in odd.tolist():
         head = token_text(tok, int(line_first[li]))
-        if counts[li] < 9 and head.split(":")[0].lower() in _HEADERS:
+        if counts[li] < 9 and is_header(head):
             keep_line[li] = False
         else:
             return None

@@ -33,29 +33,28 @@ from rotdet.evaluation._matching import best_per_row, first_in_group, same_image
 from rotdet.evaluation.ap import average_precision_voc
 from rotdet.evaluation.io import (
     ClassDetections,
-    DetectionSet,
     GroundTruthImage,
     read_detections_json,
     read_labeltxt_folder,
     read_task1_folder,
-    task1_from_detection_set,
+    task1_from_detections,
 )
 from rotdet.evaluation.polygon_iou import polygon_hbbs, polygon_iou_aligned
 from rotdet.evaluation.results import ClassResult, EvalInputError, EvalResult
+from rotdet.structures.detections import RotatedDetections
 
 __all__ = ["eval_dota_task1", "load_task1_detections"]
 
 
 def load_task1_detections(
-    dets, classes: Sequence[str], angle_version: str = "oc", as_written: bool = True
+    dets, classes: Sequence[str], as_written: bool = True
 ) -> dict[str, ClassDetections]:
     """Normalise any accepted detection input to ``{class name: ClassDetections}``:
 
     * a folder of ``Task1_<class>.txt`` files, or a rotdet JSON detections file (path);
-    * a :class:`DetectionSet`;
-    * ``{class name: ClassDetections}`` (returned as is);
-    * merged per-image arrays ``{image id: [[K_c, 6] (cx, cy, w, h, theta, score) per class]}``
-      (boxes in ``angle_version``), as :func:`rotdet.data.merge_patch_detections` returns.
+    * a sequence of :class:`~rotdet.structures.RotatedDetections`, one per image (what
+      :func:`rotdet.data.merge_patch_detections` returns);
+    * ``{class name: ClassDetections}`` (returned as is).
 
     Boxes become polygons as :func:`rotdet.data.write_task1_submission` writes them (rounded to two
     decimals when ``as_written``), so in-memory results score exactly as their submission files.
@@ -68,19 +67,15 @@ def load_task1_detections(
             dets = read_detections_json(path)
         else:
             raise EvalInputError(f"{path}: no such detections folder or file")
-    if isinstance(dets, DetectionSet):
-        by_name = task1_from_detection_set(dets, as_written=as_written)
+    if isinstance(dets, Mapping):
+        if all(isinstance(v, ClassDetections) for v in dets.values()):
+            return {c: dets.get(c, ClassDetections.empty()) for c in classes}
+    elif isinstance(dets, Sequence) and all(isinstance(d, RotatedDetections) for d in dets):
+        by_name = task1_from_detections(dets, as_written=as_written)
         unknown = sorted(set(by_name) - set(classes))
         if unknown and any(len(by_name[u]) for u in unknown):
             raise EvalInputError(f"detections of classes not in the class list: {', '.join(unknown)}")
         return {c: by_name.get(c, ClassDetections.empty()) for c in classes}
-    if isinstance(dets, Mapping):
-        values = list(dets.values())
-        if all(isinstance(v, ClassDetections) for v in values):
-            return {c: dets.get(c, ClassDetections.empty()) for c in classes}
-        return load_task1_detections(
-            DetectionSet.from_merged(dets, classes, angle_version), classes, as_written=as_written
-        )
     raise TypeError(f"unsupported detections input: {type(dets).__name__}")
 
 
@@ -174,21 +169,20 @@ def eval_dota_task1(
     classes: Sequence[str],
     iou_thr: float = 0.5,
     use_07_metric: bool = True,
-    angle_version: str = "oc",
     as_written: bool = True,
 ) -> EvalResult:
     """mAP by the official DOTA Task1 protocol (DOTA_devkit), on full images.
 
     Args:
-        dets: detections: a folder of ``Task1_<class>.txt``, a rotdet JSON file, a
-            :class:`DetectionSet`, ``{class: ClassDetections}`` or merged per-image arrays (see
+        dets: detections: a folder of ``Task1_<class>.txt``, a rotdet JSON file, per image
+            :class:`~rotdet.structures.RotatedDetections` or ``{class: ClassDetections}`` (see
             :func:`load_task1_detections`).
         gt: a labelTxt folder (every ``*.txt`` is an image of the evaluated set) or its parsed form
             ``{image id: GroundTruthImage}``.
         classes: class names, in order.
         iou_thr: a detection matches when its polygon IoU is > this.
         use_07_metric: VOC07 11-point AP (the official setting) or the area under the curve.
-        angle_version, as_written: how box inputs become polygons (see :func:`load_task1_detections`).
+        as_written: round polygons made from boxes to two decimals, as the Task1 files hold them.
 
     Returns:
         :class:`EvalResult` with ``protocol="dota"``; ``map`` is the devkit's ``map``.
@@ -197,7 +191,7 @@ def eval_dota_task1(
     gts = read_labeltxt_folder(gt) if isinstance(gt, (str, os.PathLike)) else dict(gt)
     if not gts:
         raise EvalInputError("no ground-truth image to evaluate")
-    per_class = load_task1_detections(dets, classes, angle_version=angle_version, as_written=as_written)
+    per_class = load_task1_detections(dets, classes, as_written=as_written)
     image_ids = list(gts)
     image_index = {img: i for i, img in enumerate(image_ids)}
 

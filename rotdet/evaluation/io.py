@@ -1,29 +1,13 @@
-"""Reading evaluation inputs: DOTA Task1 result files, rotdet's JSON detections, labelTxt folders
-(float64 polygons, as DOTA_devkit reads them), with errors that name ``file:line``.
-
-rotdet JSON detections (written by :func:`write_detections_json`, read by
-:func:`read_detections_json`)::
-
-    {
-      "format": "rotdet-detections", "format_version": 1,
-      "angle_version": "le90",               # convention of the boxes' theta
-      "classes": ["plane", ...],             # label i is classes[i]
-      "images": [
-        {"id": "P0003",                      # image name without extension (labelTxt stem)
-         "boxes": [[cx, cy, w, h, theta], ...],   # pixels, radians
-         "scores": [0.93, ...],
-         "labels": [0, ...],
-         "polygons": [[x1, y1, ..., x4, y4], ...]}   # optional; default: the boxes' corners
-      ]
-    }
+"""Reading evaluation inputs: DOTA Task1 result files, rotdet's JSON detections (schema in
+:mod:`rotdet.structures.detections`), labelTxt folders (float64 polygons, as DOTA_devkit reads
+them), with errors that name ``file:line``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,21 +15,19 @@ import numpy as np
 
 from rotdet.evaluation import _fastparse
 from rotdet.evaluation.results import EvalInputError
-from rotdet.fileio import atomic_write_text
+from rotdet.structures import detections
+from rotdet.structures.detections import RotatedDetections
 
 __all__ = [
     "ClassDetections",
-    "DetectionSet",
     "GroundTruthImage",
+    "check_one_model",
+    "read_detections_classes",
     "read_detections_json",
     "read_labeltxt_folder",
     "read_task1_folder",
-    "task1_from_detection_set",
-    "write_detections_json",
+    "task1_from_detections",
 ]
-
-JSON_FORMAT = "rotdet-detections"
-JSON_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -74,128 +56,32 @@ class GroundTruthImage:
     difficult: np.ndarray  # int; the devkit treats any non-zero value as difficult
 
 
-@dataclass
-class DetectionSet:
-    """Detections of many images as the engine produces them: per image id, ``boxes`` ``[K, 5]``
-    (obb in ``angle_version``), ``scores`` ``[K]``, ``labels`` ``[K]`` and optionally ``polygons``
-    ``[K, 8]``; ``classes`` names the labels."""
-
-    classes: tuple[str, ...]
-    angle_version: str
-    images: dict[str, dict[str, np.ndarray]]
-
-    @staticmethod
-    def from_merged(
-        merged: Mapping[str, Sequence[np.ndarray]], classes: Sequence[str], angle_version: str
-    ) -> DetectionSet:
-        """From ``{image id: [[K_c, 6] (cx, cy, w, h, theta, score) per class]}`` (what
-        :func:`rotdet.data.merge_patch_detections` returns)."""
-        images = {}
-        for img_id, per_class in merged.items():
-            if len(per_class) != len(classes):
-                raise ValueError(f"{img_id}: {len(per_class)} class entries, expected {len(classes)}")
-            arrays = [_np(d).reshape(-1, 6) for d in per_class]
-            rows = np.concatenate(arrays) if arrays else np.zeros((0, 6))
-            labels = np.concatenate([np.full(len(a), c, np.int64) for c, a in enumerate(arrays)])
-            images[str(img_id)] = {"boxes": rows[:, :5], "scores": rows[:, 5], "labels": labels}
-        return DetectionSet(tuple(classes), angle_version, images)
-
-    def per_class_arrays(self, image_ids: Sequence[str], dtype=np.float32) -> list[list[np.ndarray]]:
-        """mmrotate's ``det_results`` for ``image_ids`` (images without detections get empty arrays)."""
-        out = []
-        for img_id in image_ids:
-            d = self.images.get(img_id)
-            per_class = []
-            for c in range(len(self.classes)):
-                if d is None:
-                    per_class.append(np.zeros((0, 6), dtype))
-                    continue
-                m = d["labels"] == c
-                per_class.append(np.concatenate([d["boxes"][m], d["scores"][m, None]], axis=1).astype(dtype))
-            out.append(per_class)
-        return out
-
-
-def _np(a) -> np.ndarray:
-    # A torch tensor without importing torch (evaluation from files does not need it).
-    return a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a)
-
-
-# ----------------------------------------------------------------------------------------- JSON
-def write_detections_json(
-    path: str | os.PathLike,
-    detections: DetectionSet | Mapping[str, Sequence[np.ndarray]],
-    classes: Sequence[str] | None = None,
-    angle_version: str | None = None,
-) -> Path:
-    """Write detections as rotdet JSON (schema in the module docstring); ``detections`` is a
-    :class:`DetectionSet` or a merged ``{image id: [[K_c, 6] per class]}`` (then ``classes`` and
-    ``angle_version`` are required). Floats are written with full (round-trip) precision."""
-    if not isinstance(detections, DetectionSet):
-        if classes is None or angle_version is None:
-            raise ValueError("classes and angle_version are required with per-class arrays")
-        detections = DetectionSet.from_merged(detections, classes, angle_version)
-    images = []
-    for img_id, d in detections.images.items():
-        entry = {
-            "id": img_id,
-            "boxes": np.asarray(d["boxes"], np.float64).reshape(-1, 5).tolist(),
-            "scores": np.asarray(d["scores"], np.float64).reshape(-1).tolist(),
-            "labels": np.asarray(d["labels"], np.int64).reshape(-1).tolist(),
-        }
-        if d.get("polygons") is not None:
-            entry["polygons"] = np.asarray(d["polygons"], np.float64).reshape(-1, 8).tolist()
-        images.append(entry)
-    doc = {
-        "format": JSON_FORMAT,
-        "format_version": JSON_FORMAT_VERSION,
-        "angle_version": detections.angle_version,
-        "classes": list(detections.classes),
-        "images": images,
-    }
-    return atomic_write_text(path, json.dumps(doc))
-
-
-def read_detections_json(path: str | os.PathLike) -> DetectionSet:
-    """Read rotdet JSON detections, checking the schema (errors name the file and the image)."""
-    path = Path(path)
+def read_detections_json(path: str | os.PathLike) -> list[RotatedDetections]:
+    """:func:`rotdet.structures.detections.read_detections_json` (float64), its schema errors as
+    :class:`EvalInputError`."""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EvalInputError(f"{path}: no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise EvalInputError(f"{path}: not a JSON file: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != JSON_FORMAT:
-        raise EvalInputError(f'{path}: not a rotdet detections file (expected "format": "{JSON_FORMAT}")')
-    if doc.get("format_version") != JSON_FORMAT_VERSION:
-        raise EvalInputError(f"{path}: unsupported format_version {doc.get('format_version')!r}")
-    classes = doc.get("classes")
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
-        raise EvalInputError(f'{path}: "classes" must be a non-empty list of names')
-    version = doc.get("angle_version", "oc")
-    images: dict[str, dict[str, np.ndarray]] = {}
-    for k, entry in enumerate(doc.get("images", [])):
-        where = f"{path}: images[{k}]"
-        try:
-            img_id = str(entry["id"])
-            boxes = np.asarray(entry["boxes"], np.float64).reshape(-1, 5)
-            scores = np.asarray(entry["scores"], np.float64).reshape(-1)
-            labels = np.asarray(entry["labels"], np.int64).reshape(-1)
-            polys = entry.get("polygons")
-            polys = None if polys is None else np.asarray(polys, np.float64).reshape(-1, 8)
-        except (KeyError, TypeError, ValueError) as e:
-            raise EvalInputError(f"{where}: malformed entry ({type(e).__name__}: {e})") from None
-        n = len(boxes)
-        if len(scores) != n or len(labels) != n or (polys is not None and len(polys) != n):
-            raise EvalInputError(f"{where} ({img_id}): boxes, scores, labels (and polygons) differ in length")
-        if n and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise EvalInputError(f"{where} ({img_id}): label out of range [0, {len(classes)})")
-        if not (np.isfinite(boxes).all() and np.isfinite(scores).all()):
-            raise EvalInputError(f"{where} ({img_id}): non-finite box or score")
-        if img_id in images:
-            raise EvalInputError(f"{where}: image id {img_id!r} appears twice")
-        images[img_id] = {"boxes": boxes, "scores": scores, "labels": labels, "polygons": polys}
-    return DetectionSet(tuple(classes), version, images)
+        return detections.read_detections_json(path)
+    except detections.DetectionsFormatError as e:
+        raise EvalInputError(str(e)) from None
+
+
+def read_detections_classes(path: str | os.PathLike) -> tuple[str, ...]:
+    """The class list a detections document names (also when it holds no image)."""
+    import json
+
+    read_detections_json(path)  # the schema check, with its errors
+    return tuple(json.loads(Path(path).read_text(encoding="utf-8"))["classes"])
+
+
+def check_one_model(dets: Sequence[RotatedDetections]) -> tuple[tuple[str, ...], str]:
+    """The classes and angle version shared by ``dets`` (EvalInputError when they differ)."""
+    if not dets:
+        return (), "oc"
+    first = dets[0]
+    for d in dets[1:]:
+        if d.classes != first.classes or d.angle_version != first.angle_version:
+            raise EvalInputError(f"{d.image_id}: classes / angle version differ from {first.image_id}'s")
+    return first.classes, first.angle_version
 
 
 # ---------------------------------------------------------------------------------------- Task1
@@ -212,11 +98,14 @@ def _round_like_text(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def task1_from_detection_set(detections: DetectionSet, as_written: bool = True) -> dict[str, ClassDetections]:
+def task1_from_detections(
+    dets: Sequence[RotatedDetections], as_written: bool = True
+) -> dict[str, ClassDetections]:
     """Per class, the Task1 records :func:`rotdet.data.write_task1_submission` would write for these
     detections (images in order, each image's detections in order), as the devkit reads them back.
 
-    Polygons are the given ``polygons`` when present, else the boxes' corners started at the DOTA
+    ``dets``: one entry per image, all of one model (same classes and angle version). Polygons are
+    the given ``polygons`` when present, else the boxes' corners started at the DOTA
     begin point (:func:`rotdet.structures.best_begin_point`, le135 rounded through float32 as
     mmrotate does). ``as_written`` rounds coordinates to 2 decimals, as the files hold them.
     """
@@ -224,41 +113,31 @@ def task1_from_detection_set(detections: DetectionSet, as_written: bool = True) 
 
     from rotdet.structures import best_begin_point, obb2poly
 
-    entries = list(detections.images.items())
-    counts = np.array([len(np.asarray(d["labels"]).reshape(-1)) for _, d in entries], np.int64)
-    img_of = np.repeat(np.arange(len(entries)), counts)
-    labels = _cat_or([np.asarray(d["labels"], np.int64).reshape(-1) for _, d in entries], (0,), np.int64)
-    scores = _cat_or([np.asarray(d["scores"], np.float64).reshape(-1) for _, d in entries], (0,), np.float64)
+    classes, version = check_one_model(dets)
+    counts = np.array([len(d) for d in dets], np.int64)
+    img_of = np.repeat(np.arange(len(dets)), counts)
+    labels = _cat_or([np.asarray(d.labels, np.int64) for d in dets], (0,), np.int64)
+    scores = _cat_or([np.asarray(d.scores, np.float64) for d in dets], (0,), np.float64)
     polys = np.zeros((len(labels), 8))
-    given = np.repeat([d.get("polygons") is not None for _, d in entries], counts)
+    given = np.repeat([d.has_given_polygons for d in dets], counts)
     if given.any():
         polys[given] = np.concatenate(
-            [
-                np.asarray(d["polygons"], np.float64).reshape(-1, 8)
-                for _, d in entries
-                if d.get("polygons") is not None
-            ]
+            [np.asarray(d.polygons, np.float64) for d in dets if d.has_given_polygons]
         )
     if not given.all():
-        boxes = np.concatenate(
-            [
-                np.asarray(d["boxes"], np.float64).reshape(-1, 5)
-                for _, d in entries
-                if d.get("polygons") is None
-            ]
-        )
+        boxes = np.concatenate([np.asarray(d.boxes, np.float64) for d in dets if not d.has_given_polygons])
         made = best_begin_point(obb2poly(torch.from_numpy(boxes))).numpy()
-        if detections.angle_version == "le135":
+        if version == "le135":
             made = made.astype(np.float32).astype(np.float64)
         polys[~given] = made
     if as_written:
         polys = _round_like_text(polys)
     # Per class: images in order, each image's detections in order (a stable sort by label).
     order = np.argsort(labels, kind="stable")
-    bounds = np.searchsorted(labels[order], np.arange(len(detections.classes) + 1))
-    ids = [img for img, _ in entries]
+    bounds = np.searchsorted(labels[order], np.arange(len(classes) + 1))
+    ids = [d.image_id for d in dets]
     out = {}
-    for c, name in enumerate(detections.classes):
+    for c, name in enumerate(classes):
         sel = order[bounds[c] : bounds[c + 1]]
         out[name] = ClassDetections([ids[i] for i in img_of[sel].tolist()], scores[sel], polys[sel])
     return out
@@ -286,7 +165,7 @@ def _read_task1_lines(path: Path, raw: bytes) -> ClassDetections:
     """:func:`read_task1_file` line by line."""
     ids: list[str] = []
     rows: list[list[float]] = []
-    text = raw.decode("utf-8-sig", errors="replace")
+    text = _fastparse.decode_text(raw, path)
     for lineno, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
@@ -353,12 +232,12 @@ def parse_labeltxt(path: str | os.PathLike) -> GroundTruthImage:
 def _parse_labeltxt_lines(path: Path, raw: bytes) -> GroundTruthImage:
     """:func:`parse_labeltxt` line by line (what the vectorised reader must equal)."""
     polys, names, diffs = [], [], []
-    text = raw.decode("utf-8-sig", errors="replace")
+    text = _fastparse.decode_text(raw, path)
     for lineno, line in enumerate(text.splitlines(), start=1):
         tokens = line.split()
         if not tokens:
             continue
-        if len(tokens) < 9 and tokens[0].split(":")[0].lower() in ("imagesource", "gsd"):
+        if len(tokens) < 9 and _fastparse.is_header(tokens[0]):
             continue
         if len(tokens) not in (9, 10):
             raise EvalInputError(f"{path}:{lineno}: expected 'x1 y1 ... x4 y4 class difficult', got {line!r}")

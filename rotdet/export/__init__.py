@@ -5,7 +5,7 @@
 * :mod:`rotdet.export.postprocess`: the score threshold, class-wise NMS and cap after the graph;
 * :mod:`rotdet.export.runtime`: :class:`ExportedDetector` (``Detector.from_export``) on ONNX
   Runtime or the ExportedProgram;
-* :mod:`rotdet.export.cli`: ``rotdet export``.
+* :mod:`rotdet.cli.export`: ``rotdet export``.
 
 ``onnx`` / ``onnxruntime`` (``pip install -e ".[export]"``) are imported only when an ONNX graph is
 written or run.

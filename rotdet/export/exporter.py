@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
 import rotdet
 from rotdet.data.transforms import IMG_NORM_CFG
@@ -248,46 +249,54 @@ def export_detector(
         raise ExportError(f"unknown export format {fmt!r}; use one of {sorted(FORMATS)}")
     out = check_out_folder(out)
     graph = build_graph(detector, input_size)
-    size = graph.size
     gen = torch.Generator().manual_seed(0)
-    example = torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8, generator=gen)
+    example = torch.randint(0, 256, (2, graph.size, graph.size, 3), dtype=torch.uint8, generator=gen)
     with torch.no_grad():
-        if fmt == "onnx":
-            data, exporter = _onnx_bytes(graph, example, opset, exporter)
-        else:
-            program = _torch_export(graph, example)
-            buf = io.BytesIO()
-            torch.export.save(program, buf)
-            data = buf.getvalue()
+        data, exporter, run = _serialise(graph, example, fmt, opset, exporter)
         if verify:
-            probe = torch.randint(0, 256, (1, size, size, 3), dtype=torch.uint8, generator=gen)
-            want = graph(probe)
-            if fmt == "onnx":
-                import onnxruntime as ort
+            probe = torch.randint(0, 256, (1, graph.size, graph.size, 3), dtype=torch.uint8, generator=gen)
+            _check_outputs(fmt, run(probe), graph(probe))
+    meta = export_metadata(detector, graph, fmt, data, exporter, checkpoint)
+    _write_export_folder(out, FORMATS[fmt], data, meta)
+    return out
 
-                sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-                got = sess.run(None, {INPUT_NAME: probe.numpy()})
-            else:
-                got = tuple(t.numpy() for t in program.module()(probe))
-            _check_outputs(fmt, got, want)
 
+def _serialise(graph: nn.Module, example: Tensor, fmt: str, opset: int, exporter: str):
+    """``(file bytes, exporter used, run)`` for ``graph`` in ``fmt``; ``run(uint8 batch)`` executes
+    the serialised graph (ONNX Runtime's CPU provider, or the ExportedProgram) for the check."""
     if fmt == "onnx":
-        import onnx
+        data, exporter = _onnx_bytes(graph, example, opset, exporter)
 
-        model_proto = onnx.load_from_string(data)
-        opset = next(o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx"))
-        del model_proto
+        def run(batch: Tensor):
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+            return sess.run(None, {INPUT_NAME: batch.numpy()})
+
+        return data, exporter, run
+    program = _torch_export(graph, example)
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    return buf.getvalue(), "torch.export", lambda batch: tuple(t.numpy() for t in program.module()(batch))
+
+
+def export_metadata(detector, graph, fmt: str, data: bytes, exporter: str, checkpoint=None) -> dict:
+    """The ``rotdet_export.json`` document of an export (everything ``rotdet predict`` and
+    ``Detector.from_export`` need besides the graph file)."""
     cfg = detector.cfg
     test_cfg = detector._test_cfg(None)
     norm = cfg["data"].get("img_norm", IMG_NORM_CFG)
-    graph_file = FORMATS[fmt]
+    size = graph.size
     versions = {"rotdet": rotdet.__version__, "torch": torch.__version__}
+    opset = None
     if fmt == "onnx":
         import onnx
         import onnxruntime
 
         versions.update(onnx=onnx.__version__, onnxruntime=onnxruntime.__version__)
-    meta = {
+        proto = onnx.load_from_string(data)
+        opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
         "config_name": str(cfg.get("name", "")),
@@ -295,11 +304,11 @@ def export_detector(
         "classes": list(detector.class_names),
         "angle_version": detector.angle_version,
         "graph": {
-            "file": graph_file,
+            "file": FORMATS[fmt],
             "format": fmt,
             "sha256": hashlib.sha256(data).hexdigest(),
-            "opset": opset if fmt == "onnx" else None,
-            "exporter": exporter if fmt == "onnx" else "torch.export",
+            "opset": opset,
+            "exporter": exporter,
         },
         "input": {
             "name": INPUT_NAME,
@@ -335,6 +344,11 @@ def export_detector(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "config": _jsonable(cfg),
     }
+
+
+def _write_export_folder(out: Path, graph_file: str, data: bytes, meta: dict) -> None:
+    """Write the graph and its metadata into a temporary sibling folder and move it to ``out`` in
+    one rename, so ``out`` is never half-written."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -347,4 +361,3 @@ def export_detector(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out

@@ -48,6 +48,8 @@ from rotdet.export.exporter import (
 )
 from rotdet.export.postprocess import candidates_to_detections
 from rotdet.models.heads import TestConfig
+from rotdet.structures.detections import RotatedDetections
+from rotdet.structures.meta import image_meta
 
 __all__ = ["ExportedDetector", "ExportedModel", "is_export_path", "read_export_metadata"]
 
@@ -219,7 +221,7 @@ class ExportedDetector(Detector):
             return self._base_cfg
         return dataclasses.replace(self._base_cfg, score_thr=float(score_thr))
 
-    def _detect_batch(self, patches: list[np.ndarray], cfg: TestConfig) -> list[dict[str, torch.Tensor]]:
+    def _detect_batch(self, patches: list[np.ndarray], cfg: TestConfig) -> list[RotatedDetections]:
         s = self.runner.size
         batch = np.empty((len(patches), s, s, 3), dtype=np.uint8)
         metas = []
@@ -230,9 +232,17 @@ class ExportedDetector(Detector):
             if (h, w) != (s, s):
                 batch[i] = PATCH_PADDING
             batch[i, :h, :w] = img
-            metas.append({"img_shape": img.shape, "scale_factor": r["scale_factor"]})
+            metas.append(image_meta(img_shape=img.shape, scale_factor=r["scale_factor"]))
         boxes, scores = self.runner(batch)
-        return candidates_to_detections(boxes, scores, metas, cfg.score_thr, cfg.iou_thr, cfg.max_per_img)
+        return candidates_to_detections(
+            boxes,
+            scores,
+            metas,
+            cfg.score_thr,
+            cfg.iou_thr,
+            cfg.max_per_img,
+            angle_version=self.angle_version,
+        )
 
     def __repr__(self) -> str:
         name = self.meta.get("config_name") or "<config>"

@@ -6,11 +6,11 @@
   the raster's CRS (through its affine transform), GeoJSON in WGS84 and a GeoPackage layer;
 * :mod:`rotdet.geo.predict`: :func:`~rotdet.geo.predict.predict_raster` (what
   :meth:`rotdet.Detector.predict_raster` runs) and the downscaled preview;
-* :mod:`rotdet.geo.cli`: the raster part of ``rotdet predict``.
+* :mod:`rotdet.cli.predict_raster`: the raster part of ``rotdet predict``.
 
 They need the ``geo`` extra (``pip install -e ".[geo]"``: rasterio, whose wheel carries GDAL, and
-pyogrio for the GeoPackage). This package itself imports neither, nor does :mod:`rotdet.geo.cli`:
-nothing geospatial is loaded until a raster is read.
+pyogrio for the GeoPackage). This package itself imports neither, nor does
+:mod:`rotdet.cli.predict_raster`: nothing geospatial is loaded until a raster is read.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ detections, and a downscaled preview when asked for.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import queue
@@ -33,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from rotdet.data.split import crop_patch
-from rotdet.engine.inference import PATCH_PADDING, Detections, check_window, default_gap, plan_windows
+from rotdet.engine.inference import PATCH_PADDING, check_window, default_gap, plan_windows
 from rotdet.geo import RasterError
 from rotdet.geo.raster import RasterReader, raster_env
 from rotdet.geo.vector import RasterDetections, metres_per_unit
@@ -141,6 +142,43 @@ def _georeference(reader: RasterReader) -> dict[str, Any]:
     }
 
 
+class _WindowPatches:
+    """The ``(window, BGR patch)`` pairs of a raster, read one window at a time: windows with no
+    valid pixel are skipped (and counted in :attr:`skipped`), nodata pixels get the split tool's
+    padding value, and each read window is pasted into the preview."""
+
+    def __init__(self, reader: RasterReader, windows: np.ndarray, padding, preview, bar) -> None:
+        self.reader, self.windows, self.padding = reader, windows, padding
+        self.preview, self.bar = preview, bar
+        self.skipped = 0
+
+    def __iter__(self) -> Iterator[tuple[Sequence[int], np.ndarray]]:
+        for window in self.windows.tolist():
+            found = self.reader.read(window)
+            self.bar.update()
+            if found is None:
+                self.skipped += 1
+                continue
+            image, valid = found
+            if self.preview is not None:
+                self.preview.paste(window[0], window[1], image, valid)
+            if valid is not None:
+                image[~valid] = PATCH_PADDING
+            x0, y0, x1, y1 = window
+            yield window, crop_patch(image, (0, 0, x1 - x0, y1 - y0), self.padding)
+
+
+def _detect(detector, read: _WindowPatches, whole: bool, batch_size: int, score_thr, prefetch: bool):
+    """``detector.detect_windows`` over ``read``'s patches, read in a background thread when
+    ``prefetch``."""
+    source = _prefetch(iter(read), batch_size) if prefetch else iter(read)
+    try:
+        return detector.detect_windows(source, whole=whole, batch_size=batch_size, score_thr=score_thr)
+    finally:
+        if prefetch:
+            source.close()
+
+
 def predict_raster(
     detector,
     path: str | os.PathLike,
@@ -196,62 +234,22 @@ def predict_raster(
         windows, whole = plan_windows(reader.width, reader.height, size, gap)
         padding = None if whole else PATCH_PADDING
         preview = _Preview(reader.height, reader.width, preview_size) if preview_size > 0 else None
-        skipped = 0
         # The bar counts windows read, the skipped ones too (the model's batches lag by one at most).
-        bar = tqdm(
-            total=len(windows),
-            desc=f"{image_id} windows",
-            unit="win",
-            leave=False,
-            disable=not progress or len(windows) <= batch_size,
-        )
-
-        def patches() -> Iterator[tuple[Sequence[int], np.ndarray]]:
-            nonlocal skipped
-            for window in windows.tolist():
-                found = reader.read(window)
-                bar.update()
-                if found is None:
-                    skipped += 1
-                    continue
-                image, valid = found
-                if preview is not None:
-                    preview.paste(window[0], window[1], image, valid)
-                if valid is not None:
-                    image[~valid] = PATCH_PADDING
-                x0, y0, x1, y1 = window
-                yield window, crop_patch(image, (0, 0, x1 - x0, y1 - y0), padding)
-
-        source = _prefetch(patches(), batch_size) if prefetch else patches()
-        try:
-            boxes, scores, labels = detector.detect_windows(
-                source,
-                whole=whole,
-                batch_size=batch_size,
-                score_thr=score_thr,
-            )
-        finally:
-            if prefetch:
-                source.close()
-            bar.close()
-        if skipped == len(windows):
+        bar = tqdm(total=len(windows), desc=f"{image_id} windows", unit="win", leave=False,
+                   disable=not progress or len(windows) <= batch_size)  # fmt: skip
+        read = _WindowPatches(reader, windows, padding, preview, bar)
+        with contextlib.closing(bar):
+            detected = _detect(detector, read, whole, batch_size, score_thr, prefetch)
+        if read.skipped == len(windows):
             raise RasterError(
                 f"{reader.name}: no valid pixel: all {len(windows)} window(s) are nodata (or transparent)"
             )
-        pixel = Detections(
-            boxes=boxes,
-            scores=scores,
-            labels=labels,
-            class_names=detector.class_names,
-            image_size=(reader.height, reader.width),
-            angle_version=detector.angle_version,
-            image_id=image_id,
-        )
+        pixel = detected.describe(image_id=image_id, image_size=(reader.height, reader.width))
         return RasterDetections(
             pixel,
             **geo,
             windows=len(windows),
-            skipped_windows=skipped,
+            skipped_windows=read.skipped,
             bands=reader.bands,
             scaling=reader.scaling.rule,
             source=reader.name,

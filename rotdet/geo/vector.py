@@ -25,8 +25,8 @@ from typing import IO
 
 import numpy as np
 
-from rotdet.engine.inference import Detections
 from rotdet.fileio import atomic_write, atomic_write_bytes
+from rotdet.structures.detections import RotatedDetections
 
 __all__ = ["RasterDetections", "closed_rings", "polygon_wkb"]
 
@@ -59,7 +59,7 @@ class RasterDetections:
     """The detections of one raster: in its pixels (:attr:`pixel`) and on the map.
 
     Attributes:
-        pixel: the :class:`~rotdet.engine.inference.Detections` in raster pixels.
+        pixel: the :class:`~rotdet.structures.RotatedDetections` in raster pixels.
         transform: the affine pixel -> CRS transform ``(a, b, c, d, e, f)`` (rasterio's order).
         crs_wkt: the raster's CRS as WKT, None without one.
         crs_name: its short name (``EPSG:32633``), None without one.
@@ -72,7 +72,7 @@ class RasterDetections:
         preview_scale: preview pixels per raster pixel.
     """
 
-    pixel: Detections
+    pixel: RotatedDetections
     transform: tuple[float, ...] = _IDENTITY
     crs_wkt: str | None = None
     crs_name: str | None = None
@@ -144,7 +144,7 @@ class RasterDetections:
         """The GeoJSON features, one at a time (a million detections never exist as dicts at once)."""
         rings = closed_rings(self.lonlat())
         sizes = self.sizes_m()
-        names = self.pixel.class_names
+        names = self.pixel.classes
         rows = zip(
             rings,
             self.pixel.boxes.tolist(),
@@ -169,7 +169,7 @@ class RasterDetections:
         doc["rotdet"] = {  # a foreign member (RFC 7946, section 6.1): where the features come from
             "source": self.source,
             "crs": self.crs_name,
-            "classes": list(self.pixel.class_names),
+            "classes": list(self.pixel.classes),
             "angle_version": self.pixel.angle_version,
             "image_size": list(self.pixel.image_size),
         }
@@ -236,11 +236,11 @@ class RasterDetections:
         return buf.getvalue()
 
     def write_dota_txt(self, path: str | os.PathLike) -> Path:
-        """DOTA lines in pixel coordinates (:meth:`Detections.write_dota_txt`)."""
+        """DOTA lines in pixel coordinates (:meth:`RotatedDetections.write_dota_txt`)."""
         return self.pixel.write_dota_txt(path)
 
     def write_json(self, path: str | os.PathLike) -> Path:
-        """rotdet's detections JSON in pixel coordinates (:meth:`Detections.write_json`)."""
+        """rotdet's detections JSON in pixel coordinates (:meth:`RotatedDetections.write_json`)."""
         return self.pixel.write_json(path)
 
     def draw_preview(self) -> np.ndarray:
@@ -251,7 +251,7 @@ class RasterDetections:
 
         bgr = np.ascontiguousarray(self.preview[..., :3])
         polys = self.pixel.polygons * np.float32(self.preview_scale)
-        drawn = draw_detections(bgr, polys, self.pixel.labels, self.pixel.scores, self.pixel.class_names)
+        drawn = draw_detections(bgr, polys, self.pixel.labels, self.pixel.scores, self.pixel.classes)
         alpha = np.where((drawn != bgr).any(axis=2), np.uint8(255), self.preview[..., 3])
         return np.concatenate([drawn, alpha[..., None]], axis=2)
 

@@ -9,4 +9,4 @@ from rotdet.models.detectors import R3Det, RotatedSingleStageDetector
 from rotdet.models.factory import build_model
 from rotdet.models.fpn import FPN
 from rotdet.models.heads import RotatedRetinaHead
-from rotdet.models.mmrotate_import import load_weights
+from rotdet.models.mmrotate_import import LoadedWeights, load_weights

@@ -36,6 +36,7 @@ from rotdet.models.heads import RotatedRetinaHead
 from rotdet.models.losses import dense_head_loss
 from rotdet.models.r3det import FeatureRefineModule, filter_bboxes, refine_bboxes
 from rotdet.models.targets import GroundTruths, anchor_targets, assign_anchors, dense_anchors, featmap_sizes
+from rotdet.structures.meta import ImageMeta, image_meta
 
 __all__ = [
     "R3Det",
@@ -56,19 +57,10 @@ def pad_to_multiple(images: Tensor, divisor: int = SIZE_DIVISOR) -> Tensor:
     return F.pad(images, (0, pw, 0, ph)) if ph or pw else images
 
 
-def default_metas(images: Tensor) -> list[dict]:
+def default_metas(images: Tensor) -> list[ImageMeta]:
     """Metadata of unpadded, unscaled, unflipped images filling the whole batch tensor."""
     h, w = int(images.shape[-2]), int(images.shape[-1])
-    return [
-        {
-            "img_shape": (h, w, 3),
-            "ori_shape": (h, w, 3),
-            "pad_shape": (h, w, 3),
-            "scale_factor": [1.0, 1.0, 1.0, 1.0],
-            "flip": False,
-        }
-        for _ in range(images.shape[0])
-    ]
+    return [image_meta(img_shape=(h, w, 3)) for _ in range(images.shape[0])]
 
 
 def sum_losses(losses: dict[str, Tensor]) -> Tensor:

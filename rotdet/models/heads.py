@@ -35,6 +35,7 @@ from rotdet.models.coders import DeltaXYWHAOBBoxCoder
 from rotdet.models.losses import BoxLoss, LossSpec
 from rotdet.models.postprocess import TestConfig, dense_detections
 from rotdet.models.targets import TrainConfig
+from rotdet.structures.detections import RotatedDetections
 
 __all__ = ["ConvReLU", "RotatedRetinaHead", "TestConfig", "TrainConfig"]
 
@@ -183,10 +184,10 @@ class RotatedRetinaHead(nn.Module):
         anchors: Sequence[Tensor] | None = None,
         cfg: TestConfig | None = None,
         with_nms: bool = True,
-    ) -> list[dict[str, Tensor]]:
+    ) -> list[RotatedDetections] | list[dict[str, Tensor]]:
         """:func:`~rotdet.models.postprocess.dense_detections` of this head's outputs with its grid
         anchors (or the caller's ``anchors``, per level ``[B, H*W*A, 5]``), coder and ``test_cfg``
-        (or ``cfg``): per image ``{"boxes": [K, 5], "scores": [K], "labels": [K]}`` by descending
+        (or ``cfg``): per image :class:`~rotdet.structures.RotatedDetections` by descending
         score; with ``with_nms=False`` the candidates that go into NMS, ``{"boxes": [M, 5],
         "scores": [M, C]}``."""
         cfg = cfg if cfg is not None else self.test_cfg
@@ -209,6 +210,7 @@ class RotatedRetinaHead(nn.Module):
             cfg.max_per_img,
             rescale=rescale,
             with_nms=with_nms,
+            angle_version=self.bbox_coder.angle_range,
         )
 
     @torch.no_grad()
@@ -220,7 +222,7 @@ class RotatedRetinaHead(nn.Module):
         anchors: Sequence[Tensor] | None = None,
         cfg: TestConfig | None = None,
         with_nms: bool = True,
-    ) -> list[dict[str, Tensor]]:
+    ) -> list[RotatedDetections] | list[dict[str, Tensor]]:
         """:meth:`predict` of ``self(feats)``. On a CPU the box branch (half of the head's work) runs
         only on the levels where some class score passes ``score_thr``: no other level can give a
         detection, so its deltas are never read and the detections are the same. (On a GPU the

@@ -17,25 +17,23 @@ names (``meta``: config name, source file, mmrotate's ``CLASSES`` when present).
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from rotdet.fileio import atomic_torch_save, safe_torch_load
 
 __all__ = [
-    "add_convert_arguments",
     "convert_checkpoint",
     "load_mmrotate_checkpoint",
-    "load_mmrotate_into",
+    "LoadedWeights",
     "load_weights",
     "mmrotate_to_rotdet_key",
     "mmrotate_to_rotdet_state_dict",
     "rotdet_to_mmrotate_key",
-    "run_convert",
 ]
 
 _NECK_CONV = re.compile(r"^(neck\.(?:lateral_convs|fpn_convs)\.\d+)\.conv\.(weight|bias)$")
@@ -59,12 +57,16 @@ def load_mmrotate_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor]
     obj = safe_torch_load(path)
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path}: expected a checkpoint dict, got {type(obj).__name__}")
+    return _state_and_meta(obj, path)
+
+
+def _state_and_meta(obj: Mapping, where) -> tuple[dict[str, Tensor], dict]:
     if "state_dict" in obj:
         state, meta = obj["state_dict"], obj.get("meta") or {}
     else:
         state, meta = obj, {}
     if not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path}: the state dict holds non-tensor values")
+        raise ValueError(f"{where}: the state dict holds non-tensor values")
     # mmcv strips "module." when saving; accept checkpoints saved from a wrapped model too
     state = {k.removeprefix("module."): v for k, v in state.items()}
     return state, dict(meta)
@@ -96,19 +98,49 @@ def mmrotate_to_rotdet_state_dict(state: Mapping[str, Tensor], model: nn.Module)
     return {k: mapped[k].to(dtype=ours[k].dtype) for k in ours}
 
 
-def load_mmrotate_into(model: nn.Module, path: str | os.PathLike) -> dict:
-    """Load an mmrotate checkpoint into ``model`` (strict); returns its ``meta``."""
-    state, meta = load_mmrotate_checkpoint(path)
-    model.load_state_dict(mmrotate_to_rotdet_state_dict(state, model), strict=True)
-    return meta
+@dataclass
+class LoadedWeights:
+    """What :func:`load_weights` loaded: the checkpoint's ``meta``, the number of tensors loaded, the
+    checkpoint's names it skipped and the model's names it left as initialised (the last two are
+    empty in strict mode)."""
+
+    meta: dict
+    loaded: int
+    skipped: list[str]
+    missing: list[str]
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike) -> dict:
-    """Load a rotdet checkpoint (as ``rotdet convert`` writes) or an mmrotate one into ``model``
-    (strict either way); returns the checkpoint's ``meta``."""
-    state, meta = load_mmrotate_checkpoint(path)  # same safe loader; rotdet names map to themselves
-    model.load_state_dict(mmrotate_to_rotdet_state_dict(state, model), strict=True)
-    return meta
+def load_weights(model: nn.Module, source: str | os.PathLike | Mapping, strict: bool = True) -> LoadedWeights:
+    """Load weights into ``model``: the one loader for rotdet and mmrotate 0.3.4 checkpoints.
+
+    Args:
+        source: a checkpoint file, or an already loaded checkpoint dict (``{"state_dict", "meta"}``)
+            or bare state dict; mmrotate's names and a DDP ``module.`` prefix are accepted.
+        strict: every tensor of the model must come from the checkpoint with its shape, and every
+            tensor of the checkpoint must be used (a ValueError lists what differs, in mmrotate's
+            names), as for testing or predicting with a trained model; else load the tensors
+            whose name and shape match and leave the rest as initialised (``--load-from``
+            fine-tuning; a ValueError when no tensor matches).
+    """
+    if isinstance(source, Mapping):
+        state, meta = _state_and_meta(source, "checkpoint")
+    else:
+        state, meta = load_mmrotate_checkpoint(source)
+    if strict:
+        model.load_state_dict(mmrotate_to_rotdet_state_dict(state, model), strict=True)
+        return LoadedWeights(meta, len(state), [], [])
+    own = model.state_dict()
+    loaded, skipped = {}, []
+    for key, value in state.items():
+        name = key if key in own else mmrotate_to_rotdet_key(key)
+        if name in own and own[name].shape == value.shape:
+            loaded[name] = value
+        else:
+            skipped.append(key)
+    if not loaded:
+        raise ValueError("no tensor matches the model (is it a checkpoint of another detector?)")
+    model.load_state_dict(loaded, strict=False)
+    return LoadedWeights(meta, len(loaded), skipped, sorted(set(own) - set(loaded)))
 
 
 def convert_checkpoint(
@@ -133,16 +165,3 @@ def convert_checkpoint(
             meta[key] = list(value) if isinstance(value, tuple) else value
     atomic_torch_save({"state_dict": converted, "meta": meta}, dst)
     return meta
-
-
-def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="mmrotate 0.3.4 checkpoint (.pth with state_dict, or a bare state dict)")
-    parser.add_argument("dst", help="where to write the rotdet checkpoint")
-    parser.add_argument("--config", required=True, help="rotdet config name (one of the seed configs)")
-    parser.add_argument("--cfg-options", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-
-
-def run_convert(args: argparse.Namespace) -> int:
-    meta = convert_checkpoint(args.src, args.dst, args.config, args.cfg_options)  # errors: one line
-    print(f"wrote {args.dst} ({meta['config']}, 0 missing / 0 unexpected keys)")
-    return 0

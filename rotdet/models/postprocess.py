@@ -21,8 +21,9 @@ import torch
 from torch import Tensor
 
 from rotdet.ops import batched_nms_rotated
+from rotdet.structures.detections import RotatedDetections
 
-__all__ = ["TestConfig", "dense_detections"]
+__all__ = ["TestConfig", "dense_detections", "select_detections", "unscale_boxes"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ def dense_detections(
     max_per_img: int,
     rescale: bool,
     with_nms: bool = True,
-) -> list[dict[str, Tensor]]:
+    angle_version: str = "oc",
+) -> list[RotatedDetections] | list[dict[str, Tensor]]:
     """Detections of every image of a batch.
 
     Args:
@@ -71,13 +73,15 @@ def dense_detections(
         metas: per image dicts with ``img_shape`` and, when ``rescale``, ``scale_factor``.
         nms_pre, score_thr, iou_thr, max_per_img: mmrotate's ``test_cfg``.
         rescale: divide boxes by each image's scale factor (back to the original image).
-        with_nms: if False, return the decoded candidates ``{"boxes": [M, 5], "scores": [M, C]}``.
+        with_nms: if False, return the decoded candidates ``{"boxes": [M, 5], "scores": [M, C]}``
+            (what goes into NMS: not detections yet).
+        angle_version: the convention of the decoded boxes (the coder's ``angle_range``).
 
     Returns:
-        per image ``{"boxes": [K, 5], "scores": [K], "labels": [K]}`` by descending score.
+        per image :class:`~rotdet.structures.RotatedDetections` (tensors on the inputs' device,
+        ``image_id`` from the meta's ``id``) by descending score.
     """
     batch = cls_scores[0].shape[0]
-    device = cls_scores[0].device
     anchors_l, deltas_l, scores_l = [], [], []
     max_shape = [tuple(m["img_shape"][:2]) for m in metas]
     for cls, reg, anchors in zip(cls_scores, bbox_preds, level_anchors, strict=True):
@@ -96,16 +100,47 @@ def dense_detections(
     boxes = decode(torch.cat(anchors_l, dim=1), torch.cat(deltas_l, dim=1), max_shape=max_shape)  # [B, K, 5]
     scores = torch.cat(scores_l, dim=1)  # [B, K, C]
     if rescale:
-        factors = torch.stack(
-            [
-                torch.as_tensor(m["scale_factor"], dtype=boxes.dtype, device=device).reshape(-1)[:4]
-                for m in metas
-            ]
-        )
-        boxes = torch.cat([boxes[..., :4] / factors[:, None, :], boxes[..., 4:]], dim=2)
+        boxes = unscale_boxes(boxes, metas)
     if not with_nms:
         return [{"boxes": boxes[i], "scores": scores[i]} for i in range(batch)]
 
+    return select_detections(boxes, scores, metas, score_thr, iou_thr, max_per_img, angle_version)
+
+
+def unscale_boxes(boxes: Tensor, metas: Sequence[dict]) -> Tensor:
+    """``[B, K, 5]`` boxes divided by each image's ``scale_factor`` (back to the image as loaded;
+    the angle is unchanged)."""
+    factors = torch.stack(
+        [
+            torch.as_tensor(m["scale_factor"], dtype=boxes.dtype, device=boxes.device).reshape(-1)[:4]
+            for m in metas
+        ]
+    )
+    return torch.cat([boxes[..., :4] / factors[:, None, :], boxes[..., 4:]], dim=2)
+
+
+def select_detections(
+    boxes: Tensor,
+    scores: Tensor,
+    metas: Sequence[dict],
+    score_thr: float,
+    iou_thr: float,
+    max_per_img: int,
+    angle_version: str = "oc",
+) -> list[RotatedDetections]:
+    """Decoded candidates to detections: mmrotate's ``multiclass_nms_rotated`` for a whole batch.
+
+    Args:
+        boxes: ``[B, K, 5]`` decoded candidate boxes; scores: ``[B, K, C]`` class scores.
+        metas: per image dicts (``id`` names the detections).
+        score_thr, iou_thr, max_per_img: ``test_cfg``.
+
+    Candidates with a class score ``> score_thr`` are flattened image-major, then candidate, then
+    class (``nonzero`` order, as mmrotate flattens one image's ``[N, C]`` scores, so equal scores are
+    visited in the same order), suppressed by rotated NMS within their (image, class) group, and
+    each image keeps its ``max_per_img`` best.
+    """
+    batch, _, num_classes = scores.shape
     img, anchor, label = (scores > score_thr).nonzero(as_tuple=True)
     cand_boxes = boxes[img, anchor]
     cand_scores = scores[img, anchor, label]
@@ -115,13 +150,15 @@ def dense_detections(
     keep_img = img[keep]
     keep = keep[torch.sort(keep_img, stable=True).indices]
     # (bincount would sync once more on a GPU to size its output)
-    counts = torch.zeros(batch, dtype=torch.long, device=device).index_add_(
+    counts = torch.zeros(batch, dtype=torch.long, device=boxes.device).index_add_(
         0, keep_img, torch.ones_like(keep_img)
     )
-    counts = counts.tolist()
     results = []
-    for mine in keep.split(counts):
+    for meta, mine in zip(metas, keep.split(counts.tolist()), strict=True):
         if max_per_img > 0:
             mine = mine[:max_per_img]
-        results.append({"boxes": cand_boxes[mine], "scores": cand_scores[mine], "labels": label[mine]})
+        image_id = meta.get("id", "image")
+        results.append(
+            RotatedDetections(cand_boxes[mine], cand_scores[mine], label[mine], angle_version, image_id)
+        )
     return results

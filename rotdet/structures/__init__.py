@@ -1,36 +1,34 @@
-"""Rotated boxes: angle conventions, conversions between boxes and polygons, geometric transforms."""
+"""Rotated boxes: angle conventions, conversions between boxes and polygons, geometric transforms,
+and :class:`RotatedDetections`, the one type for the detections of an image.
 
-from rotdet.structures.angles import ANGLE_VERSIONS, check_version, norm_angle
-from rotdet.structures.conversions import (
-    best_begin_point,
-    convert_version,
-    hbb2obb,
-    obb2hbb,
-    obb2poly,
-    obb2poly_np,
-    obb2xyxy,
-    poly2obb,
-    poly2obb_np,
-    regularize_obb,
-)
-from rotdet.structures.transforms import FLIP_DIRECTIONS, flip_obb, flip_poly, rescale_obb
+Names are imported on first use, so reading detections (``rotdet eval``) does not import torch.
+"""
 
-__all__ = [
-    "ANGLE_VERSIONS",
-    "FLIP_DIRECTIONS",
-    "best_begin_point",
-    "check_version",
-    "convert_version",
-    "flip_obb",
-    "flip_poly",
-    "hbb2obb",
-    "norm_angle",
-    "obb2hbb",
-    "obb2poly",
-    "obb2poly_np",
-    "obb2xyxy",
-    "poly2obb",
-    "poly2obb_np",
-    "regularize_obb",
-    "rescale_obb",
-]
+from rotdet._lazy import lazy_exports
+
+_EXPORTS = {
+    "ANGLE_VERSIONS": "rotdet.structures.angles",
+    "check_version": "rotdet.structures.angles",
+    "norm_angle": "rotdet.structures.angles",
+    "best_begin_point": "rotdet.structures.conversions",
+    "convert_version": "rotdet.structures.conversions",
+    "hbb2obb": "rotdet.structures.conversions",
+    "obb2hbb": "rotdet.structures.conversions",
+    "obb2poly": "rotdet.structures.conversions",
+    "obb2poly_np": "rotdet.structures.conversions",
+    "obb2xyxy": "rotdet.structures.conversions",
+    "poly2obb": "rotdet.structures.conversions",
+    "poly2obb_np": "rotdet.structures.conversions",
+    "regularize_obb": "rotdet.structures.conversions",
+    "FLIP_DIRECTIONS": "rotdet.structures.transforms",
+    "flip_obb": "rotdet.structures.transforms",
+    "flip_poly": "rotdet.structures.transforms",
+    "rescale_obb": "rotdet.structures.transforms",
+    "RotatedDetections": "rotdet.structures.detections",
+    "ImageMeta": "rotdet.structures.meta",
+    "image_meta": "rotdet.structures.meta",
+    "read_detections_json": "rotdet.structures.detections",
+    "write_detections_json": "rotdet.structures.detections",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

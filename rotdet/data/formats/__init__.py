@@ -77,7 +77,9 @@ def read_split(
     the YAML's ``split`` entry gives the images (its ``path`` the root).
 
     ``skip_empty_files``: DOTA / SAR label files of size 0 are left out (mmrotate's
-    ``filter_empty_gt``)."""
+    ``filter_empty_gt``). Objects wholly outside their image, or with a corner farther outside
+    than its size, are skipped naming their line or element (DOTA, SAR, YOLO-OBB, DIOR-R; not the
+    evaluation's ground truth, read as the official tools read it)."""
     fmt = check_format(fmt)
     root = Path(root)
     log = log if log is not None else ParseLog()
@@ -94,11 +96,13 @@ def read_split(
             images = read_data_yaml(yaml_file).split_images(split or "train")
         else:
             raise ValueError("a yolo-obb split needs img_dir, ann_file (an image list) or data.yaml")
-        return read_yolo_obb_records(images, classes, ann_dir, strict, log)
+        return read_yolo_obb_records(images, classes, ann_dir, strict, log, check_bounds=True)
     if ann_dir is None:
         raise ValueError(f"a {fmt} split needs ann_dir (the XML folder)")
-    reader = read_hrsc_records if fmt == "hrsc" else read_dior_records
-    return reader(ann_dir, img_dir, classes, _ann_files(root, entry.get("ann_file")), strict, log)
+    ann_files = _ann_files(root, entry.get("ann_file"))
+    if fmt == "hrsc":  # its rotated boxes are the targets, as they are (counted when outside)
+        return read_hrsc_records(ann_dir, img_dir, classes, ann_files, strict, log)
+    return read_dior_records(ann_dir, img_dir, classes, ann_files, strict, log, check_bounds=True)
 
 
 def read_ground_truth(

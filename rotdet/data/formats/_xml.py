@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from rotdet.data.records import ParseLog, SkippedLine
+from rotdet.data.records import ParseLog, SkippedLine, decode_label_text
 
 __all__ = ["BadElement", "child_float", "child_text", "parse_xml", "read_id_list", "xml_element", "xml_files"]
 
@@ -30,7 +30,7 @@ class BadElement(ValueError):
 def numbered_ids(path: str | os.PathLike) -> list[tuple[int, str]]:
     """``(line number, image id)`` of an ``ImageSets`` file (blank lines and surrounding spaces
     ignored, as the ids mmrotate's ``mmcv.list_from_file`` gives for a well-formed file)."""
-    text = Path(path).read_text(encoding="utf-8-sig")
+    text = decode_label_text(Path(path).read_bytes(), path)
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 

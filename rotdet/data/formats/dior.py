@@ -37,6 +37,7 @@ from rotdet.data.records import (
     ParseLog,
     find_image,
     image_size,
+    implausible_objects,
 )
 from rotdet.fileio import atomic_write_text
 
@@ -76,8 +77,11 @@ def parse_dior_xml(
     img_dir: str | os.PathLike,
     strict: bool = False,
     log: ParseLog | None = None,
+    check_bounds: bool = False,
 ) -> ImageRecord | None:
-    """The record of one DIOR-R XML file (None when the file is skipped)."""
+    """The record of one DIOR-R XML file (None when the file is skipped). ``check_bounds``: objects
+    wholly or absurdly far outside the image (:func:`rotdet.data.records.implausible_objects`) are
+    skipped (raised when ``strict``)."""
     log = log if log is not None else ParseLog()
     path = Path(path)
     root = parse_xml(path, log, strict)
@@ -95,7 +99,7 @@ def parse_dior_xml(
     except BadElement:
         width, height = (image_size(img) if img is not None else None) or (None, None)
     index = {c.lower(): i for i, c in enumerate(classes)}
-    polys, labels, diffs = [], [], []
+    polys, labels, diffs, elements = [], [], [], []
     for k, obj in enumerate(root.findall("object"), start=1):
         where = f"/{root.tag}/object[{k}]"
         try:
@@ -122,6 +126,11 @@ def parse_dior_xml(
         polys.append(poly)
         labels.append(label)
         diffs.append(difficulty)
+        elements.append(where)
+    implausible = implausible_objects(np.array(polys).reshape(-1, 8), width, height) if check_bounds else []
+    for i, reason in reversed(implausible):
+        BadElement(elements[i], reason).skip(str(path), log, strict)
+        del polys[i], labels[i], diffs[i]
     record = ImageRecord(
         path.stem,
         str(img if img is not None else Path(img_dir) / f"{path.stem}.jpg"),
@@ -142,12 +151,13 @@ def read_dior_records(
     ann_file: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     strict: bool = False,
     log: ParseLog | None = None,
+    check_bounds: bool = False,
 ) -> list[ImageRecord]:
     """The records of the ids in ``ann_file`` (one ``ImageSets/Main`` list or several: mmrotate 1.x
     trains on train + val), in order; of every ``.xml`` in ``ann_dir`` (sorted) when it is None."""
     log = log if log is not None else ParseLog()
     paths = xml_files(ann_dir, ann_file, log, strict)
-    records = [parse_dior_xml(p, classes, img_dir, strict, log) for p in paths]
+    records = [parse_dior_xml(p, classes, img_dir, strict, log, check_bounds) for p in paths]
     return [r for r in records if r is not None]
 
 

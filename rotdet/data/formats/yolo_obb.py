@@ -41,7 +41,9 @@ from rotdet.data.records import (
     LabelFormatError,
     ParseLog,
     SkippedLine,
+    decode_label_text,
     image_size,
+    implausible_objects,
 )
 from rotdet.fileio import atomic_write_bytes, atomic_write_text
 
@@ -73,12 +75,16 @@ def parse_yolo_obb_text(
     path: str = "<text>",
     strict: bool = False,
     log: ParseLog | None = None,
+    check_bounds: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(polygons float32 [N, 8] in pixels, labels int64 [N])`` of one label file's text.
 
     A line with another token count, a non-integer or out-of-range class, or a non-numeric or
-    non-finite coordinate is skipped with a warning naming ``path:line`` (raised in ``strict``);
-    objects with a corner outside ``[0, 1]`` are kept and counted in ``log``.
+    non-finite coordinate, and with ``check_bounds`` (datasets for training and testing) a polygon
+    wholly outside the image or with a corner farther outside than its size
+    (:func:`rotdet.data.records.implausible_objects`), is skipped with a warning naming
+    ``path:line`` (raised in ``strict``); objects with a corner outside ``[0, 1]`` are kept and
+    counted in ``log``.
     """
     log = log if log is not None else ParseLog()
     polys: list[list[float]] = []
@@ -112,10 +118,15 @@ def parse_yolo_obb_text(
         if not all(math.isfinite(c) for c in coords):
             skip("non-finite coordinate (NaN or inf)")
             continue
+        scale = np.tile(np.array([width, height], np.float64), 4)
+        poly = np.array(coords, np.float64) * scale
+        implausible = implausible_objects(poly, width, height) if check_bounds else None
+        if implausible:
+            skip(implausible[0][1])
+            continue
         if min(coords) < 0 or max(coords) > 1:
             outside += 1
-        scale = np.tile(np.array([width, height], np.float64), 4)
-        polys.append((np.array(coords, np.float64) * scale).tolist())
+        polys.append(poly.tolist())
         labels.append(cls)
     log.note(OUT_OF_IMAGE, outside)
     log.files += 1
@@ -244,7 +255,7 @@ def list_split_images(entries: Sequence[str | os.PathLike], root: str | os.PathL
         if p.is_dir():
             found += [f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in YOLO_IMAGE_EXTENSIONS]
         elif p.is_file() and p.suffix.lower() == ".txt":
-            for line in p.read_text(encoding="utf-8-sig").splitlines():
+            for line in decode_label_text(p.read_bytes(), p).splitlines():
                 line = line.strip()
                 if not line:
                     continue
@@ -263,6 +274,7 @@ def read_yolo_obb_records(
     ann_dir: str | os.PathLike | None = None,
     strict: bool = False,
     log: ParseLog | None = None,
+    check_bounds: bool = False,
 ) -> list[ImageRecord]:
     """One record per image (in the given order), its objects from ``ann_dir/<stem>.txt`` or, when
     ``ann_dir`` is None, from Ultralytics' label path (:func:`label_path_for`). The image size comes
@@ -281,12 +293,10 @@ def read_yolo_obb_records(
             log.note(NO_LABEL_FILE)
             records.append(ImageRecord.empty(image.stem, str(image), width, height))
             continue
-        raw = label.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            text = raw.decode("latin-1")
-        polys, labels = parse_yolo_obb_text(text, width, height, len(classes), str(label), strict, log)
+        text = decode_label_text(label.read_bytes(), label)
+        polys, labels = parse_yolo_obb_text(
+            text, width, height, len(classes), str(label), strict, log, check_bounds
+        )
         records.append(
             ImageRecord(image.stem, str(image), polys, labels, np.zeros(len(labels), np.int64), width, height)
         )

@@ -3,7 +3,7 @@
 For every image ``<stem>.<ext>`` it writes, under ``--out``: ``<stem>.png`` (the detections drawn),
 ``<stem>.txt`` (DOTA lines ``x1 y1 ... x4 y4 class score``) and ``<stem>.json`` (rotdet's detections
 JSON, readable by ``rotdet eval``). GeoTIFFs and other GDAL rasters go window by window through
-:mod:`rotdet.geo.cli` instead (``<stem>.geojson``, ``.gpkg``, ``.txt``, ``.json``,
+:mod:`rotdet.cli.predict_raster` instead (``<stem>.geojson``, ``.gpkg``, ``.txt``, ``.json``,
 ``_preview.png``). An unreadable image is reported and skipped (exit code 1 at the end); a bad
 config or checkpoint stops at once with a one-line message (exit code 2).
 """
@@ -17,15 +17,17 @@ from pathlib import Path
 
 import cv2
 import torch
+from tqdm import tqdm
 
+from rotdet.cli.predict_raster import add_raster_arguments, geo_check, predict_raster_file, wants_raster
 from rotdet.data.dota import IMAGE_EXTENSIONS, list_images
 from rotdet.data.transforms import ImageReadError, load_image
 from rotdet.data.visualize import draw_detections
 from rotdet.engine.checkpoint import CheckpointError
 from rotdet.engine.inference import Detector, check_window, default_gap
+from rotdet.export.runtime import is_export_path
 from rotdet.fileio import atomic_write_bytes
 from rotdet.geo import RasterError
-from rotdet.geo.cli import add_raster_arguments, geo_check, predict_raster_file, wants_raster
 
 __all__ = ["add_predict_arguments", "check_device", "collect_images", "error_message", "run_predict"]
 
@@ -118,44 +120,37 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     add_raster_arguments(parser)
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    """``rotdet predict``: 0 when every image was processed, 1 when some failed, 2 on a setup error."""
-    from tqdm import tqdm
+class _SetupError(Exception):
+    """A problem found before any image is processed: printed on one line, exit code 2."""
 
-    from rotdet.export.runtime import is_export_path
 
-    exported = is_export_path(args.config)
+def _inputs(args: argparse.Namespace, exported: bool) -> tuple[list[Path], list[str]]:
+    """The images to process and the path problems to report (raises :class:`_SetupError`)."""
     # An exported model carries its weights: what stands in the checkpoint's place is an image.
     paths = [args.checkpoint, *args.paths] if exported else list(args.paths)
     if not paths:
-        print(
-            "rotdet predict: no image given (CONFIG CHECKPOINT PATHS..., or EXPORT PATHS...)", file=sys.stderr
-        )
-        return 2
+        raise _SetupError("no image given (CONFIG CHECKPOINT PATHS..., or EXPORT PATHS...)")
     images, problems = collect_images(paths)
     if not images:
-        for msg in problems:
-            print(f"rotdet predict: {msg}", file=sys.stderr)
-        print("rotdet predict: no image to process", file=sys.stderr)
-        return 2
+        raise _SetupError(
+            "\n".join([*(f"rotdet predict: {m}" for m in problems), "no image to process"])[15:]
+        )
     stems: dict[str, Path] = {}
     for img in images:
         if img.stem in stems:
-            print(
-                f"rotdet predict: two images named {img.stem!r} ({stems[img.stem]}, {img}) "
-                "would write the same output files",
-                file=sys.stderr,
+            raise _SetupError(
+                f"two images named {img.stem!r} ({stems[img.stem]}, {img}) would write the same output files"
             )
-            return 2
         stems[img.stem] = img
     clash = overwritten_input(images, Path(args.out))
     if clash:
-        print(f"rotdet predict: {clash}", file=sys.stderr)
-        return 2
-    use_gdal, geo_problem, geo_note = geo_check(images, args)
-    if geo_problem:
-        print(f"rotdet predict: {geo_problem}", file=sys.stderr)
-        return 2
+        raise _SetupError(clash)
+    return images, problems
+
+
+def _detector(args: argparse.Namespace, exported: bool):
+    """The detector (a config + checkpoint, or an export), its window checked (raises
+    :class:`_SetupError` with the message of a wrong name, path or architecture)."""
     try:
         device = check_device(args.device)
         if exported:
@@ -167,8 +162,47 @@ def run_predict(args: argparse.Namespace) -> int:
         size = args.size if args.size is not None else detector.window_size
         check_window(size, args.gap if args.gap is not None else default_gap(size), args.batch_size)
     except (CheckpointError, ValueError, KeyError) as exc:
-        # A wrong name, path or architecture: the message says which; a traceback would only bury it.
-        print(f"rotdet predict: {error_message(exc)}", file=sys.stderr)
+        # The message says which; a traceback would only bury it.
+        raise _SetupError(error_message(exc)) from None
+    return detector
+
+
+def _predict_image(detector, path: Path, out: Path, args: argparse.Namespace) -> str:
+    """Detect in one image and write ``<stem>.png`` (drawn), ``.txt`` (DOTA lines) and ``.json``;
+    returns the line to print (raises ImageReadError for an unreadable image)."""
+    start = time.perf_counter()
+    image = load_image(path)
+    found = detector.predict(
+        image,
+        size=args.size,
+        gap=args.gap,
+        batch_size=args.batch_size,
+        score_thr=args.score_thr,
+        progress=True,
+        image_id=path.stem,
+    )
+    drawn = draw_detections(image, found.polygons, found.labels, found.scores, detector.class_names)
+    ok, png = cv2.imencode(".png", drawn)
+    if not ok:  # pragma: no cover - encoding a uint8 BGR image as PNG does not fail
+        raise RuntimeError(f"cannot encode the drawing of {path}")
+    atomic_write_bytes(out / f"{path.stem}.png", png.tobytes())
+    found.write_dota_txt(out / f"{path.stem}.txt")
+    found.write_json(out / f"{path.stem}.json")
+    elapsed = time.perf_counter() - start
+    return f"{path.name}: {len(found)} detection(s) in {elapsed:.2f} s -> {out / path.stem}.{{png,txt,json}}"
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """``rotdet predict``: 0 when every image was processed, 1 when some failed, 2 on a setup error."""
+    exported = is_export_path(args.config)
+    try:
+        images, problems = _inputs(args, exported)
+        use_gdal, geo_problem, geo_note = geo_check(images, args)
+        if geo_problem:
+            raise _SetupError(geo_problem)
+        detector = _detector(args, exported)
+    except _SetupError as exc:
+        print(f"rotdet predict: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -177,40 +211,14 @@ def run_predict(args: argparse.Namespace) -> int:
     unreadable = 0
     bar = tqdm(images, desc="predict", unit="img", disable=len(images) < 2)
     for path in bar:
-        if use_gdal and wants_raster(path, args):
-            try:
-                tqdm.write(predict_raster_file(detector, path, out, args))
-            except RasterError as exc:
-                unreadable += 1
-                tqdm.write(f"rotdet predict: skipped {exc}", file=sys.stderr)
-            continue
-        start = time.perf_counter()
         try:
-            image = load_image(path)
-        except ImageReadError as exc:
+            if use_gdal and wants_raster(path, args):
+                tqdm.write(predict_raster_file(detector, path, out, args))
+            else:
+                tqdm.write(_predict_image(detector, path, out, args))
+        except (RasterError, ImageReadError) as exc:
             unreadable += 1
             tqdm.write(f"rotdet predict: skipped {exc}", file=sys.stderr)
-            continue
-        found = detector.predict(
-            image,
-            size=args.size,
-            gap=args.gap,
-            batch_size=args.batch_size,
-            score_thr=args.score_thr,
-            progress=True,
-            image_id=path.stem,
-        )
-        drawn = draw_detections(image, found.polygons, found.labels, found.scores, detector.class_names)
-        ok, png = cv2.imencode(".png", drawn)
-        if not ok:  # pragma: no cover - encoding a uint8 BGR image as PNG does not fail
-            raise RuntimeError(f"cannot encode the drawing of {path}")
-        atomic_write_bytes(out / f"{path.stem}.png", png.tobytes())
-        found.write_dota_txt(out / f"{path.stem}.txt")
-        found.write_json(out / f"{path.stem}.json")
-        elapsed = time.perf_counter() - start
-        tqdm.write(
-            f"{path.name}: {len(found)} detection(s) in {elapsed:.2f} s -> {out / path.stem}.{{png,txt,json}}"
-        )
     bar.close()
     summary = f"predicted {len(images) - unreadable} of {len(images)} image(s) into {out}"
     if unreadable:
@@ -218,5 +226,4 @@ def run_predict(args: argparse.Namespace) -> int:
     if problems:
         summary += f"; {len(problems)} path(s) skipped"
     print(summary)
-    failed = unreadable + len(problems)
-    return 1 if failed else 0
+    return 1 if unreadable + len(problems) else 0

@@ -20,8 +20,13 @@ import argparse
 import contextlib
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import cv2
+from tqdm import tqdm
+
+from rotdet.fileio import atomic_write
 from rotdet.geo import GEO_EXTRA_HINT, RASTER_EXTENSIONS, geo_available
 
 __all__ = ["add_raster_arguments", "geo_check", "predict_raster_file", "wants_raster"]
@@ -128,11 +133,7 @@ def predict_raster_file(detector, path: Path, out: Path, args: argparse.Namespac
     found and written). Its warnings (no georeference...) go to stderr as the command's lines.
 
     Raises :class:`rotdet.geo.RasterError` for a raster that cannot be used (nothing written)."""
-    import warnings
 
-    from tqdm import tqdm
-
-    from rotdet.fileio import atomic_write
     from rotdet.geo.predict import predict_raster
 
     start = time.perf_counter()
@@ -157,8 +158,6 @@ def predict_raster_file(detector, path: Path, out: Path, args: argparse.Namespac
     stem = path.stem
     payloads = {".gpkg": found.to_gpkg_bytes()}
     if found.preview is not None:
-        import cv2
-
         ok, png = cv2.imencode(".png", found.draw_preview())
         if not ok:  # pragma: no cover - encoding a uint8 BGRA image as PNG does not fail
             raise RuntimeError(f"cannot encode the preview of {path}")

@@ -9,12 +9,22 @@ the folder appears whole at the end, or not at all.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
+from rotdet.cli.predict import error_message
 from rotdet.engine.checkpoint import CheckpointError
-from rotdet.export.exporter import DEFAULT_OPSET, EXPORT_JSON, FORMATS, ExportError, check_out_folder
+from rotdet.engine.inference import Detector
+from rotdet.export.exporter import (
+    DEFAULT_OPSET,
+    EXPORT_JSON,
+    FORMATS,
+    ExportError,
+    check_out_folder,
+    export_detector,
+)
 
 __all__ = ["add_export_arguments", "run_export"]
 
@@ -53,9 +63,6 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """``rotdet export``: 0 on success, 2 on a bad request."""
-    from rotdet.engine.inference import Detector
-    from rotdet.engine.predict_cli import error_message
-    from rotdet.export.exporter import export_detector
 
     try:
         if args.format == "onnx":
@@ -85,8 +92,6 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _require(*modules: str) -> None:
-    import importlib.util
-
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise ExportError(f'{", ".join(missing)} not installed: pip install -e ".[export]"')
