@@ -22,7 +22,7 @@ from rotdet.models.factory import build_model
 from rotdet.models.gaussian_losses import GDLoss, GDLossV1
 from rotdet.models.mmrotate_import import (
     load_mmrotate_checkpoint,
-    load_mmrotate_into,
+    load_weights,
     mmrotate_to_rotdet_state_dict,
     rotdet_to_mmrotate_key,
 )
@@ -318,7 +318,7 @@ def test_kld_matches_mmrotate_oracle(name):
     summary = json.loads((odir / "summary.json").read_text())
     if "grad_norm_total" in summary:
         model = build_model(load_config(name, ["model.backbone.pretrained=false"]))
-        load_mmrotate_into(model, odir / "model.pth")
+        load_weights(model, odir / "model.pth")
         img, metas, targets = _oracle_inputs(np.load(odir / "oracle.npz"))
         model.train()
         sum_losses(model.forward_train(img, targets, metas)).backward()
@@ -340,7 +340,7 @@ def test_kld_training_steps_match_mmrotate(name):
     d = np.load(odir / "oracle.npz")
     cfg = load_config(name, ["model.backbone.pretrained=false"])
     model = build_model(cfg)
-    load_mmrotate_into(model, init)
+    load_weights(model, init)
     lr = json.loads((odir / "summary.json").read_text())["train"]["optimizer"]["lr"]
     opt = build_optimizer(cfg, model, lr=lr)
     img, metas, targets = _oracle_inputs(d)
