@@ -127,7 +127,9 @@ def build_assigner(cfg: dict):
 HEAD_TYPES = ("RotatedRetinaHead", "RotatedATSSHead", "RotatedRetinaRefineHead")
 
 
-def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> RotatedRetinaHead:
+def build_head(
+    cfg: dict, train_cfg: dict | None, test_cfg: dict | None, head_class: type = RotatedRetinaHead
+) -> RotatedRetinaHead:
     c = _take(
         cfg,
         "bbox_head",
@@ -155,7 +157,7 @@ def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> Rota
         assigner = build_assigner(t.pop("assigner"))
         t.pop("debug", None)
         train = TrainConfig(**t)
-    return RotatedRetinaHead(
+    return head_class(
         num_classes=c["num_classes"],
         in_channels=c.get("in_channels", 256),
         feat_channels=c.get("feat_channels", 256),
@@ -218,9 +220,16 @@ def _build_r3det(model: dict) -> R3Det:
     return R3Det(backbone, neck, head, frms, refine, stage_loss_weights=weights)
 
 
+def _build_s2anet(model: dict) -> nn.Module:
+    from rotdet.models.s2anet import build_s2anet  # it builds its parts with this module's builders
+
+    return build_s2anet(model)
+
+
 DETECTORS: dict[str, Callable[[dict], nn.Module]] = {
     "RotatedRetinaNet": _build_single_stage,
     "R3Det": _build_r3det,
+    "S2ANet": _build_s2anet,
 }
 
 
@@ -230,7 +239,7 @@ def build_model(cfg: dict) -> nn.Module:
     ``model`` part spelled out in full."""
     if "model" in cfg:
         cfg = resolve_angle_version(cfg)
-        coder = cfg["model"]["bbox_head"]["bbox_coder"]
+        coder = (cfg["model"].get("bbox_head") or cfg["model"].get("odm_head") or {}).get("bbox_coder", {})
         logger.debug(  # config.yaml in a work dir holds them too
             "angle_version %s: box coder edge_swap=%s proj_xy=%s norm_factor=%s",
             cfg["angle_version"],
