@@ -102,14 +102,20 @@ def test_config_is_mmrotates():
         load_config(NAME, ["model.odm_head.bbox_coder.angle_range=le90"])
 
 
-def test_state_dict_layout_matches_mmrotate():
-    """Key for key and shape for shape mmrotate 0.3.4's S2ANet (recorded in the reference venv)."""
+def _expected_layout() -> dict[str, list[int]]:
+    """mmrotate 0.3.4's S2ANet state-dict keys and shapes (recorded in the reference venv)."""
     record = json.loads((TESTS / "mmrotate_s2anet_state_dict_keys.json").read_text())["configs"][NAME]
     seed = json.loads((TESTS / "mmrotate_state_dict_keys.json").read_text())
     expected = {}
     for group in record["groups"]:
         expected.update(seed["groups"][group])
     expected.update(record["extra"])
+    return expected
+
+
+def test_state_dict_layout_matches_mmrotate():
+    """Key for key and shape for shape mmrotate 0.3.4's S2ANet."""
+    expected = _expected_layout()
     model = build_model(load_config(NAME, ["model.backbone.pretrained=false"]))
     assert isinstance(model, S2ANet) and type(model.fam_head) is RotatedRetinaHead
     assert isinstance(model.odm_head, ODMRefineHead) and model.bbox_head is model.odm_head
@@ -193,6 +199,7 @@ def test_matches_mmrotate_oracle():
     """Same weights and input as mmrotate 0.3.4: raw FAM outputs, rois, ODM outputs, per-level
     losses, the candidates before NMS and the detections."""
     d = dict(np.load(ORACLE_DIR / "oracle.npz"))
+    assert json.loads((ORACLE_DIR / "keys.json").read_text()) == _expected_layout()
     model = build_model(load_config(NAME, ["model.backbone.pretrained=false"]))
     load_weights(model, ORACLE_DIR / "model.pth")
     img = torch.from_numpy(d["img"])
