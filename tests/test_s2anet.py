@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from rotdet.configs import load_config
+from rotdet.data.build import resolve_data_config
 from rotdet.models import load_weights
 from rotdet.models.detectors import sum_losses
 from rotdet.models.factory import build_model
@@ -172,6 +173,20 @@ def test_train_step_under_bfloat16_autocast():
         losses = model.forward_train(images, targets, metas)
     assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
     sum_losses(losses).backward()
+
+
+def test_num_classes_of_both_heads_follow_the_data():
+    cfg = load_config(NAME, ["data.classes=toy"])
+    with pytest.raises(ValueError, match="model.fam_head.num_classes is 15 but data.classes has 6"):
+        resolve_data_config(cfg)
+    fixed = load_config(NAME, ["data.classes=toy", "model.fam_head.num_classes=6"])
+    with pytest.raises(ValueError, match="set model.odm_head.num_classes=6"):
+        resolve_data_config(fixed)
+    unset = load_config(
+        NAME, ["data.classes=toy", "model.fam_head.num_classes=null", "model.odm_head.num_classes=null"]
+    )
+    model = resolve_data_config(unset)["model"]
+    assert model["fam_head"]["num_classes"] == model["odm_head"]["num_classes"] == 6
 
 
 def test_wrong_s2anet_configs_are_refused():
