@@ -139,7 +139,10 @@ class ODMRefineHead(RotatedRetinaHead):
     are given by the caller (one per location: the FAM stage's rois) and whose layers are
     ``or_conv`` (:class:`ORConv2d`, ``feat_channels -> feat_channels / 8`` filters x 8 turns), then
     ``stacked_convs`` 3x3 conv + ReLU per branch (the class branch after rotation-invariant
-    pooling, so its first conv reads ``feat_channels / 8`` channels) and ``odm_cls`` / ``odm_reg``."""
+    pooling, so its first conv reads ``feat_channels / 8`` channels) and ``odm_cls`` / ``odm_reg``.
+
+    ``stacked_convs`` and ``norm_cfg`` are honoured here; mmrotate 0.3.4's head drops them (it
+    always builds two plain convs per branch), which is what its configs ask for anyway."""
 
     def _init_layers(self, stacked_convs: int, norm_cfg: dict | None) -> None:
         n_rot = ARF_CONFIG[1]
