@@ -249,3 +249,11 @@ def test_matches_mmrotate_oracle():
         ours = np.concatenate([dets.boxes, dets.scores[:, None], dets.labels[:, None].double()], 1)
         order_o, order_r = np.lexsort((-ours[:, 5], ours[:, 6])), np.lexsort((-ref[:, 5], ref[:, 6]))
         assert _max_err(ours[order_o], ref[order_r]) < 1e-2
+
+
+def test_export_refuses_s2anet_in_one_line():
+    from rotdet.export.graph import CandidateGraph
+
+    model = build_model(load_config(NAME, tiny_overrides())).eval()
+    with pytest.raises(ValueError, match="cannot export a S2ANet: .*not exportable yet"):
+        CandidateGraph(model, 128, [0, 0, 0], [1, 1, 1], True, 100)
