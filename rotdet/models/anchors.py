@@ -16,10 +16,12 @@ ratios=(1.0,)`` (1 anchor); strides 8, 16, 32, 64, 128.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+
+from rotdet.models.config_keys import constructor_kwargs
 
 __all__ = ["AnchorGenerator"]
 
@@ -84,6 +86,11 @@ class AnchorGenerator:
         # Anchors and valid flags keyed by shapes and device (a few MB at most; DOTA patches all
         # have one size, so a training run makes them once and saves a dozen launches a step).
         self._cache: dict[tuple, object] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> AnchorGenerator:
+        """From a head's ``anchor_generator`` (mmrotate's ``RotatedAnchorGenerator``)."""
+        return cls(**constructor_kwargs(cls, cfg, "anchor_generator", {"RotatedAnchorGenerator"}))
 
     @property
     def num_levels(self) -> int:

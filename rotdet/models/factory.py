@@ -16,6 +16,7 @@ from rotdet.models.anchors import AnchorGenerator
 from rotdet.models.assigners import ATSSAssigner, MaxIoUAssigner
 from rotdet.models.backbone import ResNetBackbone
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
+from rotdet.models.config_keys import constructor_kwargs
 from rotdet.models.detectors import R3Det, RotatedSingleStageDetector
 from rotdet.models.fpn import FPN
 from rotdet.models.heads import RotatedRetinaHead
@@ -41,62 +42,24 @@ def _take(cfg: dict, what: str, allowed: set[str], expected_type: set[str] | Non
 
 
 def build_backbone(cfg: dict) -> ResNetBackbone:
-    c = _take(
-        cfg,
-        "backbone",
-        {"depth", "out_indices", "frozen_stages", "norm_eval", "zero_init_residual", "style", "pretrained"},
-        {"ResNet", None},
-    )
-    if c.pop("style", "pytorch") != "pytorch":
-        raise ValueError("backbone: only style='pytorch' ResNets are supported")
-    return ResNetBackbone(**c)
+    return ResNetBackbone.from_config(cfg)
 
 
 def build_neck(cfg: dict, backbone: ResNetBackbone) -> FPN:
-    c = _take(
-        cfg,
-        "neck",
-        {
-            "in_channels",
-            "out_channels",
-            "start_level",
-            "add_extra_convs",
-            "num_outs",
-            "relu_before_extra_convs",
-        },
-        {"FPN", None},
-    )
-    in_channels = c.get("in_channels")
-    if in_channels is None:
-        c["in_channels"] = list(backbone.out_channels)
-    elif list(in_channels) != list(backbone.out_channels):
-        raise ValueError(
-            f"neck.in_channels {list(in_channels)} do not match the ResNet-{backbone.depth} outputs "
-            f"{list(backbone.out_channels)} (set model.neck.in_channels to them, or to null)"
-        )
-    return FPN(**c)
+    return FPN.from_config(cfg, backbone.out_channels)
 
 
 def build_anchor_generator(cfg: dict) -> AnchorGenerator | None:
-    c = _take(
-        cfg,
-        "anchor_generator",
-        {"octave_base_scale", "scales_per_octave", "ratios", "strides", "scales", "center_offset"},
-        {"RotatedAnchorGenerator", "PseudoAnchorGenerator"},
-    )
-    if cfg["type"] == "PseudoAnchorGenerator":
+    """The head's anchors; None for mmrotate's ``PseudoAnchorGenerator`` (a refine head's anchors
+    are the previous stage's boxes)."""
+    if cfg.get("type") == "PseudoAnchorGenerator":
+        constructor_kwargs(AnchorGenerator, cfg, "anchor_generator", {"PseudoAnchorGenerator"})
         return None
-    return AnchorGenerator(**c)
+    return AnchorGenerator.from_config(cfg)
 
 
 def build_coder(cfg: dict) -> DeltaXYWHAOBBoxCoder:
-    c = _take(
-        cfg,
-        "bbox_coder",
-        {"angle_range", "norm_factor", "edge_swap", "proj_xy", "target_means", "target_stds"},
-        {"DeltaXYWHAOBBoxCoder"},
-    )
-    return DeltaXYWHAOBBoxCoder(**c)
+    return DeltaXYWHAOBBoxCoder.from_config(cfg)
 
 
 def build_assigner(cfg: dict):
@@ -127,7 +90,9 @@ def build_assigner(cfg: dict):
 HEAD_TYPES = ("RotatedRetinaHead", "RotatedATSSHead", "RotatedRetinaRefineHead")
 
 
-def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> RotatedRetinaHead:
+def build_head(
+    cfg: dict, train_cfg: dict | None, test_cfg: dict | None, head_class: type = RotatedRetinaHead
+) -> RotatedRetinaHead:
     c = _take(
         cfg,
         "bbox_head",
@@ -156,7 +121,7 @@ def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> Rota
         assigner = build_assigner(t.pop("assigner"))
         t.pop("debug", None)
         train = TrainConfig(**t)
-    return RotatedRetinaHead(
+    return head_class(
         num_classes=c["num_classes"],
         in_channels=c.get("in_channels", 256),
         feat_channels=c.get("feat_channels", 256),
@@ -217,8 +182,7 @@ def _build_r3det(model: dict) -> R3Det:
     head = build_head(m["bbox_head"], train_cfg["s0"] if train_cfg else None, test_cfg)
     frms = []
     for f in m["frm_cfgs"]:
-        f = _take(f, "frm_cfgs", {"in_channels", "featmap_strides", "points", "mmcv_yx"})
-        frms.append(FeatureRefineModule(**f))
+        frms.append(FeatureRefineModule.from_config(f))
     refine = [
         build_head(h, train_cfg["sr"][i] if train_cfg else None, test_cfg)
         for i, h in enumerate(m["refine_heads"])
@@ -227,9 +191,16 @@ def _build_r3det(model: dict) -> R3Det:
     return R3Det(backbone, neck, head, frms, refine, stage_loss_weights=weights)
 
 
+def _build_s2anet(model: dict) -> nn.Module:
+    from rotdet.models.s2anet import build_s2anet  # it builds its parts with this module's builders
+
+    return build_s2anet(model)
+
+
 DETECTORS: dict[str, Callable[[dict], nn.Module]] = {
     "RotatedRetinaNet": _build_single_stage,
     "R3Det": _build_r3det,
+    "S2ANet": _build_s2anet,
 }
 
 
@@ -239,7 +210,7 @@ def build_model(cfg: dict) -> nn.Module:
     ``model`` part spelled out in full."""
     if "model" in cfg:
         cfg = resolve_angle_version(cfg)
-        coder = cfg["model"]["bbox_head"]["bbox_coder"]
+        coder = (cfg["model"].get("bbox_head") or cfg["model"].get("odm_head") or {}).get("bbox_coder", {})
         logger.debug(  # config.yaml in a work dir holds them too
             "angle_version %s: box coder edge_swap=%s proj_xy=%s norm_factor=%s",
             cfg["angle_version"],

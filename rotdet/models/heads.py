@@ -131,6 +131,12 @@ class RotatedRetinaHead(nn.Module):
         self.train_cfg = train_cfg if train_cfg is not None else TrainConfig()
         self.test_cfg = test_cfg if test_cfg is not None else TestConfig()
 
+        self._init_layers(stacked_convs, norm_cfg)
+        self.init_weights()
+
+    def _init_layers(self, stacked_convs: int, norm_cfg: dict | None) -> None:
+        """The towers and the two output convs (mmdet's ``_init_layers``: a subclass with other
+        layers, S2A-Net's ODM head, overrides it)."""
         self.cls_convs = nn.ModuleList()
         self.reg_convs = nn.ModuleList()
         for i in range(stacked_convs):
@@ -139,7 +145,6 @@ class RotatedRetinaHead(nn.Module):
             self.reg_convs.append(ConvReLU(chn, self.feat_channels, norm_cfg))
         self.retina_cls = nn.Conv2d(self.feat_channels, self.num_anchors * self.num_classes, 3, padding=1)
         self.retina_reg = nn.Conv2d(self.feat_channels, self.num_anchors * 5, 3, padding=1)
-        self.init_weights()
 
     def init_weights(self) -> None:
         """mmdet's init: every conv Normal(0, 0.01) with zero bias; ``retina_cls`` bias for prior 0.01."""
