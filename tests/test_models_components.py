@@ -468,3 +468,25 @@ def test_config_keys_come_from_each_constructor():
         ResNetBackbone.from_config({"type": "ResNet", "depth": 18, "style": "caffe"})
     with pytest.raises(ValueError, match="neck.in_channels .* do not match the backbone's outputs"):
         FPN.from_config({"type": "FPN", "in_channels": [1, 2], "out_channels": 8, "num_outs": 2}, [64, 128])
+
+
+def test_head_and_assigner_keys_come_from_their_constructors():
+    from rotdet.configs import load_config
+    from rotdet.models.assigners import MaxIoUAssigner, assigner_from_config
+    from rotdet.models.heads import RotatedRetinaHead
+
+    model = load_config("rotated_retinanet_obb_r50_fpn_1x_dota_le90")["model"]
+    head = RotatedRetinaHead.from_config(model["bbox_head"], model["train_cfg"], model["test_cfg"])
+    assert isinstance(head.assigner, MaxIoUAssigner) and head.test_cfg.nms_pre == 2000
+    with pytest.raises(
+        ValueError, match=r"bbox_head: unknown keys \['feat_chanels'\]; known: .*'feat_channels'"
+    ):
+        RotatedRetinaHead.from_config({**model["bbox_head"], "feat_chanels": 8})
+    with pytest.raises(
+        ValueError, match=r"bbox_head: unknown keys \['strides'\]"
+    ):  # from the anchors, not here
+        RotatedRetinaHead.from_config({**model["bbox_head"], "strides": [8]})
+    assigner = {**model["train_cfg"]["assigner"], "ignore_wrt_candidates": False}  # any constructor key
+    assert assigner_from_config(assigner).ignore_wrt_candidates is False
+    with pytest.raises(ValueError, match=r"assigner: unknown keys \['pos_iou'\]; known: .*'pos_iou_thr'"):
+        assigner_from_config({**assigner, "pos_iou": 0.5})

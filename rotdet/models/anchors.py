@@ -243,3 +243,12 @@ class AnchorGenerator:
             f"scales={self.scales.tolist()}, base_sizes={self.base_sizes}, "
             f"center_offset={self.center_offset})"
         )
+
+
+def anchor_generator_from_config(cfg: Mapping) -> AnchorGenerator | None:
+    """A head's ``anchor_generator``: the grid of mmrotate's ``RotatedAnchorGenerator``, or None for
+    its ``PseudoAnchorGenerator`` (a refine head's anchors are the previous stage's boxes)."""
+    if cfg.get("type") == "PseudoAnchorGenerator":
+        constructor_kwargs(AnchorGenerator, cfg, "anchor_generator", {"PseudoAnchorGenerator"})
+        return None
+    return AnchorGenerator.from_config(cfg)

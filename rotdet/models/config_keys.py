@@ -28,6 +28,7 @@ def constructor_kwargs(
     what: str,
     types: Collection[str | None] | None = None,
     extra: Collection[str] = (),
+    exclude: Collection[str] = (),
 ) -> dict[str, Any]:
     """``cfg`` without its ``type``, checked against ``cls``'s constructor.
 
@@ -37,13 +38,14 @@ def constructor_kwargs(
         what: the section's name in messages (``backbone``, ``bbox_head.bbox_coder``...).
         types: the ``type`` values the section may name (None: any).
         extra: keys the caller's ``from_config`` maps itself (they stay in the result).
+        exclude: constructor parameters that come from elsewhere, not from this section.
     """
     c = dict(cfg)
     kind = c.pop("type", None)
     if types is not None and kind not in types:
         known = sorted(t for t in types if t is not None)
         raise ValueError(f"{what}: type {kind!r} is not supported; expected one of {known}")
-    allowed = constructor_keys(cls) | set(extra)
+    allowed = (constructor_keys(cls) - set(exclude)) | set(extra)
     unknown = set(c) - allowed
     if unknown:
         raise ValueError(f"{what}: unknown keys {sorted(unknown)}; known: {sorted(allowed)}")

@@ -12,18 +12,14 @@ from collections.abc import Callable
 from torch import nn
 
 from rotdet.configs import resolve_angle_version
-from rotdet.models.anchors import AnchorGenerator
-from rotdet.models.assigners import ATSSAssigner, MaxIoUAssigner
+from rotdet.models.anchors import AnchorGenerator, anchor_generator_from_config
+from rotdet.models.assigners import Assigner, assigner_from_config
 from rotdet.models.backbone import ResNetBackbone
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
-from rotdet.models.config_keys import constructor_kwargs
 from rotdet.models.detectors import R3Det, RotatedSingleStageDetector
 from rotdet.models.fpn import FPN
 from rotdet.models.heads import RotatedRetinaHead
-from rotdet.models.losses import LossSpec, build_loss
-from rotdet.models.postprocess import TestConfig
 from rotdet.models.r3det import FeatureRefineModule
-from rotdet.models.targets import TrainConfig
 
 __all__ = ["DETECTORS", "build_model"]
 
@@ -50,101 +46,22 @@ def build_neck(cfg: dict, backbone: ResNetBackbone) -> FPN:
 
 
 def build_anchor_generator(cfg: dict) -> AnchorGenerator | None:
-    """The head's anchors; None for mmrotate's ``PseudoAnchorGenerator`` (a refine head's anchors
-    are the previous stage's boxes)."""
-    if cfg.get("type") == "PseudoAnchorGenerator":
-        constructor_kwargs(AnchorGenerator, cfg, "anchor_generator", {"PseudoAnchorGenerator"})
-        return None
-    return AnchorGenerator.from_config(cfg)
+    return anchor_generator_from_config(cfg)
 
 
 def build_coder(cfg: dict) -> DeltaXYWHAOBBoxCoder:
     return DeltaXYWHAOBBoxCoder.from_config(cfg)
 
 
-def build_assigner(cfg: dict):
-    kind = cfg.get("type")
-    if kind == "MaxIoUAssigner":
-        c = _take(
-            cfg,
-            "assigner",
-            {
-                "pos_iou_thr",
-                "neg_iou_thr",
-                "min_pos_iou",
-                "ignore_iof_thr",
-                "gt_max_assign_all",
-                "match_low_quality",
-            },
-        )
-        return MaxIoUAssigner(**c)
-    if kind in ("ATSSObbAssigner", "ATSSAssigner"):
-        c = _take(cfg, "assigner", {"topk", "angle_version", "mmcv_cuda_inside_limit"})
-        return ATSSAssigner(**c)
-    raise ValueError(f"assigner: type {kind!r} is not supported; expected MaxIoUAssigner or ATSSObbAssigner")
-
-
-# mmrotate's three dense-head types are one class here: the assigner (any of them, one protocol)
-# makes a head RetinaNet's or ATSS's, and a refine head is a head whose anchors come from the caller
-# (checked against its anchor generator below).
-HEAD_TYPES = ("RotatedRetinaHead", "RotatedATSSHead", "RotatedRetinaRefineHead")
+def build_assigner(cfg: dict) -> Assigner:
+    return assigner_from_config(cfg)
 
 
 def build_head(
     cfg: dict, train_cfg: dict | None, test_cfg: dict | None, head_class: type = RotatedRetinaHead
 ) -> RotatedRetinaHead:
-    c = _take(
-        cfg,
-        "bbox_head",
-        {
-            "num_classes",
-            "in_channels",
-            "stacked_convs",
-            "feat_channels",
-            "assign_by_circumhbbox",
-            "anchor_generator",
-            "bbox_coder",
-            "loss_cls",
-            "loss_bbox",
-            "reg_decoded_bbox",
-            "norm_cfg",
-        },
-        set(HEAD_TYPES),
-    )
-    anchor_cfg = c.pop("anchor_generator")
-    anchor_generator = build_anchor_generator(anchor_cfg)
-    if (anchor_generator is None) != (cfg["type"] == "RotatedRetinaRefineHead"):
-        raise ValueError(f"{cfg['type']} cannot use a {anchor_cfg['type']}")
-    assigner, train = None, None
-    if train_cfg is not None:
-        t = _take(train_cfg, "train_cfg", {"assigner", "allowed_border", "pos_weight", "debug"})
-        assigner = build_assigner(t.pop("assigner"))
-        t.pop("debug", None)
-        train = TrainConfig(**t)
-    return head_class(
-        num_classes=c["num_classes"],
-        in_channels=c.get("in_channels", 256),
-        feat_channels=c.get("feat_channels", 256),
-        stacked_convs=c.get("stacked_convs", 4),
-        anchor_generator=anchor_generator,
-        bbox_coder=build_coder(c["bbox_coder"]),
-        loss_cls=_focal_loss(c["loss_cls"]),
-        loss_bbox=build_loss(c["loss_bbox"]),
-        reg_decoded_bbox=bool(c.get("reg_decoded_bbox", False)),
-        assigner=assigner,
-        assign_by_circumhbbox=c.get("assign_by_circumhbbox", "oc"),
-        train_cfg=train,
-        test_cfg=TestConfig.from_cfg(test_cfg) if test_cfg is not None else None,
-        strides=anchor_cfg.get("strides", (8, 16, 32, 64, 128)),
-        norm_cfg=c.get("norm_cfg"),
-    )
-
-
-def _focal_loss(cfg: dict) -> LossSpec:
-    loss = build_loss(cfg)
-    if loss.type != "FocalLoss":
-        raise ValueError(f"bbox_head.loss_cls: type {loss.type!r} is not supported; expected FocalLoss")
-    return loss
+    """A dense head (``head_class``, a :class:`RotatedRetinaHead` subclass) from its sections."""
+    return head_class.from_config(cfg, train_cfg, test_cfg)
 
 
 def _build_single_stage(model: dict) -> RotatedSingleStageDetector:

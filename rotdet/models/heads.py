@@ -24,15 +24,16 @@ caller (the boxes refined by the previous stage).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from rotdet.models.anchors import AnchorGenerator
-from rotdet.models.assigners import Assigner
+from rotdet.models.anchors import AnchorGenerator, anchor_generator_from_config
+from rotdet.models.assigners import Assigner, assigner_from_config
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
-from rotdet.models.losses import BoxLoss, LossSpec
+from rotdet.models.config_keys import constructor_kwargs
+from rotdet.models.losses import BoxLoss, LossSpec, build_loss
 from rotdet.models.postprocess import TestConfig, dense_detections
 from rotdet.models.targets import TrainConfig
 from rotdet.structures.detections import RotatedDetections
@@ -133,6 +134,48 @@ class RotatedRetinaHead(nn.Module):
 
         self._init_layers(stacked_convs, norm_cfg)
         self.init_weights()
+
+    # mmrotate's three dense-head types are this one class: the assigner (any, one protocol) makes
+    # a head RetinaNet's or ATSS's, and a refine head is one whose anchors come from the caller.
+    CONFIG_TYPES = ("RotatedRetinaHead", "RotatedATSSHead", "RotatedRetinaRefineHead")
+
+    @classmethod
+    def from_config(
+        cls, cfg: Mapping, train_cfg: Mapping | None = None, test_cfg: Mapping | None = None
+    ) -> RotatedRetinaHead:
+        """From a config's ``bbox_head`` (or one of R3Det's ``refine_heads``) and its stage's
+        ``train_cfg`` (assigner, ``allowed_border``, ``pos_weight``) and ``test_cfg``. The section's
+        keys are this constructor's parameters; the anchor generator, coder and losses are built
+        from their own sections."""
+        c = constructor_kwargs(
+            cls, cfg, "bbox_head", cls.CONFIG_TYPES, exclude={"assigner", "train_cfg", "test_cfg", "strides"}
+        )
+        anchor_cfg = c.pop("anchor_generator")
+        anchors = anchor_generator_from_config(anchor_cfg)
+        if (anchors is None) != (cfg["type"] == "RotatedRetinaRefineHead"):
+            raise ValueError(f"{cfg['type']} cannot use a {anchor_cfg['type']}")
+        assigner, train = None, None
+        if train_cfg is not None:
+            t = constructor_kwargs(TrainConfig, train_cfg, "train_cfg", extra={"assigner", "debug"})
+            assigner = assigner_from_config(t.pop("assigner"))
+            t.pop("debug", None)
+            train = TrainConfig(**t)
+        loss_cls = build_loss(c.pop("loss_cls"))
+        if loss_cls.type != "FocalLoss":
+            raise ValueError(
+                f"bbox_head.loss_cls: type {loss_cls.type!r} is not supported; expected FocalLoss"
+            )
+        return cls(
+            anchor_generator=anchors,
+            bbox_coder=DeltaXYWHAOBBoxCoder.from_config(c.pop("bbox_coder")),
+            loss_cls=loss_cls,
+            loss_bbox=build_loss(c.pop("loss_bbox")),
+            assigner=assigner,
+            train_cfg=train,
+            test_cfg=TestConfig.from_cfg(test_cfg) if test_cfg is not None else None,
+            strides=anchor_cfg.get("strides", (8, 16, 32, 64, 128)),
+            **c,
+        )
 
     def _init_layers(self, stacked_convs: int, norm_cfg: dict | None) -> None:
         """The towers and the two output convs (mmdet's ``_init_layers``: a subclass with other
