@@ -53,7 +53,7 @@ def per_iteration(step, iters: int, device: torch.device) -> float:
 
 def bare_steps(cfg: dict, device: torch.device, amp: str, iters: int) -> tuple[float, float]:
     model = build_model(cfg).to(device).train()
-    optimizer = build_optimizer(cfg, model.parameters())
+    optimizer = build_optimizer(cfg, model)
     dataset = build_dataset(cfg, "train")
     batch = collate([dataset[i] for i in range(cfg["data"]["samples_per_gpu"])])
     batch["img"] = batch["img"].to(device)

@@ -441,3 +441,52 @@ def test_resnet50_fpn_and_anchors_match_oracle() -> None:
     gen = AnchorGenerator(STRIDES, **GENERATORS["retina"])
     for i, anchors in enumerate(gen.grid_anchors([tuple(o.shape[2:]) for o in outs])):
         np.testing.assert_array_equal(anchors.numpy(), oracle[f"anchors.l{i}"])
+
+
+def test_config_keys_come_from_each_constructor():
+    """A component takes exactly its constructor's parameters from its config section."""
+    import inspect
+
+    from rotdet.models.anchors import AnchorGenerator
+    from rotdet.models.backbone import ResNetBackbone
+    from rotdet.models.coders import DeltaXYWHAOBBoxCoder
+    from rotdet.models.config_keys import constructor_keys
+    from rotdet.models.fpn import FPN
+    from rotdet.models.r3det import FeatureRefineModule
+
+    for cls in (AnchorGenerator, ResNetBackbone, DeltaXYWHAOBBoxCoder, FPN, FeatureRefineModule):
+        assert constructor_keys(cls) == set(inspect.signature(cls).parameters), cls
+    coder = DeltaXYWHAOBBoxCoder.from_config(
+        {"type": "DeltaXYWHAOBBoxCoder", "angle_range": "le90", "add_ctr_clamp": True}
+    )
+    assert coder.angle_range == "le90"
+    with pytest.raises(ValueError, match=r"bbox_coder: unknown keys \['edge_swapp'\]; known: .*'edge_swap'"):
+        DeltaXYWHAOBBoxCoder.from_config({"type": "DeltaXYWHAOBBoxCoder", "edge_swapp": True})
+    with pytest.raises(ValueError, match="backbone: type 'ResNeXt' is not supported"):
+        ResNetBackbone.from_config({"type": "ResNeXt", "depth": 50})
+    with pytest.raises(ValueError, match="only style='pytorch'"):
+        ResNetBackbone.from_config({"type": "ResNet", "depth": 18, "style": "caffe"})
+    with pytest.raises(ValueError, match="neck.in_channels .* do not match the backbone's outputs"):
+        FPN.from_config({"type": "FPN", "in_channels": [1, 2], "out_channels": 8, "num_outs": 2}, [64, 128])
+
+
+def test_head_and_assigner_keys_come_from_their_constructors():
+    from rotdet.configs import load_config
+    from rotdet.models.assigners import MaxIoUAssigner, assigner_from_config
+    from rotdet.models.heads import RotatedRetinaHead
+
+    model = load_config("rotated_retinanet_obb_r50_fpn_1x_dota_le90")["model"]
+    head = RotatedRetinaHead.from_config(model["bbox_head"], model["train_cfg"], model["test_cfg"])
+    assert isinstance(head.assigner, MaxIoUAssigner) and head.test_cfg.nms_pre == 2000
+    with pytest.raises(
+        ValueError, match=r"bbox_head: unknown keys \['feat_chanels'\]; known: .*'feat_channels'"
+    ):
+        RotatedRetinaHead.from_config({**model["bbox_head"], "feat_chanels": 8})
+    with pytest.raises(
+        ValueError, match=r"bbox_head: unknown keys \['strides'\]"
+    ):  # from the anchors, not here
+        RotatedRetinaHead.from_config({**model["bbox_head"], "strides": [8]})
+    assigner = {**model["train_cfg"]["assigner"], "ignore_wrt_candidates": False}  # any constructor key
+    assert assigner_from_config(assigner).ignore_wrt_candidates is False
+    with pytest.raises(ValueError, match=r"assigner: unknown keys \['pos_iou'\]; known: .*'pos_iou_thr'"):
+        assigner_from_config({**assigner, "pos_iou": 0.5})

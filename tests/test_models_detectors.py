@@ -79,7 +79,15 @@ def test_config_names_and_loader_errors():
         "rotated_atss_obb_r50_fpn_1x_dota2_le90",
         "rotated_atss_obb_r50_fpn_1x_yolo_le90",
     }
-    assert set(SEED_CONFIGS) | {"demo_atss_le90"} | dataset_configs == set(names)
+    # mmrotate's KLD configs of the seed models: see tests/test_kld_configs.py
+    kld_configs = {
+        "rotated_retinanet_obb_kld_stable_r50_fpn_1x_dota_le90",
+        "rotated_retinanet_obb_kld_stable_r50_adamw_fpn_1x_dota_le90",
+        "rotated_retinanet_hbb_kld_stable_r50_fpn_1x_dota_oc",
+        "r3det_kld_r50_fpn_1x_dota_oc",
+    }
+    issue16_configs = {"s2anet_r50_fpn_1x_dota_le135"} | kld_configs  # tests/test_s2anet.py
+    assert set(SEED_CONFIGS) | {"demo_atss_le90"} | dataset_configs | issue16_configs == set(names)
     with pytest.raises(ValueError, match="rotated_atss_obb_r50_fpn_1x_dota_le90"):
         load_config("rotated_atss_obb_r50_fpn_1x_dota_le45")
     with pytest.raises(KeyError, match="model.backbone.dept"):

@@ -67,7 +67,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _resolve_classes(spec: str | None, dets: str, yolo_gt: str | None = None) -> tuple[str, ...]:
-    from rotdet.data import get_classes
+    from rotdet.data.classes import classes_from_text, get_classes
 
     if spec is None:
         if os.path.isfile(dets):
@@ -81,12 +81,7 @@ def _resolve_classes(spec: str | None, dets: str, yolo_gt: str | None = None) ->
         from rotdet.data import TOY_CLASSES
 
         return tuple(TOY_CLASSES)
-    if "," in spec:
-        return get_classes([s.strip() for s in spec.split(",") if s.strip()])
-    try:
-        return get_classes(spec)
-    except ValueError:
-        return get_classes([spec])
+    return classes_from_text(spec)
 
 
 def run_eval(args: argparse.Namespace) -> int:

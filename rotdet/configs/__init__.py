@@ -283,6 +283,7 @@ def resolve_angle_version(cfg: dict) -> dict:
     model = cfg["model"]
     heads = [("model.bbox_head", model.get("bbox_head"))]
     heads += [(f"model.refine_heads.{i}", h) for i, h in enumerate(model.get("refine_heads") or [])]
+    heads += [(f"model.{k}", model.get(k)) for k in ("fam_head", "odm_head")]  # S2A-Net's two heads
     for where, head in heads:
         if isinstance(head, dict):
             _resolve_head(head, where, version)

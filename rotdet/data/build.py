@@ -86,6 +86,7 @@ def check_num_classes(cfg: dict, classes: tuple[str, ...]) -> None:
     model = cfg.get("model", {})
     heads = [("model.bbox_head", model.get("bbox_head"))]
     heads += [(f"model.refine_heads.{i}", h) for i, h in enumerate(model.get("refine_heads") or [])]
+    heads += [(f"model.{k}", model.get(k)) for k in ("fam_head", "odm_head")]  # S2A-Net's
     for where, head in heads:
         if not isinstance(head, dict) or "num_classes" not in head:
             continue
@@ -110,7 +111,12 @@ def resolve_data_config(cfg: dict, data_root: str | os.PathLike | None = None) -
     classes = resolve_classes(cfg, data_root)
     cfg["data"]["classes"] = list(classes)
     model = cfg.get("model", {})
-    for head in [model.get("bbox_head"), *(model.get("refine_heads") or [])]:
+    for head in [
+        model.get("bbox_head"),
+        *(model.get("refine_heads") or []),
+        model.get("fam_head"),
+        model.get("odm_head"),
+    ]:
         if isinstance(head, dict) and head.get("num_classes", 0) is None:
             head["num_classes"] = len(classes)
     check_num_classes(cfg, classes)

@@ -127,3 +127,14 @@ def get_classes(spec: str | Sequence[str]) -> tuple[str, ...]:
     if not names or len(set(names)) != len(names):
         raise ValueError(f"a class list must be non-empty with unique names, got {names!r}")
     return names
+
+
+def classes_from_text(spec: str) -> tuple[str, ...]:
+    """A ``--classes`` word of the command line: a list name (:func:`get_classes`), comma-separated
+    names, or the name of the one class."""
+    if "," in spec:
+        return get_classes([s.strip() for s in spec.split(",") if s.strip()])
+    try:
+        return get_classes(spec)
+    except ValueError:
+        return get_classes([spec])

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rotdet.data.classes import get_classes
+from rotdet.data.classes import classes_from_text, get_classes
 from rotdet.data.dota import DotaAnnotation, list_images, read_dota_records, write_dota_txt
 from rotdet.data.formats import check_format
 from rotdet.data.formats.dior import read_dior_records, write_dior_xml
@@ -59,12 +59,7 @@ def resolve_class_spec(spec: str | Sequence[str] | None, src_format: str) -> tup
     if isinstance(spec, str):
         if spec.endswith((".yaml", ".yml")) and Path(spec).is_file():
             return read_data_yaml(spec).names
-        if "," in spec:
-            return get_classes([s.strip() for s in spec.split(",") if s.strip()])
-        try:
-            return get_classes(spec)
-        except ValueError:
-            return get_classes([spec])
+        return classes_from_text(spec)
     return get_classes(spec)
 
 

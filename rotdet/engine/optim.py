@@ -11,6 +11,10 @@ counters: no scheduler object with hidden state to save.
 * warm-up (any policy): mmcv's ``linear`` rule over the first ``warmup_iters`` iterations,
   ``lr = regular * (1 - (1 - it / warmup_iters) * (1 - warmup_ratio))``, or ``constant``
   (``regular * warmup_ratio``).
+
+``optimizer.paramwise_cfg.custom_keys`` is mmcv's ``DefaultOptimizerConstructor`` rule: a parameter
+whose mmrotate name contains a key (longest key first, then alphabetical) gets ``lr * lr_mult`` and
+``weight_decay * decay_mult``; the schedule then scales each group's lr by its ``lr_mult``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-__all__ = ["LrSchedule", "build_optimizer", "scaled_lr"]
+from rotdet.models.mmrotate_import import rotdet_to_mmrotate_key
+
+__all__ = ["LrSchedule", "build_optimizer", "paramwise_groups", "scaled_lr"]
 
 _OPTIMIZERS = {"SGD": torch.optim.SGD, "AdamW": torch.optim.AdamW, "Adam": torch.optim.Adam}
 
@@ -32,18 +38,64 @@ def scaled_lr(lr: float, batch_size: int, base_batch_size: int) -> float:
 
 
 def build_optimizer(
-    cfg: dict, params: Iterable[nn.Parameter], lr: float | None = None
+    cfg: dict, params: nn.Module | Iterable[nn.Parameter], lr: float | None = None
 ) -> torch.optim.Optimizer:
-    """``cfg["optimizer"]`` (``type`` SGD / AdamW / Adam and its keyword arguments) over ``params``
-    (weight decay on every parameter, as mmcv's default constructor does)."""
+    """``cfg["optimizer"]`` (``type`` SGD / AdamW / Adam, its keyword arguments and optionally
+    mmcv's ``paramwise_cfg.custom_keys``) over a model's parameters (or bare ``params``: then no
+    ``paramwise_cfg``). Weight decay on every parameter unless a custom key says otherwise, as mmcv's
+    default constructor does; parameters that do not require grad are left out."""
     opt_cfg = dict(cfg["optimizer"])
     name = opt_cfg.pop("type")
     if name not in _OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(_OPTIMIZERS)}")
     if lr is not None:
         opt_cfg["lr"] = lr
-    params = [p for p in params if p.requires_grad]
-    return _OPTIMIZERS[name](params, **opt_cfg)
+    if "betas" in opt_cfg:  # YAML has lists, torch documents a tuple
+        opt_cfg["betas"] = tuple(opt_cfg["betas"])
+    paramwise = opt_cfg.pop("paramwise_cfg", None)
+    if not paramwise:
+        plain = params.parameters() if isinstance(params, nn.Module) else params
+        return _OPTIMIZERS[name]([p for p in plain if p.requires_grad], **opt_cfg)
+    if not isinstance(params, nn.Module):
+        raise ValueError("optimizer.paramwise_cfg needs the model (parameter names), not bare parameters")
+    groups = paramwise_groups(params, paramwise, opt_cfg["lr"], opt_cfg.get("weight_decay"))
+    return _OPTIMIZERS[name](groups, **opt_cfg)
+
+
+def paramwise_groups(
+    model: nn.Module, paramwise_cfg: dict, lr: float, weight_decay: float | None
+) -> list[dict]:
+    """Parameter groups of mmcv's ``custom_keys`` rule (see the module docstring): consecutive
+    parameters with the same multipliers share a group; each group records its ``lr_mult``."""
+    unknown = set(paramwise_cfg) - {"custom_keys"}
+    if unknown:
+        raise ValueError(
+            f"optimizer.paramwise_cfg: unsupported keys {sorted(unknown)}; supported: custom_keys"
+        )
+    custom = dict(paramwise_cfg.get("custom_keys") or {})
+    for key, mults in custom.items():
+        bad = set(mults) - {"lr_mult", "decay_mult"}
+        if bad:
+            raise ValueError(
+                f"optimizer.paramwise_cfg.custom_keys.{key}: unknown {sorted(bad)}; use lr_mult, decay_mult"
+            )
+    keys = sorted(sorted(custom), key=len, reverse=True)  # mmcv's order: longest first
+    groups: list[dict] = []
+    for pname, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        full = rotdet_to_mmrotate_key(pname)  # the name mmcv matched the keys against
+        key = next((k for k in keys if k in full), None)
+        lr_mult = float(custom[key].get("lr_mult", 1.0)) if key else 1.0
+        decay_mult = float(custom[key].get("decay_mult", 1.0)) if key else 1.0
+        if groups and groups[-1]["lr_mult"] == lr_mult and groups[-1]["decay_mult"] == decay_mult:
+            groups[-1]["params"].append(param)
+            continue
+        group = {"params": [param], "lr": lr * lr_mult, "lr_mult": lr_mult, "decay_mult": decay_mult}
+        if weight_decay is not None:
+            group["weight_decay"] = weight_decay * decay_mult
+        groups.append(group)
+    return groups
 
 
 class LrSchedule:
@@ -99,5 +151,6 @@ class LrSchedule:
 
     @staticmethod
     def apply(optimizer: torch.optim.Optimizer, lr: float) -> None:
+        """Set every group's lr to ``lr`` (times the group's ``lr_mult`` from ``custom_keys``)."""
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)

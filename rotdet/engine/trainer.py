@@ -329,7 +329,7 @@ class Trainer:
         self.device = torch.device(device)
         self.amp = resolve_amp(self.opts.amp, self.device)
         lr = self.cfg["optimizer"]["lr"] if lr is None else lr
-        self.optimizer = build_optimizer(self.cfg, self.model.parameters(), lr)
+        self.optimizer = build_optimizer(self.cfg, self.model, lr)
         self.schedule = LrSchedule(self.cfg["lr_config"], lr, total_iters=total_iters)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
         self.clip = self.cfg.get("grad_clip")

@@ -80,7 +80,12 @@ class CandidateGraph(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(model, (RotatedSingleStageDetector, R3Det)):
-            raise TypeError(f"cannot export a {type(model).__name__}: not a rotdet detector")
+            # A ValueError, so the command line prints one line (S2A-Net's AlignConv is a deformable
+            # convolution, which the static-shape graph does not take yet).
+            raise ValueError(
+                f"cannot export a {type(model).__name__}: rotdet export takes RetinaNet / ATSS and "
+                "R3Det models (S2A-Net is not exportable yet)"
+            )
         if size < SIZE_DIVISOR or size % SIZE_DIVISOR:
             raise ValueError(f"the input size must be a multiple of {SIZE_DIVISOR} (>= 32), got {size}")
         self.model = model

@@ -16,10 +16,12 @@ ratios=(1.0,)`` (1 anchor); strides 8, 16, 32, 64, 128.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
+
+from rotdet.models.config_keys import constructor_kwargs
 
 __all__ = ["AnchorGenerator"]
 
@@ -84,6 +86,11 @@ class AnchorGenerator:
         # Anchors and valid flags keyed by shapes and device (a few MB at most; DOTA patches all
         # have one size, so a training run makes them once and saves a dozen launches a step).
         self._cache: dict[tuple, object] = {}
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> AnchorGenerator:
+        """From a head's ``anchor_generator`` (mmrotate's ``RotatedAnchorGenerator``)."""
+        return cls(**constructor_kwargs(cls, cfg, "anchor_generator", {"RotatedAnchorGenerator"}))
 
     @property
     def num_levels(self) -> int:
@@ -236,3 +243,12 @@ class AnchorGenerator:
             f"scales={self.scales.tolist()}, base_sizes={self.base_sizes}, "
             f"center_offset={self.center_offset})"
         )
+
+
+def anchor_generator_from_config(cfg: Mapping) -> AnchorGenerator | None:
+    """A head's ``anchor_generator``: the grid of mmrotate's ``RotatedAnchorGenerator``, or None for
+    its ``PseudoAnchorGenerator`` (a refine head's anchors are the previous stage's boxes)."""
+    if cfg.get("type") == "PseudoAnchorGenerator":
+        constructor_kwargs(AnchorGenerator, cfg, "anchor_generator", {"PseudoAnchorGenerator"})
+        return None
+    return AnchorGenerator.from_config(cfg)

@@ -39,12 +39,14 @@ the boxes to assign with from :func:`assign_targets_boxes`.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from rotdet.models.config_keys import constructor_kwargs
 from rotdet.ops import box_iou_rotated, circumscribed_xyxy, points_in_polygons
 from rotdet.ops.iou import hbb_overlap_pairs, separate_groups
 from rotdet.structures import check_version, obb2hbb, obb2poly
@@ -1019,3 +1021,16 @@ def mmcv_box_iou_rotated_float32(boxes1: Tensor, boxes2: Tensor, mode: str = "io
     base = area1 if mode == "iof" else area1 + area2 - inter
     iou = inter / base
     return torch.where((area1 < 1e-14) | (area2 < 1e-14), torch.zeros_like(iou), iou)
+
+
+def assigner_from_config(cfg: Mapping) -> Assigner:
+    """The assigner of a ``train_cfg.assigner`` section: mmdet's ``MaxIoUAssigner`` or mmrotate's
+    ``ATSSObbAssigner``, whose keys are the class's constructor parameters."""
+    kind = cfg.get("type")
+    if kind == "MaxIoUAssigner":
+        return MaxIoUAssigner(**constructor_kwargs(MaxIoUAssigner, cfg, "assigner"))
+    if kind in ("ATSSObbAssigner", "ATSSAssigner"):
+        return ATSSAssigner(
+            **constructor_kwargs(ATSSAssigner, cfg, "assigner", {"ATSSObbAssigner", "ATSSAssigner"})
+        )
+    raise ValueError(f"assigner: type {kind!r} is not supported; expected MaxIoUAssigner or ATSSObbAssigner")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 
 from rotdet.fileio import safe_torch_load
+from rotdet.models.config_keys import constructor_kwargs
 
 logger = logging.getLogger("rotdet.models")
 
@@ -104,6 +105,14 @@ class ResNetBackbone(nn.Module):
         if pretrained:
             self.load_pretrained(None if pretrained is True else pretrained)
         self._freeze_stages()
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> ResNetBackbone:
+        """From a config's ``backbone`` (mmdet's ``ResNet``; only ``style='pytorch'``, torchvision's)."""
+        c = constructor_kwargs(cls, cfg, "backbone", {"ResNet", None}, extra={"style"})
+        if c.pop("style", "pytorch") != "pytorch":
+            raise ValueError("backbone: only style='pytorch' ResNets are supported")
+        return cls(**c)
 
     def init_weights(self) -> None:
         """mmdet's ResNet init: Kaiming normal (fan_out, relu) convs, BatchNorm weight 1 / bias 0."""

@@ -26,10 +26,11 @@ mmrotate quirks reproduced on purpose (each is also marked where it happens):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
+from rotdet.models.config_keys import constructor_kwargs
 from rotdet.structures.angles import check_version, norm_angle
 
 __all__ = ["DeltaXYWHAOBBoxCoder", "bbox2delta", "delta2bbox"]
@@ -206,6 +207,11 @@ class DeltaXYWHAOBBoxCoder:
         self.proj_xy = proj_xy
         self.add_ctr_clamp = add_ctr_clamp
         self.ctr_clamp = ctr_clamp
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> DeltaXYWHAOBBoxCoder:
+        """From a head's ``bbox_coder``."""
+        return cls(**constructor_kwargs(cls, cfg, "bbox_coder", {"DeltaXYWHAOBBoxCoder"}))
 
     def encode(self, bboxes: torch.Tensor, gt_bboxes: torch.Tensor) -> torch.Tensor:
         """Deltas [N, 5] (float32) taking priors ``bboxes`` [N, 5] to ``gt_bboxes`` [N, 5]."""

@@ -91,9 +91,16 @@ def dense_head_losses(
     )
     gt_inds = assign_anchors(head.assigner, anchors, gts, head.assign_by_circumhbbox)
     targets = anchor_targets(
-        anchors, gt_inds, gts, head.bbox_coder, head.num_classes, head.train_cfg.pos_weight
+        anchors,
+        gt_inds,
+        gts,
+        head.bbox_coder,
+        head.num_classes,
+        head.train_cfg.pos_weight,
+        head.reg_decoded_bbox,
     )
-    return dense_head_loss(cls_scores, bbox_preds, targets, head.loss_cls, head.loss_bbox)
+    decode = head.bbox_coder.decode if head.reg_decoded_bbox else None
+    return dense_head_loss(cls_scores, bbox_preds, targets, head.loss_cls, head.loss_bbox, decode)
 
 
 class _Detector(nn.Module):

@@ -12,17 +12,14 @@ from collections.abc import Callable
 from torch import nn
 
 from rotdet.configs import resolve_angle_version
-from rotdet.models.anchors import AnchorGenerator
-from rotdet.models.assigners import ATSSAssigner, MaxIoUAssigner
+from rotdet.models.anchors import AnchorGenerator, anchor_generator_from_config
+from rotdet.models.assigners import Assigner, assigner_from_config
 from rotdet.models.backbone import ResNetBackbone
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
 from rotdet.models.detectors import R3Det, RotatedSingleStageDetector
 from rotdet.models.fpn import FPN
 from rotdet.models.heads import RotatedRetinaHead
-from rotdet.models.losses import LossSpec
-from rotdet.models.postprocess import TestConfig
 from rotdet.models.r3det import FeatureRefineModule
-from rotdet.models.targets import TrainConfig
 
 __all__ = ["DETECTORS", "build_model"]
 
@@ -41,137 +38,30 @@ def _take(cfg: dict, what: str, allowed: set[str], expected_type: set[str] | Non
 
 
 def build_backbone(cfg: dict) -> ResNetBackbone:
-    c = _take(
-        cfg,
-        "backbone",
-        {"depth", "out_indices", "frozen_stages", "norm_eval", "zero_init_residual", "style", "pretrained"},
-        {"ResNet", None},
-    )
-    if c.pop("style", "pytorch") != "pytorch":
-        raise ValueError("backbone: only style='pytorch' ResNets are supported")
-    return ResNetBackbone(**c)
+    return ResNetBackbone.from_config(cfg)
 
 
 def build_neck(cfg: dict, backbone: ResNetBackbone) -> FPN:
-    c = _take(
-        cfg,
-        "neck",
-        {
-            "in_channels",
-            "out_channels",
-            "start_level",
-            "add_extra_convs",
-            "num_outs",
-            "relu_before_extra_convs",
-        },
-        {"FPN", None},
-    )
-    in_channels = c.get("in_channels")
-    if in_channels is None:
-        c["in_channels"] = list(backbone.out_channels)
-    elif list(in_channels) != list(backbone.out_channels):
-        raise ValueError(
-            f"neck.in_channels {list(in_channels)} do not match the ResNet-{backbone.depth} outputs "
-            f"{list(backbone.out_channels)} (set model.neck.in_channels to them, or to null)"
-        )
-    return FPN(**c)
+    return FPN.from_config(cfg, backbone.out_channels)
 
 
 def build_anchor_generator(cfg: dict) -> AnchorGenerator | None:
-    c = _take(
-        cfg,
-        "anchor_generator",
-        {"octave_base_scale", "scales_per_octave", "ratios", "strides", "scales", "center_offset"},
-        {"RotatedAnchorGenerator", "PseudoAnchorGenerator"},
-    )
-    if cfg["type"] == "PseudoAnchorGenerator":
-        return None
-    return AnchorGenerator(**c)
+    return anchor_generator_from_config(cfg)
 
 
 def build_coder(cfg: dict) -> DeltaXYWHAOBBoxCoder:
-    c = _take(
-        cfg,
-        "bbox_coder",
-        {"angle_range", "norm_factor", "edge_swap", "proj_xy", "target_means", "target_stds"},
-        {"DeltaXYWHAOBBoxCoder"},
-    )
-    return DeltaXYWHAOBBoxCoder(**c)
+    return DeltaXYWHAOBBoxCoder.from_config(cfg)
 
 
-def build_assigner(cfg: dict):
-    kind = cfg.get("type")
-    if kind == "MaxIoUAssigner":
-        c = _take(
-            cfg,
-            "assigner",
-            {
-                "pos_iou_thr",
-                "neg_iou_thr",
-                "min_pos_iou",
-                "ignore_iof_thr",
-                "gt_max_assign_all",
-                "match_low_quality",
-                "low_quality_ties",
-            },
-        )
-        return MaxIoUAssigner(**c)
-    if kind in ("ATSSObbAssigner", "ATSSAssigner"):
-        c = _take(cfg, "assigner", {"topk", "angle_version", "mmcv_cuda_inside_limit"})
-        return ATSSAssigner(**c)
-    raise ValueError(f"assigner: type {kind!r} is not supported; expected MaxIoUAssigner or ATSSObbAssigner")
+def build_assigner(cfg: dict) -> Assigner:
+    return assigner_from_config(cfg)
 
 
-# mmrotate's three dense-head types are one class here: the assigner (any of them, one protocol)
-# makes a head RetinaNet's or ATSS's, and a refine head is a head whose anchors come from the caller
-# (checked against its anchor generator below).
-HEAD_TYPES = ("RotatedRetinaHead", "RotatedATSSHead", "RotatedRetinaRefineHead")
-
-
-def build_head(cfg: dict, train_cfg: dict | None, test_cfg: dict | None) -> RotatedRetinaHead:
-    c = _take(
-        cfg,
-        "bbox_head",
-        {
-            "num_classes",
-            "in_channels",
-            "stacked_convs",
-            "feat_channels",
-            "assign_by_circumhbbox",
-            "anchor_generator",
-            "bbox_coder",
-            "loss_cls",
-            "loss_bbox",
-            "norm_cfg",
-        },
-        set(HEAD_TYPES),
-    )
-    anchor_cfg = c.pop("anchor_generator")
-    anchor_generator = build_anchor_generator(anchor_cfg)
-    if (anchor_generator is None) != (cfg["type"] == "RotatedRetinaRefineHead"):
-        raise ValueError(f"{cfg['type']} cannot use a {anchor_cfg['type']}")
-    assigner, train = None, None
-    if train_cfg is not None:
-        t = _take(train_cfg, "train_cfg", {"assigner", "allowed_border", "pos_weight", "debug"})
-        assigner = build_assigner(t.pop("assigner"))
-        t.pop("debug", None)
-        train = TrainConfig(**t)
-    return RotatedRetinaHead(
-        num_classes=c["num_classes"],
-        in_channels=c.get("in_channels", 256),
-        feat_channels=c.get("feat_channels", 256),
-        stacked_convs=c.get("stacked_convs", 4),
-        anchor_generator=anchor_generator,
-        bbox_coder=build_coder(c["bbox_coder"]),
-        loss_cls=LossSpec.from_cfg(c["loss_cls"]),
-        loss_bbox=LossSpec.from_cfg(c["loss_bbox"]),
-        assigner=assigner,
-        assign_by_circumhbbox=c.get("assign_by_circumhbbox", "oc"),
-        train_cfg=train,
-        test_cfg=TestConfig.from_cfg(test_cfg) if test_cfg is not None else None,
-        strides=anchor_cfg.get("strides", (8, 16, 32, 64, 128)),
-        norm_cfg=c.get("norm_cfg"),
-    )
+def build_head(
+    cfg: dict, train_cfg: dict | None, test_cfg: dict | None, head_class: type = RotatedRetinaHead
+) -> RotatedRetinaHead:
+    """A dense head (``head_class``, a :class:`RotatedRetinaHead` subclass) from its sections."""
+    return head_class.from_config(cfg, train_cfg, test_cfg)
 
 
 def _build_single_stage(model: dict) -> RotatedSingleStageDetector:
@@ -209,8 +99,7 @@ def _build_r3det(model: dict) -> R3Det:
     head = build_head(m["bbox_head"], train_cfg["s0"] if train_cfg else None, test_cfg)
     frms = []
     for f in m["frm_cfgs"]:
-        f = _take(f, "frm_cfgs", {"in_channels", "featmap_strides", "points", "mmcv_yx"})
-        frms.append(FeatureRefineModule(**f))
+        frms.append(FeatureRefineModule.from_config(f))
     refine = [
         build_head(h, train_cfg["sr"][i] if train_cfg else None, test_cfg)
         for i, h in enumerate(m["refine_heads"])
@@ -219,9 +108,16 @@ def _build_r3det(model: dict) -> R3Det:
     return R3Det(backbone, neck, head, frms, refine, stage_loss_weights=weights)
 
 
+def _build_s2anet(model: dict) -> nn.Module:
+    from rotdet.models.s2anet import build_s2anet  # it builds its parts with this module's builders
+
+    return build_s2anet(model)
+
+
 DETECTORS: dict[str, Callable[[dict], nn.Module]] = {
     "RotatedRetinaNet": _build_single_stage,
     "R3Det": _build_r3det,
+    "S2ANet": _build_s2anet,
 }
 
 
@@ -231,7 +127,7 @@ def build_model(cfg: dict) -> nn.Module:
     ``model`` part spelled out in full."""
     if "model" in cfg:
         cfg = resolve_angle_version(cfg)
-        coder = cfg["model"]["bbox_head"]["bbox_coder"]
+        coder = (cfg["model"].get("bbox_head") or cfg["model"].get("odm_head") or {}).get("bbox_coder", {})
         logger.debug(  # config.yaml in a work dir holds them too
             "angle_version %s: box coder edge_swap=%s proj_xy=%s norm_factor=%s",
             cfg["angle_version"],

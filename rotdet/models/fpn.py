@@ -14,11 +14,13 @@ P6 = 3x3/2 conv on C5 (the input, not P5); P7 = 3x3/2 conv on P6 (ReLU before it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rotdet.models.config_keys import constructor_kwargs
 
 __all__ = ["FPN"]
 
@@ -74,6 +76,20 @@ class FPN(nn.Module):
                 c_in = self.in_channels[-1] if i == 0 and add_extra_convs == "on_input" else out_channels
                 self.fpn_convs.append(nn.Conv2d(c_in, out_channels, 3, stride=2, padding=1))
         self.init_weights()
+
+    @classmethod
+    def from_config(cls, cfg: Mapping, backbone_channels: Sequence[int]) -> FPN:
+        """From a config's ``neck``; a null ``in_channels`` takes the backbone's, others must equal them."""
+        c = constructor_kwargs(cls, cfg, "neck", {"FPN", None})
+        in_channels = c.get("in_channels")
+        if in_channels is None:
+            c["in_channels"] = list(backbone_channels)
+        elif list(in_channels) != list(backbone_channels):
+            raise ValueError(
+                f"neck.in_channels {list(in_channels)} do not match the backbone's outputs "
+                f"{list(backbone_channels)} (set model.neck.in_channels to them, or to null)"
+            )
+        return cls(**c)
 
     def init_weights(self) -> None:
         """mmdet's FPN init: Xavier uniform (gain 1) conv weights, zero biases."""

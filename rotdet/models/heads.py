@@ -24,15 +24,16 @@ caller (the boxes refined by the previous stage).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from rotdet.models.anchors import AnchorGenerator
-from rotdet.models.assigners import Assigner
+from rotdet.models.anchors import AnchorGenerator, anchor_generator_from_config
+from rotdet.models.assigners import Assigner, assigner_from_config
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
-from rotdet.models.losses import LossSpec
+from rotdet.models.config_keys import constructor_kwargs
+from rotdet.models.losses import BoxLoss, LossSpec, build_loss
 from rotdet.models.postprocess import TestConfig, dense_detections
 from rotdet.models.targets import TrainConfig
 from rotdet.structures.detections import RotatedDetections
@@ -76,7 +77,11 @@ class RotatedRetinaHead(nn.Module):
             (R3Det's refine head), then ``strides`` gives the levels and there is one anchor per
             location.
         bbox_coder: the delta coder of targets and predictions.
-        loss_cls, loss_bbox: the two losses (``LossSpec``).
+        loss_cls, loss_bbox: the two losses (``LossSpec``; the box loss may also be a Gaussian
+            loss of :mod:`rotdet.models.gaussian_losses`).
+        reg_decoded_bbox: mmdet's option: the box loss compares the predicted deltas decoded on
+            their anchors with the ground-truth boxes (the Gaussian losses need it), instead of the
+            deltas with the encoded ground truths.
         assigner: the training assigner, any :class:`~rotdet.models.assigners.Assigner` (``None``
             for an inference-only head).
         assign_by_circumhbbox: angle version of the ground truths' circumscribed hbb the assigner
@@ -94,7 +99,8 @@ class RotatedRetinaHead(nn.Module):
         anchor_generator: AnchorGenerator | None = None,
         bbox_coder: DeltaXYWHAOBBoxCoder | None = None,
         loss_cls: LossSpec | None = None,
-        loss_bbox: LossSpec | None = None,
+        loss_bbox: BoxLoss | None = None,
+        reg_decoded_bbox: bool = False,
         assigner: Assigner | None = None,
         assign_by_circumhbbox: str | None = "oc",
         train_cfg: TrainConfig | None = None,
@@ -120,11 +126,60 @@ class RotatedRetinaHead(nn.Module):
         self.bbox_coder = bbox_coder if bbox_coder is not None else DeltaXYWHAOBBoxCoder()
         self.loss_cls = loss_cls if loss_cls is not None else LossSpec("FocalLoss")
         self.loss_bbox = loss_bbox if loss_bbox is not None else LossSpec("L1Loss")
+        self.reg_decoded_bbox = bool(reg_decoded_bbox)
         self.assigner = assigner
         self.assign_by_circumhbbox = assign_by_circumhbbox
         self.train_cfg = train_cfg if train_cfg is not None else TrainConfig()
         self.test_cfg = test_cfg if test_cfg is not None else TestConfig()
 
+        self._init_layers(stacked_convs, norm_cfg)
+        self.init_weights()
+
+    # mmrotate's three dense-head types are this one class: the assigner (any, one protocol) makes
+    # a head RetinaNet's or ATSS's, and a refine head is one whose anchors come from the caller.
+    CONFIG_TYPES = ("RotatedRetinaHead", "RotatedATSSHead", "RotatedRetinaRefineHead")
+
+    @classmethod
+    def from_config(
+        cls, cfg: Mapping, train_cfg: Mapping | None = None, test_cfg: Mapping | None = None
+    ) -> RotatedRetinaHead:
+        """From a config's ``bbox_head`` (or one of R3Det's ``refine_heads``) and its stage's
+        ``train_cfg`` (assigner, ``allowed_border``, ``pos_weight``) and ``test_cfg``. The section's
+        keys are this constructor's parameters; the anchor generator, coder and losses are built
+        from their own sections."""
+        c = constructor_kwargs(
+            cls, cfg, "bbox_head", cls.CONFIG_TYPES, exclude={"assigner", "train_cfg", "test_cfg", "strides"}
+        )
+        anchor_cfg = c.pop("anchor_generator")
+        anchors = anchor_generator_from_config(anchor_cfg)
+        if (anchors is None) != (cfg["type"] == "RotatedRetinaRefineHead"):
+            raise ValueError(f"{cfg['type']} cannot use a {anchor_cfg['type']}")
+        assigner, train = None, None
+        if train_cfg is not None:
+            t = constructor_kwargs(TrainConfig, train_cfg, "train_cfg", extra={"assigner", "debug"})
+            assigner = assigner_from_config(t.pop("assigner"))
+            t.pop("debug", None)
+            train = TrainConfig(**t)
+        loss_cls = build_loss(c.pop("loss_cls"))
+        if loss_cls.type != "FocalLoss":
+            raise ValueError(
+                f"bbox_head.loss_cls: type {loss_cls.type!r} is not supported; expected FocalLoss"
+            )
+        return cls(
+            anchor_generator=anchors,
+            bbox_coder=DeltaXYWHAOBBoxCoder.from_config(c.pop("bbox_coder")),
+            loss_cls=loss_cls,
+            loss_bbox=build_loss(c.pop("loss_bbox")),
+            assigner=assigner,
+            train_cfg=train,
+            test_cfg=TestConfig.from_cfg(test_cfg) if test_cfg is not None else None,
+            strides=anchor_cfg.get("strides", (8, 16, 32, 64, 128)),
+            **c,
+        )
+
+    def _init_layers(self, stacked_convs: int, norm_cfg: dict | None) -> None:
+        """The towers and the two output convs (mmdet's ``_init_layers``: a subclass with other
+        layers, S2A-Net's ODM head, overrides it)."""
         self.cls_convs = nn.ModuleList()
         self.reg_convs = nn.ModuleList()
         for i in range(stacked_convs):
@@ -133,7 +188,6 @@ class RotatedRetinaHead(nn.Module):
             self.reg_convs.append(ConvReLU(chn, self.feat_channels, norm_cfg))
         self.retina_cls = nn.Conv2d(self.feat_channels, self.num_anchors * self.num_classes, 3, padding=1)
         self.retina_reg = nn.Conv2d(self.feat_channels, self.num_anchors * 5, 3, padding=1)
-        self.init_weights()
 
     def init_weights(self) -> None:
         """mmdet's init: every conv Normal(0, 0.01) with zero bias; ``retina_cls`` bias for prior 0.01."""

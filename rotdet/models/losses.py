@@ -9,15 +9,18 @@ They are computed in float32, also under autocast.
   formula: ``BCEWithLogits * (alpha t + (1 - alpha)(1 - t)) * |t - sigmoid(x)|^gamma``); labels equal
   to ``num_classes`` are background (all-zero one-hot row).
 * :func:`l1_loss`, :func:`smooth_l1_loss`: mmdet's ``L1Loss`` / ``SmoothL1Loss(beta)``.
+* mmrotate's Gaussian box losses ``GDLoss`` / ``GDLoss_v1`` (KLD, GWD, ...):
+  :mod:`rotdet.models.gaussian_losses`.
 
 Use :class:`LossSpec` (built from a config dict) to apply a loss by name with its ``loss_weight``;
-:func:`dense_head_loss` is a dense head's training loss from its outputs and
-:class:`~rotdet.models.targets.AnchorTargets`.
+:func:`build_loss` builds any of them from a config dict. :func:`dense_head_loss` is a dense head's
+training loss from its outputs and :class:`~rotdet.models.targets.AnchorTargets`, on the deltas or,
+with a decoder (mmdet's ``reg_decoded_bbox``), on the decoded boxes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,11 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rotdet.models.gaussian_losses import GDLoss, GDLossV1
+
 if TYPE_CHECKING:
     from rotdet.models.targets import AnchorTargets
 
 __all__ = [
+    "BoxLoss",
     "LossSpec",
+    "build_loss",
     "dense_head_loss",
     "l1_loss",
     "level_losses",
@@ -80,7 +87,10 @@ class LossSpec:
         cfg = dict(cfg)
         kind = cfg.pop("type")
         if kind not in ("FocalLoss", "L1Loss", "SmoothL1Loss"):
-            raise ValueError(f"unknown loss type {kind!r}; known: FocalLoss, L1Loss, SmoothL1Loss")
+            raise ValueError(
+                f"unknown loss type {kind!r}; known: FocalLoss, L1Loss, SmoothL1Loss (and, through "
+                "build_loss, GDLoss, GDLoss_v1)"
+            )
         if kind == "FocalLoss" and not cfg.pop("use_sigmoid", True):
             raise ValueError("only the sigmoid FocalLoss is supported")
         return cls(type=kind, **cfg)
@@ -94,6 +104,32 @@ class LossSpec:
         else:
             out = smooth_l1_loss(pred, target, self.beta)
         return out
+
+    def level_losses(
+        self, pred: Tensor, target: Tensor, weights: Tensor, level_sizes: list[int], avg_factor: Tensor
+    ) -> Tensor:
+        """A dense head's ``[L]`` level losses of ``pred``, ``target``, ``weights`` ``[B, N, K]``:
+        ``loss_weight`` x each level's weighted sum over ``avg_factor + eps``."""
+        el = self.elementwise(pred, target) * weights
+        return self.loss_weight * level_losses(el, level_sizes, avg_factor)
+
+
+BoxLoss = LossSpec | GDLoss | GDLossV1
+"""A box regression loss: each has ``type``, ``loss_weight`` and ``level_losses``."""
+
+GAUSSIAN_LOSSES = {"GDLoss": GDLoss, "GDLoss_v1": GDLossV1}
+
+
+def build_loss(cfg: dict) -> BoxLoss:
+    """A loss from its config dict: ``FocalLoss``, ``L1Loss``, ``SmoothL1Loss`` (:class:`LossSpec`),
+    ``GDLoss`` or ``GDLoss_v1`` (:mod:`rotdet.models.gaussian_losses`)."""
+    kind = cfg.get("type")
+    if kind in GAUSSIAN_LOSSES:
+        try:
+            return GAUSSIAN_LOSSES[kind].from_cfg(cfg)
+        except TypeError as exc:  # an unknown keyword argument
+            raise ValueError(f"{kind}: {exc}") from None
+    return LossSpec.from_cfg(cfg)
 
 
 def level_losses(loss: Tensor, level_sizes: list[int], avg_factor: float | Tensor) -> Tensor:
@@ -115,16 +151,22 @@ def dense_head_loss(
     bbox_preds: Sequence[Tensor],
     targets: AnchorTargets,
     loss_cls: LossSpec,
-    loss_bbox: LossSpec,
+    loss_bbox: BoxLoss,
+    decode: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """mmdet's ``AnchorHead.loss``: ``{"loss_cls": [L], "loss_bbox": [L]}`` per-level losses
-    (float32, also under autocast), each level's sum divided by ``targets.num_total_pos``.
+    (float32, also under autocast), each level's sum divided by ``targets.num_total_pos``
+    (``GDLoss_v1``: each level's mean over its positives, see its docs).
 
     Args:
         cls_scores: per level ``[B, A * C, H, W]`` class logits.
         bbox_preds: per level ``[B, A * 5, H, W]`` deltas.
         targets: the batch's targets (``N = sum(H W A)`` anchors per image).
         loss_cls, loss_bbox: the classification (sigmoid focal) and box losses.
+        decode: mmdet's ``reg_decoded_bbox``: the head's ``bbox_coder.decode`` (``[B, N, 5]``
+            anchors and deltas -> boxes); the box loss then compares the deltas decoded on
+            ``targets.anchors`` with ``targets.bbox_targets``, which must hold the ground-truth boxes
+            (:func:`~rotdet.models.targets.anchor_targets` with ``reg_decoded_bbox=True``).
     """
     num_classes = cls_scores[0].shape[1] * 5 // bbox_preds[0].shape[1]  # A * C and A * 5 channels
     sizes = targets.level_sizes
@@ -132,7 +174,13 @@ def dense_head_loss(
         logits = levels_to_flat([c.float() for c in cls_scores], num_classes)
         deltas = levels_to_flat([b.float() for b in bbox_preds], 5)
         cls_el = loss_cls.elementwise(logits, targets.labels) * targets.label_weights[..., None]
-        box_el = loss_bbox.elementwise(deltas, targets.bbox_targets) * targets.bbox_weights
         losses_cls = loss_cls.loss_weight * level_losses(cls_el, sizes, targets.num_total_pos)
-        losses_bbox = loss_bbox.loss_weight * level_losses(box_el, sizes, targets.num_total_pos)
+        if decode is not None:
+            if targets.anchors is None:
+                raise ValueError("decoded-box losses need the targets' anchors")
+            # every anchor is decoded, as mmrotate's loss_single does; only positives weigh
+            deltas = decode(targets.anchors, deltas)
+        losses_bbox = loss_bbox.level_losses(
+            deltas, targets.bbox_targets, targets.bbox_weights, sizes, targets.num_total_pos
+        )
     return {"loss_cls": losses_cls, "loss_bbox": losses_bbox}

@@ -15,11 +15,12 @@ functions here): :func:`filter_bboxes` turns the first stage's outputs into one 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from rotdet.models.config_keys import constructor_kwargs
 from rotdet.ops.feature_align import rotated_feature_align
 
 __all__ = ["FeatureRefineModule", "filter_bboxes", "refine_bboxes"]
@@ -93,6 +94,11 @@ class FeatureRefineModule(nn.Module):
         self.conv_1_5 = nn.Conv2d(in_channels, in_channels, kernel_size=(1, 5), padding=(0, 2))
         self.conv_1_1 = nn.Conv2d(in_channels, in_channels, kernel_size=1)
         self.init_weights()
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> FeatureRefineModule:
+        """From one of R3Det's ``frm_cfgs``."""
+        return cls(**constructor_kwargs(cls, cfg, "frm_cfgs"))
 
     def init_weights(self) -> None:
         """mmcv ``normal_init(std=0.01)``: weights Normal(0, 0.01), biases 0."""

@@ -9,8 +9,9 @@ each step runs on ``[B, ...]`` tensors with the same result:
    part (``None`` when all do, known from the shapes on the host: no flags, no sync);
 2. :func:`assign_anchors` -- any :class:`~rotdet.models.assigners.Assigner` (ATSS or MaxIoU, one
    protocol) on the ground truths padded to ``[B, G, 5]``: ``gt_inds [B, N]``;
-3. :func:`anchor_targets` -- labels, label weights, box deltas and their weights, and mmdet's
-   ``num_total_pos``, with nothing that waits for the device.
+3. :func:`anchor_targets` -- labels, label weights, box deltas (or, with ``reg_decoded_bbox``, the
+   matched ground-truth boxes themselves) and their weights, and mmdet's ``num_total_pos``, with
+   nothing that waits for the device.
 
 The loss of these targets is :func:`rotdet.models.losses.dense_head_loss`. Targets are computed in
 float32 whatever the training precision, as mmrotate computes them.
@@ -103,10 +104,13 @@ class AnchorTargets:
     Attributes:
         labels: ``[B, N]`` int64, ``num_classes`` for background.
         label_weights: ``[B, N]`` float32 (0 for ignored anchors and those not taking part).
-        bbox_targets: ``[B, N, 5]`` encoded deltas (zeros where not positive).
+        bbox_targets: ``[B, N, 5]`` encoded deltas, or with ``reg_decoded_bbox`` the matched
+            ground-truth boxes (zeros where not positive, in both cases).
         bbox_weights: ``[B, N, 5]`` float32, 1 for positives.
         num_total_pos: 0-dim: sum over images of ``max(positives, 1)`` (mmdet's avg factor).
         level_sizes: anchors per level.
+        anchors: ``[B, N, 5]`` the anchors (priors) the targets were made for: what predicted
+            deltas are decoded on for a decoded-box loss.
     """
 
     labels: Tensor
@@ -115,6 +119,7 @@ class AnchorTargets:
     bbox_weights: Tensor
     num_total_pos: Tensor
     level_sizes: list[int]
+    anchors: Tensor | None = None
 
 
 def featmap_sizes(outputs: Sequence[Tensor]) -> list[tuple[int, int]]:
@@ -208,12 +213,15 @@ def anchor_targets(
     coder: DeltaXYWHAOBBoxCoder,
     num_classes: int,
     pos_weight: float = -1,
+    reg_decoded_bbox: bool = False,
 ) -> AnchorTargets:
     """Step 3: mmdet's ``_get_targets_single`` for every image at once from ``gt_inds [B, N]``.
 
     The deltas are encoded for every anchor and kept where positive: the coder works pair by pair,
     so the positives get exactly the values of encoding them alone, with no data-dependent indexing.
-    ``pos_weight``: label weight of positives (``<= 0``: 1).
+    ``pos_weight``: label weight of positives (``<= 0``: 1). ``reg_decoded_bbox``: the box targets
+    are the matched ground-truth boxes, not encoded (mmdet's option of that name, for losses on
+    decoded boxes such as ``GDLoss``).
     """
     boxes = anchors.boxes
     with torch.autocast(device_type=boxes.device.type, enabled=False):
@@ -229,10 +237,13 @@ def anchor_targets(
             idx = (gt_inds - 1).clamp(min=0)
             labels = torch.where(pos, gts.labels.gather(1, idx), num_classes)
             matched = gts.boxes.gather(1, idx[..., None].expand(-1, -1, 5))
-            deltas = coder.encode(boxes, matched).to(dtype)
-            bbox_targets = torch.where(pos[..., None], deltas, torch.zeros_like(deltas))
+            if reg_decoded_bbox:
+                wanted = matched.to(dtype)
+            else:
+                wanted = coder.encode(boxes, matched).to(dtype)
+            bbox_targets = torch.where(pos[..., None], wanted, torch.zeros_like(wanted))
         bbox_weights = pos[..., None].to(dtype).expand(-1, -1, 5).contiguous()
         num_total_pos = pos.sum(dim=1).clamp(min=1).sum()
     return AnchorTargets(
-        labels, label_weights, bbox_targets, bbox_weights, num_total_pos, anchors.level_sizes
+        labels, label_weights, bbox_targets, bbox_weights, num_total_pos, anchors.level_sizes, boxes
     )
