@@ -69,7 +69,8 @@ _MIN_SIZE = 1e-3
 # MaxIoUAssigner's rules for the anchors at a ground truth's best IoU (see _low_quality_ties).
 LOW_QUALITY_TIE_RULES = ("exact", "float32")
 # float32 rule: pairs within this relative distance of the exact best are recomputed the mmcv way
-# (mmcv's float32 IoUs of boxes a few pixels to a few hundred across are within ~1e-6 of exact).
+# (mmcv's float32 IoUs are within 5e-6 of exact, relative, for boxes over a pixel wide and 6e-5 for
+# sub-pixel ones: the recorded pairs of tests/data/mmcv_iou_oracle.py).
 _TIE_CANDIDATE_RTOL = 1e-4
 # ATSSObbAssigner's "minus infinity" for anchors no ground truth claims; it is also what mmrotate
 # reports as the max overlap of those anchors, so we report it too.
