@@ -6,12 +6,12 @@ Run the full oracle comparison (all eight configs, including NMS of the ``low`` 
 ``ROTDET_ORACLE_FULL=1 pytest tests/test_mmrotate_import.py -s``; by default it compares raw head
 outputs, anchors, R3Det's refine outputs, per-level losses and pre-NMS candidates.
 
-Known difference (not in the seed-0 dumps): with trained weights and many ground truths, MaxIoU's
-low-quality matching (``gt_max_assign_all``) can differ -- rotdet's exact float64 IoU finds several
-anchors tied at a ground truth's best IoU where mmcv's float32 kernel breaks the tie by rounding --
-so the first-stage losses of the RetinaNet / R3Det configs then differ by a few percent while raw
-outputs and detections stay identical. With mmrotate's assignment injected the losses agree to 1e-7.
-"""
+MaxIoU's low-quality matching (``gt_max_assign_all``) breaks exact IoU ties as mmcv's float32
+CPU kernel does (``low_quality_ties: float32``, the RetinaNet / R3Det configs' default: the tied
+candidates are recomputed with an emulation of that kernel, see ``tests/test_assigners.py``). With
+``low_quality_ties: exact`` rotdet assigns every anchor tied in exact arithmetic, and with trained
+weights and small objects the first-stage losses then differ from mmrotate's by a few percent.
+""""
 
 from __future__ import annotations
 
