@@ -11,7 +11,7 @@ CPU kernel does (``low_quality_ties: float32``, the RetinaNet / R3Det configs' d
 candidates are recomputed with an emulation of that kernel, see ``tests/test_assigners.py``). With
 ``low_quality_ties: exact`` rotdet assigns every anchor tied in exact arithmetic, and with trained
 weights and small objects the first-stage losses then differ from mmrotate's by a few percent.
-""""
+"""
 
 from __future__ import annotations
 
