@@ -19,11 +19,11 @@ from rotdet.models.assigners import (
     ATSSAssigner,
     MaxIoUAssigner,
     assign_targets_boxes,
+    assigner_from_config,
     mmcv_box_iou_rotated_float32,
     mmrotate_gt_polygons,
     rbbox_overlaps,
 )
-from rotdet.models.factory import build_assigner
 from rotdet.ops import points_in_polygons
 from rotdet.structures import obb2hbb, obb2poly
 
@@ -756,7 +756,7 @@ def test_float32_rule_batch_equals_image_by_image(assign_all):
 
 def test_low_quality_ties_from_config():
     cfg = {"type": "MaxIoUAssigner", "pos_iou_thr": 0.5, "neg_iou_thr": 0.4}
-    assert build_assigner(cfg).low_quality_ties == "float32"  # mmrotate's rule by default
-    assert build_assigner({**cfg, "low_quality_ties": "exact"}).low_quality_ties == "exact"
+    assert assigner_from_config(cfg).low_quality_ties == "float32"  # mmrotate's rule by default
+    assert assigner_from_config({**cfg, "low_quality_ties": "exact"}).low_quality_ties == "exact"
     with pytest.raises(ValueError, match="low_quality_ties must be one of"):
         MaxIoUAssigner(0.5, 0.4, low_quality_ties="round")

@@ -66,22 +66,25 @@ def read_detections_json(path: str | os.PathLike) -> list[RotatedDetections]:
 
 
 def read_detections_classes(path: str | os.PathLike) -> tuple[str, ...]:
-    """The class list a detections document names (also when it holds no image)."""
+    """The class list a detections document names (also when it holds no image). Only this key is
+    checked here: the detections themselves are read (and checked) by :func:`read_detections_json`."""
     import json
 
-    read_detections_json(path)  # the schema check, with its errors
-    return tuple(json.loads(Path(path).read_text(encoding="utf-8"))["classes"])
+    try:
+        classes = json.loads(Path(path).read_text(encoding="utf-8")).get("classes")
+    except (OSError, ValueError, AttributeError) as e:
+        raise EvalInputError(f"{path}: not a rotdet detections file: {e}") from None
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise EvalInputError(f'{path}: "classes" must be a non-empty list of names')
+    return tuple(classes)
 
 
 def check_one_model(dets: Sequence[RotatedDetections]) -> tuple[tuple[str, ...], str]:
-    """The classes and angle version shared by ``dets`` (EvalInputError when they differ)."""
-    if not dets:
-        return (), "oc"
-    first = dets[0]
-    for d in dets[1:]:
-        if d.classes != first.classes or d.angle_version != first.angle_version:
-            raise EvalInputError(f"{d.image_id}: classes / angle version differ from {first.image_id}'s")
-    return first.classes, first.angle_version
+    """:func:`rotdet.structures.detections.one_model`, its error as :class:`EvalInputError`."""
+    try:
+        return detections.one_model(dets)
+    except ValueError as e:
+        raise EvalInputError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------- Task1

@@ -12,10 +12,7 @@ from collections.abc import Callable
 from torch import nn
 
 from rotdet.configs import resolve_angle_version
-from rotdet.models.anchors import AnchorGenerator, anchor_generator_from_config
-from rotdet.models.assigners import Assigner, assigner_from_config
 from rotdet.models.backbone import ResNetBackbone
-from rotdet.models.coders import DeltaXYWHAOBBoxCoder
 from rotdet.models.detectors import R3Det, RotatedSingleStageDetector
 from rotdet.models.fpn import FPN
 from rotdet.models.heads import RotatedRetinaHead
@@ -37,26 +34,6 @@ def _take(cfg: dict, what: str, allowed: set[str], expected_type: set[str] | Non
     return cfg
 
 
-def build_backbone(cfg: dict) -> ResNetBackbone:
-    return ResNetBackbone.from_config(cfg)
-
-
-def build_neck(cfg: dict, backbone: ResNetBackbone) -> FPN:
-    return FPN.from_config(cfg, backbone.out_channels)
-
-
-def build_anchor_generator(cfg: dict) -> AnchorGenerator | None:
-    return anchor_generator_from_config(cfg)
-
-
-def build_coder(cfg: dict) -> DeltaXYWHAOBBoxCoder:
-    return DeltaXYWHAOBBoxCoder.from_config(cfg)
-
-
-def build_assigner(cfg: dict) -> Assigner:
-    return assigner_from_config(cfg)
-
-
 def build_head(
     cfg: dict, train_cfg: dict | None, test_cfg: dict | None, head_class: type = RotatedRetinaHead
 ) -> RotatedRetinaHead:
@@ -66,8 +43,8 @@ def build_head(
 
 def _build_single_stage(model: dict) -> RotatedSingleStageDetector:
     m = _take(model, "model", {"backbone", "neck", "bbox_head", "train_cfg", "test_cfg"})
-    backbone = build_backbone(m["backbone"])
-    neck = build_neck(m["neck"], backbone)
+    backbone = ResNetBackbone.from_config(m["backbone"])
+    neck = FPN.from_config(m["neck"], backbone.out_channels)
     head = build_head(m["bbox_head"], m.get("train_cfg"), m.get("test_cfg"))
     return RotatedSingleStageDetector(backbone, neck, head)
 
@@ -90,8 +67,8 @@ def _build_r3det(model: dict) -> R3Det:
     n = int(m["num_refine_stages"])
     if len(m["frm_cfgs"]) != n or len(m["refine_heads"]) != n:
         raise ValueError(f"R3Det: num_refine_stages={n} needs as many frm_cfgs and refine_heads")
-    backbone = build_backbone(m["backbone"])
-    neck = build_neck(m["neck"], backbone)
+    backbone = ResNetBackbone.from_config(m["backbone"])
+    neck = FPN.from_config(m["neck"], backbone.out_channels)
     train_cfg = m.get("train_cfg")
     if train_cfg is not None:
         train_cfg = _take(train_cfg, "train_cfg", {"s0", "sr", "stage_loss_weights"})

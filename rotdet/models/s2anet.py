@@ -32,7 +32,9 @@ from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
 from rotdet.models import factory
+from rotdet.models.backbone import ResNetBackbone
 from rotdet.models.detectors import _Detector, dense_head_losses, pad_to_multiple
+from rotdet.models.fpn import FPN
 from rotdet.models.heads import ConvReLU, RotatedRetinaHead
 from rotdet.models.r3det import refine_bboxes
 from rotdet.models.targets import GroundTruths, featmap_sizes
@@ -280,8 +282,8 @@ def build_s2anet(model: dict) -> S2ANet:
     )
     if m.pop("pretrained", None) is not None:
         raise ValueError("S2ANet: set model.backbone.pretrained, not model.pretrained")
-    backbone = factory.build_backbone(m["backbone"])
-    neck = factory.build_neck(m["neck"], backbone)
+    backbone = ResNetBackbone.from_config(m["backbone"])
+    neck = FPN.from_config(m["neck"], backbone.out_channels)
     train_cfg = m.get("train_cfg")
     if train_cfg is not None:
         train_cfg = factory._take(train_cfg, "train_cfg", {"fam_cfg", "odm_cfg"})

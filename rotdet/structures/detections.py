@@ -46,6 +46,7 @@ __all__ = [
     "detections_from_json",
     "detections_to_json",
     "format_coord",
+    "one_model",
     "read_detections_json",
     "write_detections_json",
 ]
@@ -330,11 +331,11 @@ def format_coord(value: float) -> str:
     return str(np.float32(value))
 
 
-def detections_to_json(detections: Sequence[RotatedDetections], polygons: bool = True) -> dict:
-    """A detections document for ``detections`` (one entry per image; they share classes and angle
-    version), with each detection's corners when ``polygons``."""
+def one_model(detections: Sequence[RotatedDetections]) -> tuple[tuple[str, ...], str]:
+    """The classes and angle version shared by ``detections`` (``((), "oc")`` for none); a
+    ValueError when they differ: one document, or one evaluation, holds one model's detections."""
     if not detections:
-        raise ValueError("no detections to write: pass at least one image (possibly with no detection)")
+        return (), "oc"
     first = detections[0]
     for d in detections[1:]:
         if d.classes != first.classes or d.angle_version != first.angle_version:
@@ -342,11 +343,20 @@ def detections_to_json(detections: Sequence[RotatedDetections], polygons: bool =
                 f"{d.image_id}: classes / angle version differ from {first.image_id}'s: one document "
                 "holds detections of one model"
             )
+    return first.classes, first.angle_version
+
+
+def detections_to_json(detections: Sequence[RotatedDetections], polygons: bool = True) -> dict:
+    """A detections document for ``detections`` (one entry per image; they share classes and angle
+    version), with each detection's corners when ``polygons``."""
+    if not detections:
+        raise ValueError("no detections to write: pass at least one image (possibly with no detection)")
+    classes, version = one_model(detections)
     return {
         "format": JSON_FORMAT,
         "format_version": JSON_FORMAT_VERSION,
-        "angle_version": first.angle_version,
-        "classes": list(first.classes),
+        "angle_version": version,
+        "classes": list(classes),
         "images": [d.to_json_entry(polygons) for d in detections],
     }
 
