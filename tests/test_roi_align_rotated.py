@@ -10,6 +10,7 @@ gradient. It is skipped when the variable is unset (CI).
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from pathlib import Path
@@ -159,7 +160,8 @@ def test_sizes_and_empty_inputs():
 
 def test_chunked_like_unchunked(monkeypatch):
     """Chunks of RoIs and blocks of a huge RoI's grid give the one-pass result."""
-    import rotdet.ops.roi_align_rotated as mod
+    # the module, not the function of the same name that rotdet.ops re-exports
+    mod = importlib.import_module("rotdet.ops.roi_align_rotated")
 
     gen = torch.Generator().manual_seed(4)
     feats = torch.randn(2, 3, 16, 16, generator=gen, dtype=torch.float64)
