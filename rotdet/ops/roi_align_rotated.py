@@ -142,6 +142,17 @@ def _pool_group(
     return pooled.view(n, oh, ow, channels).permute(0, 3, 1, 2).contiguous()
 
 
+def _check_rois(rois: Tensor, batch_index: Tensor, batch: int, aligned: bool) -> None:
+    """mmcv's size assertion and a batch-index range check, with one host sync."""
+    bad_size = ((rois[:, 3] < 0) | (rois[:, 4] < 0)).any() if aligned else torch.zeros((), dtype=torch.bool)
+    bad_batch = ((batch_index < 0) | (batch_index >= batch)).any()
+    bad_size, bad_batch = torch.stack([bad_size.to(bad_batch.device), bad_batch]).tolist()
+    if bad_size:
+        raise ValueError("roi_align_rotated: RoIs need non-negative width and height when aligned=True")
+    if bad_batch:
+        raise ValueError(f"roi_align_rotated: a RoI's batch index is outside [0, {batch})")
+
+
 def _roi_geometry(
     rois: Tensor,
     spatial_scale: float,
@@ -157,10 +168,7 @@ def _roi_geometry(
     roi_w = rois[:, 3] * spatial_scale
     roi_h = rois[:, 4] * spatial_scale
     theta = -rois[:, 5] if clockwise else rois[:, 5]
-    if aligned:
-        if bool(((roi_w < 0) | (roi_h < 0)).any()):
-            raise ValueError("roi_align_rotated: RoIs need non-negative width and height when aligned=True")
-    else:  # mmcv keeps this for backward compatibility
+    if not aligned:  # mmcv keeps this for backward compatibility
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
     bin_h, bin_w = roi_h / out_hw[0], roi_w / out_hw[1]
     if sampling_ratio > 0:
@@ -214,8 +222,8 @@ def roi_align_rotated(
         rois, float(spatial_scale), out_hw, sampling_ratio, aligned, clockwise
     )
     batch_index = rois[:, 0].long()  # mmcv: int(roi[0]), truncation
-    if bool(((batch_index < 0) | (batch_index >= batch)).any()):
-        raise ValueError(f"roi_align_rotated: a RoI's batch index is outside [0, {batch})")
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        _check_rois(rois, batch_index, batch, aligned)
     base = batch_index * (height * width)
     flat = features.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
     hw = (height, width)
