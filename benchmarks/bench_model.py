@@ -94,16 +94,29 @@ def _final_logits(out) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def score_shift(model: torch.nn.Module, images: torch.Tensor, candidates: int, score_thr: float) -> float:
+    """The logit shift of every classification bias after which about ``candidates`` class scores of
+    the first image exceed ``score_thr``."""
+    model.eval()
+    logits = torch.cat([c[0].flatten() for c in _final_logits(model(images[:1]))])
+    kth = logits.float().topk(min(candidates, logits.numel())).values[-1]
+    return math.log(score_thr / (1 - score_thr)) - kth.item()
+
+
+def is_cls_bias(key: str) -> bool:
+    """Whether a state-dict key is the bias of a classification conv (``retina_cls``, ``atss_cls``...)."""
+    parts = key.split(".")
+    return len(parts) >= 2 and parts[-1] == "bias" and "cls" in parts[-2]
+
+
+@torch.no_grad()
 def calibrate_scores_(
     model: torch.nn.Module, images: torch.Tensor, candidates: int, score_thr: float
 ) -> None:
     """Shift every classification bias so that about ``candidates`` class scores of the first image
     exceed ``score_thr``: random weights then load the post-processing like a trained model on a
     crowded patch, instead of giving no detection (init bias) or all of them."""
-    model.eval()
-    logits = torch.cat([c[0].flatten() for c in _final_logits(model(images[:1]))])
-    kth = logits.float().topk(min(candidates, logits.numel())).values[-1]
-    shift = math.log(score_thr / (1 - score_thr)) - kth.item()
+    shift = score_shift(model, images, candidates, score_thr)
     for conv in _cls_convs(model):
         conv.bias.add_(shift)
 
