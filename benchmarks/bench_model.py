@@ -74,11 +74,13 @@ def random_targets(
     return targets
 
 
-def _cls_convs(model: torch.nn.Module) -> list[torch.nn.Conv2d]:
+def head_convs(model: torch.nn.Module, kind: str) -> list[torch.nn.Conv2d]:
+    """The dense heads' last classification (``kind="cls"``: ``retina_cls``, ``odm_cls``...) or
+    regression (``"reg"``) convolutions."""
     return [
         m
         for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Conv2d) and "cls" in name.split(".")[-1] and m.bias is not None
+        if isinstance(m, torch.nn.Conv2d) and name.split(".")[-1].endswith(f"_{kind}") and m.bias is not None
     ]
 
 
@@ -117,7 +119,7 @@ def calibrate_scores_(
     exceed ``score_thr``: random weights then load the post-processing like a trained model on a
     crowded patch, instead of giving no detection (init bias) or all of them."""
     shift = score_shift(model, images, candidates, score_thr)
-    for conv in _cls_convs(model):
+    for conv in head_convs(model, "cls"):
         conv.bias.add_(shift)
 
 
