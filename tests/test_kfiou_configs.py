@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from test_kld_configs import _oracle_dump, _oracle_inputs, _without
+from test_kld_configs import _head_and_targets, _oracle_dump, _oracle_inputs, _without
 from test_mmrotate_import import expected_mmrotate_layout
 from test_models_detectors import tiny_overrides
 from test_s2anet import tiny_overrides as s2anet_overrides
@@ -21,7 +21,6 @@ from rotdet.models.detectors import dense_head_losses, sum_losses
 from rotdet.models.factory import build_model
 from rotdet.models.gaussian_losses import KFLoss
 from rotdet.models.mmrotate_import import load_weights, rotdet_to_mmrotate_key
-from rotdet.models.targets import GroundTruths, anchor_targets, assign_anchors, dense_anchors, featmap_sizes
 
 # config -> the rotdet config of its mmrotate _base_ (for oc: the hbb one plus the three-way flip of
 # mmrotate's obb oc base)
@@ -181,21 +180,7 @@ def test_kfiou_head_loss_is_mmrotates_loss_single():
     targets of all images flattened, both decoded on the level's anchors, KFLoss with the box
     weights (their mean per anchor) and ``num_total_pos``."""
     name = "rotated_retinanet_obb_kfiou_r50_fpn_1x_dota_le90"
-    torch.manual_seed(0)
-    head = build_model(load_config(name, tiny_overrides(name))).bbox_head
-    feats = [torch.randn(2, 32, s, s) for s in (12, 6, 3, 2, 1)]
-    cls, reg = head(feats)
-    gts = GroundTruths.from_targets(
-        [
-            {"boxes": [[30.0, 40.0, 40.0, 20.0, 0.3], [70.0, 30.0, 26.0, 26.0, 1.0]], "labels": [0, 2]},
-            {"boxes": [[50.0, 50.0, 60.0, 14.0, -0.7]], "labels": [1]},
-        ],
-        "cpu",
-    )
-    metas = [{"pad_shape": (96, 96, 3), "img_shape": (96, 96, 3)}] * 2
-    anchors = dense_anchors(head.anchor_generator, featmap_sizes(cls), metas, "cpu")
-    gt_inds = assign_anchors(head.assigner, anchors, gts, head.assign_by_circumhbbox)
-    targets = anchor_targets(anchors, gt_inds, gts, head.bbox_coder, head.num_classes)
+    head, cls, reg, gts, metas, anchors, _, targets = _head_and_targets(name, False)
     losses = dense_head_losses(head, cls, reg, gts, metas)
     start, positive_levels = 0, 0
     for lvl, size in enumerate(targets.level_sizes):
