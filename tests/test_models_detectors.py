@@ -86,7 +86,9 @@ def test_config_names_and_loader_errors():
         "rotated_retinanet_hbb_kld_stable_r50_fpn_1x_dota_oc",
         "r3det_kld_r50_fpn_1x_dota_oc",
     }
-    issue16_configs = {"s2anet_r50_fpn_1x_dota_le135"} | kld_configs  # tests/test_s2anet.py
+    from test_kfiou_configs import KFIOU_CONFIGS  # mmrotate's KFIoU configs
+
+    issue16_configs = {"s2anet_r50_fpn_1x_dota_le135"} | kld_configs | set(KFIOU_CONFIGS)  # test_s2anet
     assert set(SEED_CONFIGS) | {"demo_atss_le90"} | dataset_configs | issue16_configs == set(names)
     with pytest.raises(ValueError, match="rotated_atss_obb_r50_fpn_1x_dota_le90"):
         load_config("rotated_atss_obb_r50_fpn_1x_dota_le45")
