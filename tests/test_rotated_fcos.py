@@ -414,3 +414,67 @@ def test_matches_mmrotate_oracle(name):
         ours = np.concatenate([dets.boxes, dets.scores[:, None], dets.labels[:, None].double()], 1)
         order_o, order_r = np.lexsort((-ours[:, 5], ours[:, 6])), np.lexsort((-ref[:, 5], ref[:, 6]))
         assert _max_err(ours[order_o], ref[order_r]) < 1e-2
+
+
+# --------------------------------------------------------------------------- command line
+def test_train_test_predict_bench_convert_cli(tmp_path):
+    """``rotdet train / test / predict / bench / convert`` with the demo-size le90 variant on ToyDOTA."""
+    from rotdet.cli import main
+    from rotdet.data import ensure_toy_dota
+
+    ensure_toy_dota(tmp_path / "toy" / "train", num_images=4, seed=0, size=(128, 128))
+    ensure_toy_dota(tmp_path / "toy" / "val", num_images=2, seed=1, size=(128, 128))
+    split = ["data.train.img_dir=train/images", "data.train.ann_dir=train/labelTxt"]
+    split += ["data.val.img_dir=val/images", "data.val.ann_dir=val/labelTxt"]
+    overrides = [
+        f"data.root={tmp_path / 'toy'}",
+        "data.classes=toy",
+        *split,
+        *tiny_overrides(num_classes=6),
+        "data.img_scale=[128,128]",
+        "data.samples_per_gpu=2",
+        "data.workers_per_gpu=0",
+        "max_epochs=1",
+        "lr_config.warmup_iters=1",
+    ]
+    work = tmp_path / "work"
+    assert main(["train", LE90, *overrides, "--work-dir", str(work), "--no-progress"]) == 0
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert any(r["mode"] == "train" and "loss_centerness" in r for r in records)
+    out = tmp_path / "test"
+    argv = ["test", LE90, str(work / "latest.pth"), *overrides, "--out", str(out), "--workers", "0"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert 0.0 <= json.loads((out / "metrics.json").read_text())["mAP"] <= 1.0
+    image = tmp_path / "toy" / "val" / "images" / "T0000.png"
+    pred = tmp_path / "pred"
+    config = str(work / "config.yaml")
+    assert (
+        main(["predict", config, str(work / "latest.pth"), str(image), "--out", str(pred), "--device", "cpu"])
+        == 0
+    )
+    assert (pred / "T0000.json").is_file()
+    bench = tmp_path / "bench.json"
+    argv = [
+        "bench",
+        config,
+        "--img-size",
+        "128",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--train",
+    ]
+    assert main([*argv, "--json", str(bench)]) == 0
+    assert bench.is_file()
+    # an mmrotate-named checkpoint of the model converts strictly
+    model = build_model(load_config(config))
+    mm = {rotdet_to_mmrotate_key(k): v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": mm, "meta": {"CLASSES": ["a"] * 6}}, tmp_path / "mm.pth")
+    tiny = ["--cfg-options", *[o for o in overrides if o.startswith("model.") or o == "data.classes=toy"]]
+    assert (
+        main(["convert", str(tmp_path / "mm.pth"), str(tmp_path / "conv.pth"), "--config", LE90, *tiny]) == 0
+    )
+    assert (tmp_path / "conv.pth").is_file()
