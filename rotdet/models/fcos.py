@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from rotdet.models.config_keys import constructor_kwargs
 from rotdet.models.detectors import _Detector, pad_to_multiple
+from rotdet.models.gaussian_losses import GDLossV1
 from rotdet.models.heads import ConvReLU
 from rotdet.models.iou_losses import GIoULoss, RotatedIoULoss
 from rotdet.models.losses import LossSpec, build_loss, sigmoid_focal_loss
@@ -187,7 +188,7 @@ class BCEWithLogitsLoss:
         return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
 
-_BOX_LOSSES = {"RotatedIoULoss": RotatedIoULoss, "GIoULoss": GIoULoss}
+_BOX_LOSSES = {"RotatedIoULoss": RotatedIoULoss, "GIoULoss": GIoULoss, "GDLoss_v1": GDLossV1}
 
 
 class RotatedFCOSHead(nn.Module):
@@ -210,7 +211,7 @@ class RotatedFCOSHead(nn.Module):
         scale_angle: bool = True,
         bbox_coder: DistanceAnglePointCoder | None = None,
         loss_cls: LossSpec | None = None,
-        loss_bbox: RotatedIoULoss | GIoULoss | None = None,
+        loss_bbox: RotatedIoULoss | GIoULoss | GDLossV1 | None = None,
         loss_angle: LossSpec | None = None,
         loss_centerness: BCEWithLogitsLoss | None = None,
         norm_cfg: dict | None = None,
@@ -468,8 +469,8 @@ class RotatedFCOSHead(nn.Module):
             target_boxes = self.bbox_coder.decode(
                 pos_points, torch.cat([pos_sides, t.angles[b_idx, p_idx]], -1)
             )
-        losses["loss_bbox"] = self._weighted_levels(
-            self.loss_bbox, pred_boxes, target_boxes, ctr_targets, ctr_denorm, pos_levels, per_level
+        losses["loss_bbox"] = self._box_loss(
+            pred_boxes, target_boxes, ctr_targets, ctr_denorm, pos_levels, num_levels
         )
         if self.separate_angle:
             l1 = self.loss_angle.elementwise(pos_ang, t.angles[b_idx, p_idx])[:, 0]
@@ -480,11 +481,24 @@ class RotatedFCOSHead(nn.Module):
         )
         return losses
 
-    @staticmethod
-    def _weighted_levels(loss, pred, target, weight, denorm, levels, per_level) -> Tensor:
-        """mmdet's weighted box loss (``loss(pred, target, weight, avg_factor=denorm)``) split by level."""
+    def _box_loss(
+        self, pred: Tensor, target: Tensor, weight: Tensor, denorm: Tensor, levels: Tensor, num_levels: int
+    ) -> Tensor:
+        """The box loss ``[L]`` of the positives' decoded boxes: mmdet's weighted loss
+        ``loss(pred, target, weight, avg_factor=denorm)`` split by level; ``GDLoss_v1`` (the KLD
+        config) ignores the weights' values and the average factor and is the mean over the
+        positives of positive weight, as mmdet's ``_parse_losses`` reduces its unreduced output."""
+        loss = self.loss_bbox
+
+        def per_level(values: Tensor, at: Tensor) -> Tensor:
+            return values.new_zeros(num_levels).index_add_(0, at, values)
+
         if not bool((weight > 0).any()):  # mmdet's shortcut: a zero connected to the graph
-            return loss(pred, target, weight=weight, avg_factor=denorm) + pred.new_zeros(levels.max() + 1)
+            return (pred * weight[:, None]).sum() + pred.new_zeros(num_levels)
+        if isinstance(loss, GDLossV1):
+            keep = weight > 0
+            values = loss(pred, target, weight)
+            return per_level(values, levels[keep]) / values.shape[0]
         return loss.loss_weight * per_level(loss.elementwise(pred, target) * weight, levels) / (denorm + _EPS)
 
     # ------------------------------------------------------------------ inference
