@@ -87,7 +87,9 @@ def test_config_names_and_loader_errors():
         "r3det_kld_r50_fpn_1x_dota_oc",
     }
     issue16_configs = {"s2anet_r50_fpn_1x_dota_le135"} | kld_configs  # tests/test_s2anet.py
-    fcos_configs = {f"rotated_fcos_{v}r50_fpn_1x_dota_le90" for v in ("", "sep_angle_", "kld_")}
+    fcos_configs = {
+        f"rotated_fcos_{v}r50_fpn_1x_dota_le90" for v in ("", "sep_angle_", "kld_", "csl_gaussian_")
+    }
     issue16_configs |= fcos_configs  # tests/test_rotated_fcos.py
     assert set(SEED_CONFIGS) | {"demo_atss_le90"} | dataset_configs | issue16_configs == set(names)
     with pytest.raises(ValueError, match="rotated_atss_obb_r50_fpn_1x_dota_le90"):

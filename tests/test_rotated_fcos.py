@@ -35,7 +35,8 @@ from rotdet.structures.detections import RotatedDetections
 LE90 = "rotated_fcos_r50_fpn_1x_dota_le90"
 SEP = "rotated_fcos_sep_angle_r50_fpn_1x_dota_le90"
 KLD = "rotated_fcos_kld_r50_fpn_1x_dota_le90"
-CONFIGS = (LE90, SEP, KLD)
+CSL = "rotated_fcos_csl_gaussian_r50_fpn_1x_dota_le90"
+CONFIGS = (LE90, SEP, KLD, CSL)
 TESTS = Path(__file__).parent
 ORACLE_ROOT = Path(os.environ.get("ROTDET_ORACLE_DIR") or "/nonexistent-rotdet-oracle")
 
@@ -160,6 +161,23 @@ def test_coder_round_trip_and_angle_wrap():
     assert clamped[:, :4].min() >= 0 and clamped[:, :4].max() <= 16.0 - 0.1 + 1e-6
 
 
+def test_csl_coder_is_mmrotates():
+    from rotdet.models.csl import CSLCoder
+
+    coder = CSLCoder("le90", omega=1, window="gaussian", radius=1)
+    angles = torch.tensor([[0.3], [-1.5], [math.pi / 2 - 1e-4]])
+    labels = coder.encode(angles)
+    assert labels.shape == (3, 180)
+    # bin = trunc(deg + 90): 107, 4, 179; the window wraps round the circle
+    assert labels.argmax(1).tolist() == [107, 4, 179] and labels[2, 0] == pytest.approx(math.exp(-0.5))
+    assert torch.allclose(
+        coder.decode(labels), torch.tensor([107.5, 4.5, 179.5]) * math.pi / 180 - math.pi / 2
+    )
+    assert CSLCoder("oc").coding_len == 90
+    pulse = CSLCoder("le135", window="pulse").encode(torch.tensor([[0.0]]))
+    assert pulse.sum() == 1 and pulse[0, 45] == 1
+
+
 def test_points_are_mmdets_grid():
     pts = level_points([(2, 3)], [8], "cpu")[0]
     assert pts.tolist() == [[4, 4], [12, 4], [20, 4], [4, 12], [12, 12], [20, 12]]
@@ -240,6 +258,13 @@ def test_configs_are_mmrotates():
         assert cfg["model"]["test_cfg"]["nms"] == {"iou_thr": 0.1}
     kld = load_config(KLD)["model"]["bbox_head"]["loss_bbox"]
     assert kld == {"type": "GDLoss_v1", "loss_type": "kld", "fun": "log1p", "tau": 1.0, "loss_weight": 1.0}
+    csl = load_config(CSL)["model"]["bbox_head"]
+    assert csl["type"] == "CSLRFCOSHead" and csl["angle_coder"]["angle_version"] == "le90"
+    assert (csl["angle_coder"]["radius"], csl["scale_angle"], csl["loss_angle"]["type"]) == (
+        1,
+        False,
+        "SmoothFocalLoss",
+    )
     sep = load_config(SEP)["model"]["bbox_head"]
     assert sep["separate_angle"] and sep["loss_bbox"]["type"] == "GIoULoss"
     assert sep["loss_angle"] == {"type": "L1Loss", "loss_weight": 0.2}
@@ -271,7 +296,7 @@ def test_state_dict_layout_matches_mmrotate(name):
     assert {k: v for k, v in ours.items() if expected[k] != v} == {}
     state = {rotdet_to_mmrotate_key(k): torch.full_like(v, 0.5) for k, v in model.state_dict().items()}
     load_weights(model, state)  # strict: zero missing, zero unexpected
-    assert float(model.bbox_head.scale_angle.scale.detach()) == 0.5
+    assert float(model.bbox_head.scales[0].scale.detach()) == 0.5
 
 
 # --------------------------------------------------------------------------- demo-size variant
@@ -291,14 +316,16 @@ def _batch():
     return images, targets, metas
 
 
-@pytest.mark.parametrize("name", [LE90, SEP])
+@pytest.mark.parametrize("name", [LE90, SEP, CSL])
 def test_demo_size_variant_trains_and_predicts(name):
     torch.manual_seed(0)
     model = build_model(load_config(name, tiny_overrides()))
     images, targets, metas = _batch()
     model.train()
     losses = model.forward_train(images, targets, metas, per_level=True)
-    expected = {"loss_cls", "loss_bbox", "loss_centerness"} | ({"loss_angle"} if name == SEP else set())
+    expected = {"loss_cls", "loss_bbox", "loss_centerness"} | (
+        {"loss_angle"} if name in (SEP, CSL) else set()
+    )
     assert set(losses) == expected
     assert all(v.shape == (5,) and torch.isfinite(v).all() for v in losses.values())
     assert all(float(v.detach().sum()) > 0 for v in losses.values())
@@ -312,11 +339,14 @@ def test_demo_size_variant_trains_and_predicts(name):
         head.scales[0].scale,
     ):
         assert p.grad is not None and p.grad.abs().sum() > 0
-    assert head.scale_angle.scale.grad is not None
+    assert (head.scale_angle is None) == (name == CSL)
+    if head.scale_angle is not None:
+        assert head.scale_angle.scale.grad is not None
     model.eval()
     cls, reg, ang, ctr = model(images)
     assert [tuple(c.shape) for c in cls] == [(2, 3, s, s) for s in (16, 8, 4, 2, 1)]
-    assert [tuple(r.shape[1:2]) for r in reg] == [(4,)] * 5 and all(a.shape[1] == 1 for a in ang + ctr)
+    assert [tuple(r.shape[1:2]) for r in reg] == [(4,)] * 5 and all(c.shape[1] == 1 for c in ctr)
+    assert all(a.shape[1] == (180 if name == CSL else 1) for a in ang)
     low = TestConfig(nms_pre=50, score_thr=0.0, iou_thr=0.1, max_per_img=20)
     dets = model.predict(images, metas, cfg=low)
     assert len(dets) == 2 and all(isinstance(d, RotatedDetections) and 0 < len(d) <= 20 for d in dets)
@@ -407,7 +437,8 @@ def test_matches_mmrotate_oracle(name):
         assert torch.equal(pts[i], torch.from_numpy(d[f"points.l{i}"]))
         assert np.array_equal(t.labels[0, start : start + n].numpy(), d[f"target.labels.l{i}"])
         assert _max_err(t.boxes[0, start : start + n], d[f"target.bbox.l{i}"]) < 1e-3
-        assert _max_err(t.angles[0, start : start + n], d[f"target.angle.l{i}"]) == 0
+        # (CSL's targets are the encoded angles)
+        assert _max_err(head.angle_targets(t.angles[0, start : start + n]), d[f"target.angle.l{i}"]) == 0
         assert _max_err(train_out[1][i], d[f"train.bbox_pred.l{i}"]) < 1e-4
         start += n
     model.eval()

@@ -36,7 +36,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rotdet.models.config_keys import constructor_kwargs
+from rotdet.models.config_keys import constructor_keys, constructor_kwargs
 from rotdet.models.detectors import _Detector, pad_to_multiple
 from rotdet.models.gaussian_losses import GDLossV1
 from rotdet.models.heads import ConvReLU
@@ -266,19 +266,17 @@ class RotatedFCOSHead(nn.Module):
         no ``train_cfg`` (null in every config)."""
         if train_cfg:
             raise ValueError("RotatedFCOSHead takes no train_cfg (mmrotate's configs set it to null)")
+        extra = {"h_bbox_coder", "conv_bias", "dcn_on_last_conv"} | constructor_keys(RotatedFCOSHead)
         c = constructor_kwargs(
-            cls,
-            cfg,
-            "bbox_head",
-            {"RotatedFCOSHead"},
-            extra={"h_bbox_coder", "conv_bias", "dcn_on_last_conv"},
+            cls, cfg, "bbox_head", {cls.CONFIG_TYPE}, extra=extra - {"test_cfg"}, exclude={"test_cfg"}
         )
+        c = cls._config_sections(c)
         h_coder = c.pop("h_bbox_coder", None)
         if h_coder is not None and dict(h_coder).get("type") != "DistancePointBBoxCoder":
             raise ValueError("bbox_head.h_bbox_coder: only DistancePointBBoxCoder is supported")
         if c.pop("conv_bias", "auto") != "auto" or c.pop("dcn_on_last_conv", False):
             raise ValueError("bbox_head: conv_bias other than 'auto' and dcn_on_last_conv are not supported")
-        for key, what in (("loss_cls", "FocalLoss"), ("loss_angle", "L1Loss")):
+        for key, what in (("loss_cls", "FocalLoss"),):
             if key in c:
                 c[key] = build_loss(c[key])
                 if c[key].type != what:
@@ -295,6 +293,19 @@ class RotatedFCOSHead(nn.Module):
         if "bbox_coder" in c:
             c["bbox_coder"] = DistanceAnglePointCoder.from_config(c["bbox_coder"])
         return cls(test_cfg=TestConfig.from_cfg(test_cfg) if test_cfg is not None else None, **c)
+
+    CONFIG_TYPE = "RotatedFCOSHead"
+
+    @classmethod
+    def _config_sections(cls, c: dict) -> dict:
+        """The angle loss of a config's ``bbox_head`` built (a subclass builds its own sections)."""
+        if "loss_angle" in c:
+            c["loss_angle"] = build_loss(c["loss_angle"])
+            if c["loss_angle"].type != "L1Loss":
+                raise ValueError(
+                    f"bbox_head.loss_angle: type {c['loss_angle'].type!r} is not supported; expected L1Loss"
+                )
+        return c
 
     def init_weights(self) -> None:
         """mmrotate's init: every conv Normal(0, 0.01) with zero bias, ``conv_cls`` bias for prior
@@ -405,6 +416,15 @@ class RotatedFCOSHead(nn.Module):
             angles.append(ang)
         return FCOSTargets(torch.stack(labels), torch.stack(sides), torch.stack(angles), sizes)
 
+    def angle_targets(self, angles: Tensor) -> Tensor:
+        """The angle loss's targets of the positives' ``[N, 1]`` angles (themselves here; CSL's
+        head encodes them)."""
+        return angles
+
+    def decode_angle(self, angle_preds: Tensor) -> Tensor:
+        """``[N, K]`` angle outputs -> ``[N, 1]`` angles (the output itself here, ``K = 1``)."""
+        return angle_preds
+
     @staticmethod
     def centerness_target(sides: Tensor) -> Tensor:
         """``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))`` of ``[N, 4]`` positive sides."""
@@ -431,7 +451,7 @@ class RotatedFCOSHead(nn.Module):
         cls, box, ang, ctr = (
             flat(cls_scores, self.num_classes),
             flat(bbox_preds, 4),
-            flat(angle_preds, 1),
+            flat(angle_preds, self.conv_angle.out_channels),
             flat(centernesses, 1)[..., 0],
         )
         level_of = torch.cat([torch.full((n,), i, device=device) for i, n in enumerate(t.level_sizes)])
@@ -473,8 +493,12 @@ class RotatedFCOSHead(nn.Module):
             pred_boxes, target_boxes, ctr_targets, ctr_denorm, pos_levels, num_levels
         )
         if self.separate_angle:
-            l1 = self.loss_angle.elementwise(pos_ang, t.angles[b_idx, p_idx])[:, 0]
-            losses["loss_angle"] = self.loss_angle.loss_weight * per_level(l1, pos_levels) / (num_pos + _EPS)
+            angle_loss = self.loss_angle.elementwise(pos_ang, self.angle_targets(t.angles[b_idx, p_idx])).sum(
+                -1
+            )
+            losses["loss_angle"] = (
+                self.loss_angle.loss_weight * per_level(angle_loss, pos_levels) / (num_pos + _EPS)
+            )
         bce = self.loss_centerness.elementwise(pos_ctr, ctr_targets)
         losses["loss_centerness"] = (
             self.loss_centerness.loss_weight * per_level(bce, pos_levels) / (num_pos + _EPS)
@@ -528,7 +552,7 @@ class RotatedFCOSHead(nn.Module):
                 dist_ = torch.cat(
                     [
                         reg[i].float().permute(1, 2, 0).reshape(-1, 4),
-                        ang[i].float().permute(1, 2, 0).reshape(-1, 1),
+                        self.decode_angle(ang[i].float().permute(1, 2, 0).reshape(-1, ang.shape[1])),
                     ],
                     1,
                 )
@@ -603,5 +627,11 @@ def build_rotated_fcos(model: Mapping) -> RotatedFCOS:
     m = factory._take(model, "model", {"backbone", "neck", "bbox_head", "train_cfg", "test_cfg"})
     backbone = ResNetBackbone.from_config(m["backbone"])
     neck = FPN.from_config(m["neck"], backbone.out_channels)
-    head = RotatedFCOSHead.from_config(m["bbox_head"], m.get("train_cfg"), m.get("test_cfg"))
+    from rotdet.models.csl import CSLRFCOSHead
+
+    heads = {"RotatedFCOSHead": RotatedFCOSHead, "CSLRFCOSHead": CSLRFCOSHead}
+    kind = m["bbox_head"].get("type")
+    if kind not in heads:
+        raise ValueError(f"bbox_head: type {kind!r} is not supported; expected one of {sorted(heads)}")
+    head = heads[kind].from_config(m["bbox_head"], m.get("train_cfg"), m.get("test_cfg"))
     return RotatedFCOS(backbone, neck, head)
