@@ -529,3 +529,29 @@ def test_export_refuses_rotated_fcos_in_one_line():
     model = build_model(load_config(LE90, tiny_overrides())).eval()
     with pytest.raises(ValueError, match="cannot export a RotatedFCOS"):
         CandidateGraph(model, 128, [0, 0, 0], [1, 1, 1], True, 100)
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from rotdet.models.fcos import _reduce_mean
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        # num_pos 3 on one process, 7 on the other: both average over the mean, 5 (mmdet's reduce_mean)
+        value = _reduce_mean(torch.tensor(3.0 if rank == 0 else 7.0))
+        Path(out, f"rank{rank}.txt").write_text(str(float(value)))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_num_pos_is_averaged_over_ddp_processes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    assert [float((tmp_path / f"rank{r}.txt").read_text()) for r in (0, 1)] == [5.0, 5.0]
