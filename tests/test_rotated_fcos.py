@@ -553,5 +553,6 @@ def test_num_pos_is_averaged_over_ddp_processes(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    # fork: the children need no fresh interpreter (no re-import of torch and rotdet)
+    mp.start_processes(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
     assert [float((tmp_path / f"rank{r}.txt").read_text()) for r in (0, 1)] == [5.0, 5.0]
