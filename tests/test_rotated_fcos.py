@@ -1,11 +1,12 @@
-"""Rotated FCOS (``rotated_fcos_r50_fpn_1x_dota_le90``, ``rotated_fcos_sep_angle_…``): the
-differentiable rotated IoU and its loss, the coder, the target rules, the config and mmrotate's
-state-dict layout, the demo-size variant's training step and inference, and -- opt-in -- the
-mmrotate 0.3.4 oracle dump.
+"""Rotated FCOS (``rotated_fcos_r50_fpn_1x_dota_le90`` and its ``sep_angle``, ``kld`` and
+``csl_gaussian`` variants): the differentiable rotated IoU and its loss, the coders, the target
+rules, the configs and mmrotate's state-dict layout, the demo-size variant's training step and
+inference, the command line, and -- opt-in -- the mmrotate 0.3.4 oracle dump.
 
 The dump is made in the reference venv by the oracle harness's ``fcos_dump.py`` (it patches mmcv's
-CUDA-only vertex sort with a literal Python transcription of the kernel) into
-``$ROTDET_ORACLE_DIR/<config>``; the comparison is skipped when it is absent (CI).
+CUDA-only vertex sort with a literal Python transcription of the kernel, and sets the attribute
+mmrotate's CSL head misspells) into ``$ROTDET_ORACLE_DIR/<config>``; the comparison is skipped when
+it is absent (CI).
 """
 
 from __future__ import annotations
