@@ -89,6 +89,10 @@ def test_config_names_and_loader_errors():
     from test_kfiou_configs import KFIOU_CONFIGS  # mmrotate's KFIoU configs
 
     issue16_configs = {"s2anet_r50_fpn_1x_dota_le135"} | kld_configs | set(KFIOU_CONFIGS)  # test_s2anet
+    fcos_configs = {
+        f"rotated_fcos_{v}r50_fpn_1x_dota_le90" for v in ("", "sep_angle_", "kld_", "csl_gaussian_")
+    }
+    issue16_configs |= fcos_configs  # tests/test_rotated_fcos.py
     assert set(SEED_CONFIGS) | {"demo_atss_le90"} | dataset_configs | issue16_configs == set(names)
     with pytest.raises(ValueError, match="rotated_atss_obb_r50_fpn_1x_dota_le90"):
         load_config("rotated_atss_obb_r50_fpn_1x_dota_le45")

@@ -251,6 +251,12 @@ def _agree(where: str, value, version: str, key: str = "angle_version") -> None:
 
 def _resolve_head(head: dict, where: str, version: str) -> None:
     coder = head.get("bbox_coder")
+    if head.get("type") in ("RotatedFCOSHead", "CSLRFCOSHead"):  # anchor-free: key angle_version
+        for key in ("bbox_coder", "angle_coder"):
+            if isinstance(head.get(key), dict):
+                _agree(f"{where}.{key}.angle_version", head[key].get("angle_version"), version)
+                head[key]["angle_version"] = version
+        return
     if isinstance(coder, dict):
         _agree(f"{where}.bbox_coder.angle_range", coder.get("angle_range"), version)
         coder["angle_range"] = version

@@ -91,10 +91,17 @@ def _build_s2anet(model: dict) -> nn.Module:
     return build_s2anet(model)
 
 
+def _build_rotated_fcos(model: dict) -> nn.Module:
+    from rotdet.models.fcos import build_rotated_fcos  # anchor-free: its own head and losses
+
+    return build_rotated_fcos(model)
+
+
 DETECTORS: dict[str, Callable[[dict], nn.Module]] = {
     "RotatedRetinaNet": _build_single_stage,
     "R3Det": _build_r3det,
     "S2ANet": _build_s2anet,
+    "RotatedFCOS": _build_rotated_fcos,
 }
 
 
