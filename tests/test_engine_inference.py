@@ -258,6 +258,16 @@ def test_predict_cli_writes_outputs_and_reports_failures(detector, tiny_cfg, tmp
     assert top > 0
     np.testing.assert_allclose(fast.scores[:top], dets.scores[:top], rtol=1e-4, atol=1e-4)
 
+    half_out = tmp_path / "pred_bf16"
+    rc = cli_main([*args[:4], "--out", str(half_out), "--device", "cpu", "--size", "256", "--amp", "bf16"])
+    assert rc == 0
+    (half,) = read_detections_json(half_out / "T0000.json")
+    assert len(half.boxes) > 0
+    # bfloat16 features: the best detection is still there, its score within bf16's precision
+    assert abs(float(half.scores[0]) - float(dets.scores[0])) < 0.05
+    rc = cli_main([*args[:4], "--out", str(half_out), "--device", "cpu", "--amp", "fp16"])
+    assert rc == 2 and "fp16 needs a CUDA device" in capsys.readouterr().err
+
     rc = cli_main(["predict", str(cfg_path), str(tmp_path / "nope.pth"), str(tmp_path / "toy" / "images")])
     captured = capsys.readouterr()
     assert rc == 2 and "checkpoint not found" in captured.err and "Traceback" not in captured.err

@@ -115,3 +115,17 @@ def test_config_and_shapes():
         coder.decode(torch.zeros(3, 4), torch.zeros(3, 5))
     assert coder.decode(torch.zeros(0, 4), torch.zeros(0, 6)).shape == (0, 5)
     assert coder.encode(torch.zeros(0, 4), torch.zeros(0, 5)).shape == (0, 6)
+
+
+def test_encode_and_decode_ignore_autocast():
+    """Targets and proposals stay float32 under a bf16 autocast (mmrotate computes them outside
+    its fp16 regions): the coder's corner rotation is a matrix product, which autocast would run in
+    half precision."""
+    coder = MidpointOffsetCoder.from_config({"type": "MidpointOffsetCoder", "angle_range": "le90"})
+    anchors = torch.tensor([[10.0, 10.0, 50.0, 40.0], [100.0, 80.0, 300.0, 190.0]])
+    gts = torch.tensor([[30.0, 25.0, 40.0, 20.0, 0.3], [200.0, 140.0, 181.7, 93.1, -1.1]])
+    deltas = coder.encode(anchors, gts)
+    boxes = coder.decode(anchors, deltas)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(coder.encode(anchors, gts), deltas)
+        assert torch.equal(coder.decode(anchors, deltas), boxes)

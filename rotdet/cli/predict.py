@@ -127,6 +127,12 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cfg-options", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (dotted keys)"
     )
+    parser.add_argument(
+        "--amp",
+        choices=("none", "bf16", "fp16", "auto"),
+        default="none",
+        help="mixed precision for the network (auto: bf16 where native); not mmrotate's exact numbers",
+    )
     add_fast_argument(parser)
     add_raster_arguments(parser)
 
@@ -165,14 +171,15 @@ def _detector(args: argparse.Namespace, exported: bool):
     try:
         device = check_device(args.device)
         if exported:
-            if args.cfg_options or args.fast:
-                flag = "--cfg-options" if args.cfg_options else "--fast"
+            if args.cfg_options or args.fast or args.amp != "none":
+                flag = "--cfg-options" if args.cfg_options else "--fast" if args.fast else "--amp"
                 raise ValueError(f"{flag} does not apply to an exported model (fixed at export time)")
             detector = Detector.from_export(args.config, device)
         else:
             detector = Detector.from_config(args.config, args.checkpoint, device, args.cfg_options)
             if args.fast:
                 detector.optimize()
+            detector.set_amp(args.amp)
         size = args.size if args.size is not None else detector.window_size
         check_window(size, args.gap if args.gap is not None else default_gap(size), args.batch_size)
     except (CheckpointError, ValueError, KeyError) as exc:

@@ -291,7 +291,8 @@ def _gt_polygons(gt: torch.Tensor, version: str) -> torch.Tensor:
     )
     cos, sin = torch.cos(gt[:, 4]), torch.sin(gt[:, 4])
     rot = torch.stack([cos, -sin, sin, cos], -1).view(-1, 2, 2)
-    turned = rot.matmul(corners)  # [N, 2 (x, y), 4 corners]
+    with torch.autocast(device_type=gt.device.type, enabled=False):  # never a half-precision matmul
+        turned = rot.matmul(corners)  # [N, 2 (x, y), 4 corners]
     return (turned + gt[:, :2, None]).transpose(1, 2).reshape(-1, 8)
 
 
