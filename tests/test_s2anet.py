@@ -190,7 +190,7 @@ def test_num_classes_of_both_heads_follow_the_data():
 
 
 def test_wrong_s2anet_configs_are_refused():
-    with pytest.raises(ValueError, match="expected 'ODMRefineHead'"):
+    with pytest.raises(ValueError, match=r"expected one of \['KFIoUODMRefineHead', 'ODMRefineHead'\]"):
         build_model(load_config(NAME, [*tiny_overrides(), "model.odm_head.type=RotatedRetinaRefineHead"]))
     with pytest.raises(ValueError, match="align_cfgs.channels \\(256\\)"):
         build_model(load_config(NAME, [*tiny_overrides(), "model.align_cfgs.channels=256"]))
