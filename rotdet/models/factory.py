@@ -91,10 +91,17 @@ def _build_s2anet(model: dict) -> nn.Module:
     return build_s2anet(model)
 
 
+def _build_oriented_rcnn(model: dict) -> nn.Module:
+    from rotdet.models.oriented_rcnn import build_oriented_rcnn  # it builds its parts with this module's
+
+    return build_oriented_rcnn(model)
+
+
 DETECTORS: dict[str, Callable[[dict], nn.Module]] = {
     "RotatedRetinaNet": _build_single_stage,
     "R3Det": _build_r3det,
     "S2ANet": _build_s2anet,
+    "OrientedRCNN": _build_oriented_rcnn,
 }
 
 
