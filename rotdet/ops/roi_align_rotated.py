@@ -1,0 +1,271 @@
+"""Rotated RoI Align (mmcv-full 1.7.2 ``RoIAlignRotated``) in pure PyTorch, CPU and CUDA.
+
+Each rotated RoI ``(batch_index, cx, cy, w, h, angle)`` is cut into ``oh x ow`` bins along its own
+axes; every bin averages a ``gh x gw`` grid of bilinear samples of the feature map. With mmcv's
+arithmetic, in the features' dtype:
+
+* ``aligned=True`` shifts the scaled centre by half a pixel (pixel ``i`` covers ``[i, i + 1)``, its
+  value sits at ``i + 0.5``); ``aligned=False`` does not shift and widens sizes below 1 to 1.
+* the grid is ``sampling_ratio`` per side, or, when it is 0, ``ceil(bin size)`` per side, per RoI
+  and per axis (so a RoI of width 0 averages nothing and gives 0).
+* a sample point ``p`` relative to the RoI's centre is rotated *counter-clockwise* by ``angle`` in
+  image space (``clockwise=True`` negates the angle): ``y = py cos - px sin + cy``,
+  ``x = py sin + px cos + cx``.
+* bilinear reads: a point beyond ``[-1, H] x [-1, W]`` contributes 0; otherwise coordinates below 0
+  become 0 and at or beyond the last row/column read that row/column alone.
+
+The samples of a chunk of RoIs are turned into four (index, weight) pairs each and read with one
+gather from the channel-last map, then contracted with a batched matrix product; the gradient to
+the features is autograd's (a scatter-add with the same weights, as mmcv's backward). RoIs get no
+gradient (mmcv returns none). With ``sampling_ratio=0`` RoIs are grouped by their grid size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["RoIAlignRotated", "roi_align_rotated"]
+
+# Values gathered at once (per chunk of RoIs): sampled corners x channels. 2**23 float32 values is
+# 32 MB of temporaries per chunk; bigger chunks do not run faster on CPU.
+_GATHER_BUDGET = 1 << 23
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    if len(size) != 2:
+        raise ValueError(f"output_size must be an int or (h, w), got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _axis_coords(start: Tensor, bin_size: Tensor, bins: int, grid: int, lo: int, hi: int) -> Tensor:
+    """Sample offsets from the RoI centre along one axis, ``[n, bins, hi - lo]`` (grid cells ``lo:hi``).
+
+    mmcv's ``start + b * bin + (i + .5) * bin / grid`` with its evaluation order, so that float32
+    coordinates agree to the bit.
+    """
+    b = torch.arange(bins, device=start.device, dtype=start.dtype)
+    i = torch.arange(lo, hi, device=start.device, dtype=start.dtype) + 0.5
+    first = start[:, None] + b[None, :] * bin_size[:, None]  # [n, bins]
+    within = i[None, :] * bin_size[:, None] / grid  # [n, hi - lo]
+    return first[:, :, None] + within[:, None, :]
+
+
+def _bilinear(coord: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """mmcv's border rules along one axis: ``(low, high, weight of low, weight of high)``.
+
+    ``coord`` is already known to lie in ``[-1, size]`` where it matters (the caller zeroes the rest).
+    """
+    coord = coord.clamp(min=0)
+    low = coord.long()  # truncation == floor for coord >= 0
+    at_edge = low >= size - 1
+    low = torch.where(at_edge, size - 1, low)
+    high = torch.where(at_edge, low, low + 1)
+    coord = torch.where(at_edge, low.to(coord.dtype), coord)
+    frac = coord - low
+    return low, high, 1.0 - frac, frac
+
+
+def _pool_block(
+    flat: Tensor,
+    base: Tensor,
+    geom: tuple[Tensor, ...],
+    out_hw: tuple[int, int],
+    grid_hw: tuple[int, int],
+    rows: tuple[int, int],
+    cols: tuple[int, int],
+    hw: tuple[int, int],
+) -> Tensor:
+    """Sum over grid cells ``rows x cols`` of every bin's bilinear samples, ``[n, oh * ow, C]``.
+
+    ``flat`` is the channel-last map ``[B * H * W, C]``; ``base`` ``[n]`` each RoI's image offset in it;
+    ``geom`` the RoIs' ``(cx, cy, start_w, start_h, bin_w, bin_h, cos, sin)``, each ``[n]``.
+    """
+    cx, cy, start_w, start_h, bin_w, bin_h, cos, sin = geom
+    (oh, ow), (gh, gw), (height, width) = out_hw, grid_hw, hw
+    yy = _axis_coords(start_h, bin_h, oh, gh, *rows)[:, :, :, None, None]  # [n, oh, r, 1, 1]
+    xx = _axis_coords(start_w, bin_w, ow, gw, *cols)[:, None, None, :, :]  # [n, 1, 1, ow, c]
+    c_, s_ = cos[:, None, None, None, None], sin[:, None, None, None, None]
+    y = yy * c_ - xx * s_ + cy[:, None, None, None, None]  # [n, oh, r, ow, c]
+    x = yy * s_ + xx * c_ + cx[:, None, None, None, None]
+    inside = (y >= -1.0) & (y <= height) & (x >= -1.0) & (x <= width)
+    y_lo, y_hi, hy, ly = _bilinear(y, height)
+    x_lo, x_hi, hx, lx = _bilinear(x, width)
+    zero = torch.zeros((), dtype=y.dtype, device=y.device)
+    hy, ly = torch.where(inside, hy, zero), torch.where(inside, ly, zero)
+    row_lo = base[:, None, None, None, None] + y_lo * width
+    row_hi = base[:, None, None, None, None] + y_hi * width
+    index = torch.stack((row_lo + x_lo, row_lo + x_hi, row_hi + x_lo, row_hi + x_hi), dim=-1)
+    weight = torch.stack((hy * hx, hy * lx, ly * hx, ly * lx), dim=-1)
+    n = index.shape[0]
+    # [n, oh, r, ow, c, 4] -> [n * oh * ow, r * c * 4]: one row of samples per output bin
+    index = index.permute(0, 1, 3, 2, 4, 5).reshape(n * oh * ow, -1)
+    weight = weight.permute(0, 1, 3, 2, 4, 5).reshape(n * oh * ow, 1, -1).to(flat.dtype)
+    values = flat[index.reshape(-1)].view(index.shape[0], index.shape[1], flat.shape[1])
+    return torch.bmm(weight, values).view(n, oh * ow, flat.shape[1])
+
+
+def _pool_group(
+    flat: Tensor,
+    base: Tensor,
+    geom: tuple[Tensor, ...],
+    out_hw: tuple[int, int],
+    grid_hw: tuple[int, int],
+    hw: tuple[int, int],
+) -> Tensor:
+    """Pooled ``[n, C, oh, ow]`` of RoIs sharing one ``gh x gw`` grid, chunked to bound memory."""
+    (oh, ow), (gh, gw) = out_hw, grid_hw
+    n, channels = base.shape[0], flat.shape[1]
+    if gh == 0 or gw == 0:  # mmcv: nothing sampled, divided by max(count, 1)
+        return flat.new_zeros(n, channels, oh, ow)
+    per_cell = oh * ow * 4 * channels  # gathered values per RoI per grid cell
+    # RoIs per chunk; a RoI whose grid alone is over budget is cut into blocks of grid rows/columns
+    cols = min(gw, max(1, _GATHER_BUDGET // per_cell))
+    rows = min(gh, max(1, _GATHER_BUDGET // (per_cell * cols)))
+    rois_per_chunk = max(1, _GATHER_BUDGET // (per_cell * rows * cols))
+    chunks = []
+    for start in range(0, n, rois_per_chunk):
+        sl = slice(start, start + rois_per_chunk)
+        g = tuple(t[sl] for t in geom)
+        acc = None
+        for r0 in range(0, gh, rows):
+            for c0 in range(0, gw, cols):
+                part = _pool_block(
+                    flat, base[sl], g, out_hw, grid_hw, (r0, min(gh, r0 + rows)), (c0, min(gw, c0 + cols)), hw
+                )
+                acc = part if acc is None else acc + part
+        chunks.append(acc)
+    pooled = torch.cat(chunks) / float(gh * gw)
+    return pooled.view(n, oh, ow, channels).permute(0, 3, 1, 2).contiguous()
+
+
+def _roi_geometry(
+    rois: Tensor,
+    spatial_scale: float,
+    out_hw: tuple[int, int],
+    sampling_ratio: int,
+    aligned: bool,
+    clockwise: bool,
+) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
+    """Per-RoI ``(cx, cy, start_w, start_h, bin_w, bin_h, cos, sin)`` and grid sizes ``gh, gw`` ``[N]``."""
+    offset = 0.5 if aligned else 0.0
+    cx = rois[:, 1] * spatial_scale - offset
+    cy = rois[:, 2] * spatial_scale - offset
+    roi_w = rois[:, 3] * spatial_scale
+    roi_h = rois[:, 4] * spatial_scale
+    theta = -rois[:, 5] if clockwise else rois[:, 5]
+    if aligned:
+        if bool(((roi_w < 0) | (roi_h < 0)).any()):
+            raise ValueError("roi_align_rotated: RoIs need non-negative width and height when aligned=True")
+    else:  # mmcv keeps this for backward compatibility
+        roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
+    bin_h, bin_w = roi_h / out_hw[0], roi_w / out_hw[1]
+    if sampling_ratio > 0:
+        grid_h = grid_w = torch.full_like(cx, sampling_ratio, dtype=torch.long)
+    else:  # mmcv's ceilf: the bin size rounded to float32 first
+        grid_h, grid_w = torch.ceil(bin_h.float()).long(), torch.ceil(bin_w.float()).long()
+    geom = (cx, cy, -roi_w / 2, -roi_h / 2, bin_w, bin_h, torch.cos(theta), torch.sin(theta))
+    return geom, grid_h, grid_w
+
+
+def roi_align_rotated(
+    features: Tensor,
+    rois: Tensor,
+    output_size: int | tuple[int, int],
+    spatial_scale: float,
+    sampling_ratio: int = 0,
+    aligned: bool = True,
+    clockwise: bool = False,
+) -> Tensor:
+    """mmcv's ``roi_align_rotated``: features of rotated RoIs, ``[N, C, oh, ow]``.
+
+    Args:
+        features: ``[B, C, H, W]`` float feature map.
+        rois: ``[N, 6]`` ``(batch_index, cx, cy, w, h, angle)``, image pixels and radians; not
+            differentiated (mmcv gives RoIs no gradient).
+        output_size: ``oh`` and ``ow`` (or one int for both).
+        spatial_scale: feature-map cells per image pixel (``1 / stride``).
+        sampling_ratio: samples per bin side; 0 takes ``ceil(bin size)`` per RoI.
+        aligned: the half-pixel shift (see the module docstring).
+        clockwise: the angle turns clockwise in image space (mmrotate's configs set this).
+
+    Returns:
+        ``[N, C, oh, ow]`` in the features' dtype, differentiable with respect to ``features``.
+    """
+    if features.dim() != 4:
+        raise ValueError(f"features must be [B, C, H, W], got {tuple(features.shape)}")
+    if rois.dim() != 2 or rois.shape[1] != 6:
+        raise ValueError(f"rois must be [N, 6] (batch_index, cx, cy, w, h, angle), got {tuple(rois.shape)}")
+    out_hw = _pair(output_size)
+    batch, channels, height, width = features.shape
+    num = rois.shape[0]
+    if num == 0:
+        return features.new_zeros(0, channels, *out_hw)
+    # mmcv reads the RoIs in the features' dtype; half features get float32 geometry
+    geom_dtype = features.dtype if features.dtype in (torch.float32, torch.float64) else torch.float32
+    rois = rois.detach().to(device=features.device, dtype=geom_dtype)
+    geom, grid_h, grid_w = _roi_geometry(
+        rois, float(spatial_scale), out_hw, sampling_ratio, aligned, clockwise
+    )
+    batch_index = rois[:, 0].long()  # mmcv: int(roi[0]), truncation
+    if bool(((batch_index < 0) | (batch_index >= batch)).any()):
+        raise ValueError(f"roi_align_rotated: a RoI's batch index is outside [0, {batch})")
+    base = batch_index * (height * width)
+    flat = features.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
+    hw = (height, width)
+    if sampling_ratio > 0:
+        return _pool_group(flat, base, geom, out_hw, (sampling_ratio, sampling_ratio), hw)
+    # adaptive grids: one vectorised pass per distinct (gh, gw), results put back in RoI order
+    key = grid_h * (int(grid_w.max()) + 1) + grid_w
+    keys, inverse = torch.unique(key, return_inverse=True)
+    pooled, order = [], []
+    for k, (gh, gw) in enumerate(zip(*_split_key(keys, int(grid_w.max()) + 1), strict=True)):
+        inds = torch.nonzero(inverse == k).flatten()
+        pooled.append(_pool_group(flat, base[inds], tuple(t[inds] for t in geom), out_hw, (gh, gw), hw))
+        order.append(inds)
+    return torch.cat(pooled)[torch.argsort(torch.cat(order))]
+
+
+def _split_key(keys: Tensor, modulus: int) -> tuple[list[int], list[int]]:
+    return (keys // modulus).tolist(), (keys % modulus).tolist()
+
+
+class RoIAlignRotated(nn.Module):
+    """mmcv's ``RoIAlignRotated`` module: :func:`roi_align_rotated` with fixed settings.
+
+    ``forward(features [B, C, H, W], rois [N, 6]) -> [N, C, oh, ow]``.
+    """
+
+    def __init__(
+        self,
+        output_size: int | tuple[int, int],
+        spatial_scale: float,
+        sampling_ratio: int = 0,
+        aligned: bool = True,
+        clockwise: bool = False,
+    ) -> None:
+        super().__init__()
+        self.output_size = _pair(output_size)
+        self.spatial_scale = float(spatial_scale)
+        self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
+        self.clockwise = bool(clockwise)
+
+    def forward(self, features: Tensor, rois: Tensor) -> Tensor:
+        return roi_align_rotated(
+            features,
+            rois,
+            self.output_size,
+            self.spatial_scale,
+            self.sampling_ratio,
+            self.aligned,
+            self.clockwise,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, clockwise={self.clockwise}"
+        )
