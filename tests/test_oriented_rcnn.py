@@ -325,3 +325,66 @@ def test_matches_mmrotate_oracle():
     for key, value in losses.items():
         ref = d[f"loss.{key}"].reshape(value.shape)
         assert _max_err(value.detach(), ref) <= 1e-4 * max(1.0, float(np.abs(ref).max())), key
+
+
+def test_export_refuses_oriented_rcnn_in_one_line():
+    from rotdet.export.graph import CandidateGraph
+
+    model = build_model(load_config(NAME, tiny_overrides())).eval()
+    with pytest.raises(ValueError, match="cannot export a OrientedRCNN"):
+        CandidateGraph(model, 128, [0, 0, 0], [1, 1, 1], True, 100)
+
+
+def test_cli_train_test_predict_bench_convert(tmp_path, capsys):
+    """Every command a seed config has, on ToyDOTA with the demo-size variant."""
+    from rotdet.cli import main
+    from rotdet.data import ensure_toy_dota
+
+    root = tmp_path / "toy"
+    ensure_toy_dota(root / "train", num_images=2, seed=0, size=(128, 128))
+    ensure_toy_dota(root / "val", num_images=1, seed=1, size=(128, 128))
+    over = [
+        *tiny_overrides(num_classes=6),
+        f"data.root={root}",
+        "data.classes=toy",
+        "data.train={ann_dir: train/labelTxt, img_dir: train/images}",
+        "data.val={ann_dir: val/labelTxt, img_dir: val/images}",
+        "data.test={ann_dir: null, img_dir: val/images}",
+        "data.img_scale=[128, 128]",
+        "data.samples_per_gpu=2",
+        "data.workers_per_gpu=0",
+        "max_epochs=1",
+        "lr_config.warmup_iters=1",
+    ]
+    work = tmp_path / "work"
+    assert main(["train", NAME, *over, "--work-dir", str(work), "--no-progress"]) == 0
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert any("loss_rpn_cls" in r and "loss_bbox" in r for r in records if r["mode"] == "train")
+    out = tmp_path / "test"
+    args = [
+        "test",
+        NAME,
+        str(work / "latest.pth"),
+        *over,
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    assert 0.0 <= json.loads((out / "metrics.json").read_text())["mAP"] <= 1.0
+    pred = tmp_path / "pred"
+    image = root / "val" / "images" / "T0000.png"
+    args = ["predict", str(work / "config.yaml"), str(work / "latest.pth"), str(image), "--out", str(pred)]
+    assert main([*args, "--device", "cpu"]) == 0
+    assert (pred / "T0000.json").is_file()
+    bench = ["bench", NAME, "--img-size", "128", "--iters", "1", "--device", "cpu", "--train"]
+    assert main([*bench, "--cfg-options", *over]) == 0
+    # an mmrotate-named state dict converts, and the result loads strictly
+    model = build_model(load_config(NAME, over))
+    src, dst = tmp_path / "mm.pth", tmp_path / "rotdet.pth"
+    torch.save({"state_dict": {rotdet_to_mmrotate_key(k): v for k, v in model.state_dict().items()}}, src)
+    assert main(["convert", str(src), str(dst), "--config", NAME, "--cfg-options", *over]) == 0
+    load_weights(build_model(load_config(NAME, over)), dst)
+    capsys.readouterr()
