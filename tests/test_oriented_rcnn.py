@@ -27,7 +27,7 @@ from rotdet.models.mmrotate_import import rotdet_to_mmrotate_key
 from rotdet.models.oriented_rcnn import OrientedRCNN
 from rotdet.models.postprocess import TestConfig
 from rotdet.models.roi_head import rois_of
-from rotdet.models.rpn import batched_nms_hbb, hbb_overlaps, max_iou_assign_hbb, sample_pos_neg
+from rotdet.models.rpn import batched_nms_hbb, hbb_overlaps, max_iou_assign_hbb
 from rotdet.structures.detections import RotatedDetections
 
 NAME = "oriented_rcnn_r50_fpn_1x_dota_le90"
@@ -144,21 +144,6 @@ def test_hbb_assigner_follows_mmdets_rules():
     assert low.tolist() == [0, 0, 1, 0, -1]
 
 
-def test_sampler_quota_and_draws():
-    gt_inds = torch.tensor([1, 0, 2, 0, 0, -1, 3, 0])
-    taken = []
-
-    def draw(n, k):
-        taken.append((n, k))
-        return torch.arange(n - k, n)  # the last k of the pool
-
-    pos, neg = sample_pos_neg(gt_inds, num=4, pos_fraction=0.5, neg_pos_ub=-1, draw=draw)
-    assert taken == [(3, 2), (4, 2)]
-    assert pos.tolist() == [2, 6] and neg.tolist() == [4, 7]
-    pos, neg = sample_pos_neg(gt_inds, num=100, pos_fraction=0.25, neg_pos_ub=1, draw=draw)
-    assert pos.tolist() == [0, 2, 6] and neg.tolist() == [3, 4, 7]  # negatives capped at 1 x 3
-
-
 def test_batched_nms_keeps_levels_apart():
     boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 9.5], [0, 0, 10, 9.5], [20, 20, 30, 30]])
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
@@ -202,7 +187,7 @@ def test_losses_decrease_on_one_image():
     totals = []
     for step in range(6):
         gen = torch.Generator().manual_seed(step)
-        model.draw = lambda n, k, gen=gen: torch.randperm(n, generator=gen)[:k]
+        model.permutation = lambda n, device, gen=gen: torch.randperm(n, generator=gen)
         loss = sum_losses(model.forward_train(images[:1], targets[:1], metas[:1]))
         opt.zero_grad()
         loss.backward()
@@ -258,8 +243,8 @@ class _Replay:
         self.draws = [torch.from_numpy(d[f"draw.{j}"]) for j in range(len(self.sizes))]
         self.used = 0
 
-    def __call__(self, n: int, k: int) -> torch.Tensor:
-        assert (n, k) == tuple(self.sizes[self.used]), (self.used, n, k, self.sizes)
+    def __call__(self, n: int, device: torch.device) -> torch.Tensor:
+        assert n == self.sizes[self.used][0], (self.used, n, self.sizes)
         self.used += 1
         return self.draws[self.used - 1]
 

@@ -5,9 +5,9 @@
 Training: the RPN's losses (``loss_rpn_cls``, ``loss_rpn_bbox``, per level), its proposals of the
 same forward (``train_cfg.rpn_proposal``, detached), the RoI head's losses on them (``loss_cls``,
 ``acc``, ``loss_bbox``). Inference: proposals with ``test_cfg.rpn``, then the RoI head's detections
-(``test_cfg.rcnn``). Both random draws of training (the RPN's and the RoI head's samplers) go
-through one ``draw`` callable (:data:`~rotdet.models.rpn.Draw`), given to
-:meth:`OrientedRCNN.forward_train` or set as ``model.draw``.
+(``test_cfg.rcnn``). The random draws of training (the RPN's and the RoI head's samplers)
+can be replaced by one ``permutation`` callable (:mod:`rotdet.models.samplers`), given to
+:meth:`OrientedRCNN.forward_train` or set as ``model.permutation`` (e.g. draws replayed from mmrotate).
 
 State-dict names are mmrotate's: ``backbone``, ``neck`` (see :mod:`rotdet.models.mmrotate_import`),
 ``rpn_head.rpn_conv`` / ``rpn_cls`` / ``rpn_reg``, ``roi_head.bbox_head.shared_fcs.{0,1}``,
@@ -27,7 +27,8 @@ from rotdet.models.detectors import _Detector, pad_to_multiple
 from rotdet.models.fpn import FPN
 from rotdet.models.postprocess import TestConfig
 from rotdet.models.roi_head import OrientedStandardRoIHead, RotatedShared2FCBBoxHead, rois_of
-from rotdet.models.rpn import Draw, OrientedRPNHead
+from rotdet.models.rpn import OrientedRPNHead
+from rotdet.models.samplers import Permutation
 from rotdet.structures.detections import RotatedDetections
 
 __all__ = ["OrientedRCNN", "build_oriented_rcnn"]
@@ -46,7 +47,8 @@ class OrientedRCNN(_Detector):
         super().__init__(backbone, neck)
         self.rpn_head = rpn_head
         self.roi_head = roi_head
-        self.draw: Draw | None = None  # None: torch.randperm from the global generator, as mmdet
+        # None: the samplers' torch.randperm on the default generator, as mmdet
+        self.permutation: Permutation | None = None
 
     @property
     def bbox_head(self) -> RotatedShared2FCBBoxHead:
@@ -70,21 +72,21 @@ class OrientedRCNN(_Detector):
         targets: Sequence[dict],
         metas: Sequence[dict] | None = None,
         per_level: bool = False,
-        draw: Draw | None = None,
+        permutation: Permutation | None = None,
     ) -> dict[str, Tensor]:
         """``{"loss_rpn_cls", "loss_rpn_bbox"}`` (scalars, or ``[L]`` per level) and the RoI head's
         ``{"loss_cls", "acc", "loss_bbox"}`` (scalars)."""
         images, metas = self._prepare(images, metas)
-        draw = draw or self.draw
+        permutation = permutation or self.permutation
         feats = self.extract_feat(images)
         boxes = [t["boxes"].to(images.device).float() for t in targets]
         labels = [t["labels"].to(images.device).long() for t in targets]
         cls_scores, bbox_preds = self.rpn_head(feats)
-        losses = self.rpn_head.loss(cls_scores, bbox_preds, boxes, metas, draw)
+        losses = self.rpn_head.loss(cls_scores, bbox_preds, boxes, metas, permutation)
         if not per_level:
             losses = {k: v.sum() for k, v in losses.items()}
         proposals = self.rpn_head.proposals(cls_scores, bbox_preds, metas, self.rpn_head.proposal_cfg)
-        losses.update(self.roi_head.loss(feats, proposals, boxes, labels, draw))
+        losses.update(self.roi_head.loss(feats, proposals, boxes, labels, permutation))
         return losses
 
     @torch.no_grad()

@@ -11,8 +11,8 @@ Training (:meth:`OrientedStandardRoIHead.loss`), image by image as mmrotate does
 
 1. the proposals ``[N, 6]`` (their scores dropped) assigned to the rotated ground truths by
    :class:`~rotdet.models.assigners.MaxIoUAssigner` (rotated IoU, ``RBboxOverlaps2D``);
-2. mmrotate's ``RRandomSampler``: the ground truths put in front of the proposals as positives of
-   themselves (``add_gt_as_proposals``), then :func:`~rotdet.models.rpn.sample_pos_neg`;
+2. :class:`~rotdet.models.samplers.RRandomSampler`: the ground truths put in front of the
+   proposals as positives of themselves (``add_gt_as_proposals``), then a random subset;
 3. targets: the ground-truth class for positives, ``num_classes`` (background) for negatives, the
    positives' ground truths encoded against them;
 4. ``loss_cls``: softmax cross-entropy averaged over the sampled RoIs; ``acc``: its top-1 accuracy
@@ -38,7 +38,8 @@ from rotdet.models.assigners import MaxIoUAssigner, assigner_from_config
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
 from rotdet.models.losses import smooth_l1_loss
 from rotdet.models.postprocess import TestConfig
-from rotdet.models.rpn import Draw, sample_pos_neg, torch_draw
+from rotdet.models.rpn import with_permutation
+from rotdet.models.samplers import Permutation, RRandomSampler
 from rotdet.ops.nms import multiclass_nms_rotated
 from rotdet.structures.detections import RotatedDetections
 
@@ -56,13 +57,10 @@ def rois_of(boxes: Sequence[Tensor]) -> Tensor:
 
 @dataclass(frozen=True)
 class RCNNTrainConfig:
-    """``train_cfg.rcnn``: its assigner (built), the sampler and ``pos_weight``."""
+    """``train_cfg.rcnn``: its assigner and sampler (built) and ``pos_weight``."""
 
     assigner: MaxIoUAssigner
-    num: int = 512
-    pos_fraction: float = 0.25
-    neg_pos_ub: float = -1
-    add_gt_as_proposals: bool = True
+    sampler: RRandomSampler
     pos_weight: float = -1
 
     @classmethod
@@ -75,13 +73,10 @@ class RCNNTrainConfig:
             raise ValueError("train_cfg.rcnn.assigner: the RoI head assigns on rotated IoU (RBboxOverlaps2D)")
         if assigner.get("type") != "MaxIoUAssigner":
             raise ValueError("train_cfg.rcnn.assigner: only MaxIoUAssigner is supported")
-        sampler = dict(c.pop("sampler"))
-        if sampler.pop("type", None) != "RRandomSampler":
-            raise ValueError("train_cfg.rcnn.sampler: only RRandomSampler is supported")
-        extra = (set(sampler) | set(c)) - set(cls.__dataclass_fields__)
-        if extra:
-            raise ValueError(f"train_cfg.rcnn: unknown keys {sorted(extra)}")
-        return cls(assigner=assigner_from_config(assigner), **sampler, **c)
+        sampler = RRandomSampler.from_config(c.pop("sampler"))
+        if set(c) - {"pos_weight"}:
+            raise ValueError(f"train_cfg.rcnn: unknown keys {sorted(set(c) - {'pos_weight'})}")
+        return cls(assigner=assigner_from_config(assigner), sampler=sampler, **c)
 
 
 class RotatedShared2FCBBoxHead(nn.Module):
@@ -235,31 +230,28 @@ class OrientedStandardRoIHead(nn.Module):
         return self.bbox_head(roi_feats)
 
     def _sample(
-        self, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor, draw: Draw
-    ) -> tuple[Tensor, Tensor, Tensor, int]:
-        """One image: the sampled boxes ``[P + Q, 5]`` (positives first), their labels and
-        regression targets, and P."""
-        cfg = self.train_cfg
-        boxes = proposals[:, :5]
-        result = cfg.assigner.assign(boxes, gt_boxes, gt_labels)
-        gt_inds = result.gt_inds
-        if cfg.add_gt_as_proposals and gt_boxes.shape[0] > 0:
-            boxes = torch.cat([gt_boxes.to(boxes.dtype), boxes])
-            own = torch.arange(1, gt_boxes.shape[0] + 1, device=gt_inds.device)
-            gt_inds = torch.cat([own, gt_inds])
-        pos, neg = sample_pos_neg(gt_inds, cfg.num, cfg.pos_fraction, cfg.neg_pos_ub, draw)
-        sampled = torch.cat([boxes[pos], boxes[neg]])
-        labels = torch.full(
-            (sampled.shape[0],), self.bbox_head.num_classes, dtype=torch.long, device=boxes.device
+        self, proposals: Tensor, gt_boxes: Tensor, gt_labels: Tensor, sampler: RRandomSampler
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One image: the sampled boxes ``[P + Q, 5]`` (positives first), their labels, regression
+        targets and label weights."""
+        head = self.bbox_head
+        result = sampler.sample(
+            self.train_cfg.assigner.assign(proposals[:, :5], gt_boxes, gt_labels),
+            proposals,
+            gt_boxes,
+            gt_labels,
         )
-        targets = boxes.new_zeros(sampled.shape[0], 5)
-        if pos.numel():
-            assigned = gt_inds[pos] - 1
-            labels[: pos.numel()] = gt_labels[assigned]
-            targets[: pos.numel()] = self.bbox_head.bbox_coder.encode(
-                boxes[pos], gt_boxes[assigned].to(boxes.dtype)
-            )
-        return sampled, labels, targets, int(pos.numel())
+        num_pos = result.pos_inds.numel()
+        sampled = result.bboxes
+        labels = torch.full((sampled.shape[0],), head.num_classes, dtype=torch.long, device=sampled.device)
+        targets = sampled.new_zeros(sampled.shape[0], 5)
+        weights = sampled.new_ones(sampled.shape[0])
+        if num_pos:
+            labels[:num_pos] = result.pos_gt_labels
+            targets[:num_pos] = head.bbox_coder.encode(result.pos_bboxes, result.pos_gt_bboxes)
+            if self.train_cfg.pos_weight > 0:
+                weights[:num_pos] = self.train_cfg.pos_weight
+        return sampled, labels, targets, weights
 
     def loss(
         self,
@@ -267,30 +259,23 @@ class OrientedStandardRoIHead(nn.Module):
         proposals: Sequence[Tensor],
         gt_boxes: Sequence[Tensor],
         gt_labels: Sequence[Tensor],
-        draw: Draw | None = None,
+        permutation: Permutation | None = None,
     ) -> dict[str, Tensor]:
         """``{"loss_cls", "acc", "loss_bbox"}`` of the batch's proposals (per image ``[N_i, 6]``,
-        detached) for its ground truths (``[K_i, 5]``, ``[K_i]``)."""
+        detached) for its ground truths (``[K_i, 5]``, ``[K_i]``); ``permutation`` replaces the
+        sampler's random draws."""
         if self.train_cfg is None:
             raise ValueError("OrientedStandardRoIHead.loss needs train_cfg.rcnn")
-        draw = draw or torch_draw()
+        sampler = with_permutation(self.train_cfg.sampler, permutation)
         device = feats[0].device
-        sampled, labels, targets, pos_weights = [], [], [], []
-        for props, boxes, labs in zip(proposals, gt_boxes, gt_labels, strict=True):
-            s, lab, t, num_pos = self._sample(
-                props.detach().float(), boxes.to(device).float(), labs.to(device), draw
-            )
-            weight = torch.ones(s.shape[0], device=device)
-            if self.train_cfg.pos_weight > 0:
-                weight[:num_pos] = self.train_cfg.pos_weight
-            sampled.append(s)
-            labels.append(lab)
-            targets.append(t)
-            pos_weights.append(weight)
-        rois = rois_of(sampled).to(device)
-        cls_score, bbox_pred = self(feats, rois)
+        parts = [
+            self._sample(props.detach().float(), boxes.to(device).float(), labs.to(device), sampler)
+            for props, boxes, labs in zip(proposals, gt_boxes, gt_labels, strict=True)
+        ]
+        sampled, labels, targets, weights = (list(t) for t in zip(*parts, strict=True))
+        cls_score, bbox_pred = self(feats, rois_of(sampled).to(device))
         return self.bbox_head.loss(
-            cls_score, bbox_pred, torch.cat(labels), torch.cat(pos_weights), torch.cat(targets)
+            cls_score, bbox_pred, torch.cat(labels), torch.cat(weights), torch.cat(targets)
         )
 
     @torch.no_grad()

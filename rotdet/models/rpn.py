@@ -11,7 +11,7 @@ Training (:meth:`OrientedRPNHead.loss`), image by image as mmdet does:
    with ``allowed_border >= 0``, the whole box within ``img_shape`` grown by that border);
 2. :func:`max_iou_assign_hbb` of those anchors to the ground truths' circumscribed horizontal boxes
    (``obb2xyxy`` in the head's angle version) with mmdet's horizontal IoU;
-3. a random subset of positives and negatives (:func:`sample_pos_neg`, mmdet's ``RandomSampler``);
+3. a random subset of positives and negatives (:class:`~rotdet.models.samplers.RandomSampler`);
 4. targets: label 0 (foreground) for sampled positives, 1 (background) elsewhere; the rotated ground
    truth encoded against its anchor by the midpoint-offset coder;
 5. per level binary cross-entropy on the logits and smooth L1 on the deltas, each level's sum over
@@ -27,7 +27,8 @@ coordinate-offset trick below 10000 boxes, one NMS per level above), the ``max_p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,38 +37,25 @@ import torchvision
 from torch import Tensor, nn
 
 from rotdet.models.anchors import AnchorGenerator
+from rotdet.models.assigners import AssignResult
 from rotdet.models.config_keys import constructor_kwargs
 from rotdet.models.losses import smooth_l1_loss
+from rotdet.models.samplers import Permutation, RandomSampler
 from rotdet.structures import check_version
 from rotdet.structures.conversions import obb2xyxy
 
 __all__ = [
-    "Draw",
     "OrientedRPNHead",
     "ProposalConfig",
     "RPNTrainConfig",
     "batched_nms_hbb",
     "hbb_overlaps",
     "max_iou_assign_hbb",
-    "sample_pos_neg",
-    "torch_draw",
+    "with_permutation",
 ]
 
 _EPS = torch.finfo(torch.float32).eps  # mmdet's weight_reduce_loss: sum / (avg_factor + eps)
 _SPLIT_THR = 10000  # mmcv's batched_nms: one NMS with offset boxes below this many boxes
-
-Draw = Callable[[int, int], Tensor]
-"""``draw(n, k)``: ``k`` distinct positions in ``range(n)`` (int64 ``[k]``), the random part of
-mmdet's ``RandomSampler.random_choice`` (``torch.randperm(n)[:k]``); tests inject recorded draws."""
-
-
-def torch_draw(generator: torch.Generator | None = None) -> Draw:
-    """mmdet's draw: ``torch.randperm(n)[:k]`` (from ``generator``, default the global one)."""
-
-    def draw(n: int, k: int) -> Tensor:
-        return torch.randperm(n, generator=generator)[:k]
-
-    return draw
 
 
 def hbb_overlaps(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -119,28 +107,6 @@ def max_iou_assign_hbb(
     return gt_inds
 
 
-def sample_pos_neg(
-    gt_inds: Tensor, num: int, pos_fraction: float, neg_pos_ub: float, draw: Draw
-) -> tuple[Tensor, Tensor]:
-    """mmdet's ``RandomSampler`` on an assignment ``gt_inds [N]``: ``(pos_inds, neg_inds)``, sorted.
-
-    At most ``int(num * pos_fraction)`` positives; negatives fill up to ``num`` (capped at
-    ``neg_pos_ub`` times the positives when ``neg_pos_ub >= 0``). A pool larger than its quota is
-    subsampled by ``draw`` (positives first, then negatives)."""
-    pos = torch.nonzero(gt_inds > 0).flatten()
-    num_pos = int(num * pos_fraction)
-    if pos.numel() > num_pos:
-        pos = pos[draw(pos.numel(), num_pos).to(pos.device)]
-    pos = pos.unique()
-    num_neg = num - pos.numel()
-    if neg_pos_ub >= 0:
-        num_neg = min(num_neg, int(neg_pos_ub * max(1, pos.numel())))
-    neg = torch.nonzero(gt_inds == 0).flatten()
-    if neg.numel() > num_neg:
-        neg = neg[draw(neg.numel(), num_neg).to(neg.device)]
-    return pos, neg.unique()
-
-
 def batched_nms_hbb(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thr: float) -> Tensor:
     """mmcv's ``batched_nms`` for xyxy ``boxes [N, 4]``: kept indices by descending score, boxes of
     different ``idxs`` never suppressing each other."""
@@ -158,18 +124,25 @@ def batched_nms_hbb(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thr: float)
     return keep[scores[keep].sort(descending=True).indices]
 
 
+def with_permutation(sampler: RandomSampler, permutation: Permutation | None) -> RandomSampler:
+    """``sampler`` itself, or a copy drawing with ``permutation`` (a replayed draw)."""
+    if permutation is None:
+        return sampler
+    sampler = copy.copy(sampler)
+    sampler.permutation = permutation
+    return sampler
+
+
 @dataclass(frozen=True)
 class RPNTrainConfig:
     """``train_cfg.rpn``: the assigner's thresholds, the sampler, ``allowed_border``, ``pos_weight``."""
 
+    sampler: RandomSampler
     pos_iou_thr: float = 0.7
     neg_iou_thr: float = 0.3
     min_pos_iou: float = 0.3
     match_low_quality: bool = True
     gt_max_assign_all: bool = True
-    num: int = 256
-    pos_fraction: float = 0.5
-    neg_pos_ub: float = -1
     allowed_border: float = 0
     pos_weight: float = -1
 
@@ -178,22 +151,19 @@ class RPNTrainConfig:
         c = dict(cfg)
         c.pop("debug", None)
         assigner = dict(c.pop("assigner"))
-        sampler = dict(c.pop("sampler"))
         if assigner.pop("type", None) != "MaxIoUAssigner":
             raise ValueError("train_cfg.rpn.assigner: only MaxIoUAssigner is supported")
         if assigner.pop("ignore_iof_thr", -1) > 0:
             raise ValueError("train_cfg.rpn.assigner: ignore_iof_thr > 0 is not supported")
         if assigner.pop("iou_calculator", {"type": "BboxOverlaps2D"}).get("type") != "BboxOverlaps2D":
             raise ValueError("train_cfg.rpn.assigner: the RPN assigns on horizontal boxes (BboxOverlaps2D)")
-        if sampler.pop("type", None) != "RandomSampler" or sampler.pop("add_gt_as_proposals", False):
-            raise ValueError(
-                "train_cfg.rpn.sampler: a RandomSampler without add_gt_as_proposals is supported"
-            )
-        known = set(cls.__dataclass_fields__)
-        extra = (set(assigner) | set(sampler) | set(c)) - known
+        sampler = RandomSampler.from_config(c.pop("sampler"))
+        if sampler.add_gt_as_proposals:  # the targets are per anchor: no gt can join them
+            raise ValueError("train_cfg.rpn.sampler: add_gt_as_proposals must be false")
+        extra = (set(assigner) | set(c)) - set(cls.__dataclass_fields__)
         if extra:
             raise ValueError(f"train_cfg.rpn: unknown keys {sorted(extra)}")
-        return cls(**assigner, **sampler, **c)
+        return cls(sampler=sampler, **assigner, **c)
 
 
 @dataclass(frozen=True)
@@ -330,7 +300,7 @@ class OrientedRPNHead(nn.Module):
 
     # ------------------------------------------------------------------ training
     def _image_targets(
-        self, anchors: Tensor, valid: Tensor, gt_boxes: Tensor, meta: Mapping, draw: Draw
+        self, anchors: Tensor, valid: Tensor, gt_boxes: Tensor, meta: Mapping, sampler: RandomSampler
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, int, int]:
         """One image's ``labels [N]``, ``label_weights [N]``, ``bbox_targets [N, 6]``,
         ``bbox_weights [N, 6]`` and its sampled positive and negative counts."""
@@ -355,19 +325,22 @@ class OrientedRPNHead(nn.Module):
         if inside_idx.numel() == 0:
             raise ValueError("no anchor lies inside the image (allowed_border)")
         sub = anchors[inside_idx]
+        gt_xyxy = obb2xyxy(gt_boxes, self.version)
         gt_inds = max_iou_assign_hbb(
             sub,
-            obb2xyxy(gt_boxes, self.version),
+            gt_xyxy,
             cfg.pos_iou_thr,
             cfg.neg_iou_thr,
             cfg.min_pos_iou,
             cfg.match_low_quality,
             cfg.gt_max_assign_all,
         )
-        pos, neg = sample_pos_neg(gt_inds, cfg.num, cfg.pos_fraction, cfg.neg_pos_ub, draw)
+        assigned = AssignResult(gt_boxes.shape[0], gt_inds, sub.new_zeros(gt_inds.shape))
+        result = sampler.sample(assigned, sub, gt_xyxy)
+        pos, neg = result.pos_inds, result.neg_inds
         pos_all, neg_all = inside_idx[pos], inside_idx[neg]
         if pos.numel():
-            targets = self.bbox_coder.encode(sub[pos], gt_boxes[gt_inds[pos] - 1])
+            targets = self.bbox_coder.encode(sub[pos], gt_boxes[result.pos_assigned_gt_inds])
             bbox_targets[pos_all] = targets.to(bbox_targets.dtype)
             bbox_weights[pos_all] = 1.0
             labels[pos_all] = 0
@@ -381,13 +354,14 @@ class OrientedRPNHead(nn.Module):
         bbox_preds: Sequence[Tensor],
         gt_boxes: Sequence[Tensor],
         metas: Sequence[Mapping],
-        draw: Draw | None = None,
+        permutation: Permutation | None = None,
     ) -> dict[str, Tensor]:
         """``{"loss_rpn_cls": [L], "loss_rpn_bbox": [L]}`` (float32) of the head's outputs for the
-        ground truths ``gt_boxes`` (per image ``[K, 5]`` rotated boxes)."""
+        ground truths ``gt_boxes`` (per image ``[K, 5]`` rotated boxes); ``permutation`` replaces
+        the sampler's random draws (see :mod:`rotdet.models.samplers`)."""
         if self.train_cfg is None:
             raise ValueError("OrientedRPNHead.loss needs train_cfg.rpn")
-        draw = draw or torch_draw()
+        sampler = with_permutation(self.train_cfg.sampler, permutation)
         sizes = [(int(c.shape[-2]), int(c.shape[-1])) for c in cls_scores]
         device = cls_scores[0].device
         level_anchors = self.level_anchors(sizes, device)
@@ -397,7 +371,7 @@ class OrientedRPNHead(nn.Module):
         for i, meta in enumerate(metas):
             pad = meta.get("pad_shape", meta["img_shape"])
             valid = torch.cat(self.anchor_generator.valid_flags(sizes, pad, device))
-            out = self._image_targets(anchors, valid, gt_boxes[i].to(device).float(), meta, draw)
+            out = self._image_targets(anchors, valid, gt_boxes[i].to(device).float(), meta, sampler)
             per_image.append(out[:4])
             # mmdet counts an image's positives and negatives as at least one each
             num_samples += max(out[4], 1) + max(out[5], 1)
