@@ -160,7 +160,9 @@ def test_demo_size_variant_trains_and_predicts():
     assert set(losses) == {"loss_rpn_cls", "loss_rpn_bbox", "loss_cls", "acc", "loss_bbox"}
     assert losses["loss_rpn_cls"].shape == (5,) and losses["loss_cls"].shape == ()
     assert all(torch.isfinite(v).all() for v in losses.values())
-    assert float(losses["loss_rpn_bbox"].sum()) > 0 and float(losses["loss_bbox"]) > 0  # positives
+    assert (
+        float(losses["loss_rpn_bbox"].detach().sum()) > 0 and float(losses["loss_bbox"].detach()) > 0
+    )  # positives
     sum_losses(losses).backward()
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     missing = [n for n, p in trainable.items() if p.grad is None and not n.startswith("backbone")]
@@ -194,6 +196,21 @@ def test_losses_decrease_on_one_image():
         opt.step()
         totals.append(float(loss))
     assert totals[-1] < totals[0], totals
+
+
+def test_image_without_ground_truths_trains():
+    """mmdet's rule: every sampled anchor and RoI of such an image is a negative."""
+    torch.manual_seed(0)
+    model = build_model(load_config(NAME, tiny_overrides()))
+    images, targets, metas = _batch()
+    targets[1] = {"boxes": torch.zeros(0, 5), "labels": torch.zeros(0, dtype=torch.long)}
+    model.train()
+    losses = model.forward_train(images, targets, metas)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum_losses(losses).backward()
+    alone = model.forward_train(images[1:], targets[1:], metas[1:])
+    assert float(alone["loss_rpn_bbox"].detach()) == 0 and float(alone["loss_bbox"].detach()) == 0
+    assert float(alone["loss_rpn_cls"].detach()) > 0 and float(alone["loss_cls"].detach()) > 0
 
 
 def test_train_step_under_bfloat16_autocast():
