@@ -390,3 +390,25 @@ def test_cli_train_test_predict_bench_convert(tmp_path, capsys):
     assert main(["convert", str(src), str(dst), "--config", NAME, "--cfg-options", *over]) == 0
     load_weights(build_model(load_config(NAME, over)), dst)
     capsys.readouterr()
+
+
+def test_hbb_assigner_low_quality_matches_mmdets_loop():
+    """The vectorised low-quality rule equals mmdet's loop over ground truths (later ones win)."""
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.randint(0, 60, (300, 2), generator=gen).float()
+    anchors = torch.cat([xy, xy + torch.randint(4, 30, (300, 2), generator=gen).float()], dim=1)
+    anchors = torch.cat([anchors, anchors[:50]])  # exact ties at the best IoU
+    c = torch.randint(0, 60, (12, 2), generator=gen).float()
+    gts = torch.cat([c, c + torch.randint(2, 40, (12, 2), generator=gen).float()], dim=1)
+    iou = hbb_overlaps(gts, anchors)
+    for assign_all in (True, False):
+        expected = max_iou_assign_hbb(anchors, gts, 0.7, 0.3, 0.3, match_low_quality=False)
+        best, first = iou.max(dim=1)
+        for i in range(len(gts)):
+            if best[i] >= 0.3:
+                if assign_all:
+                    expected[iou[i] == best[i]] = i + 1
+                else:
+                    expected[first[i]] = i + 1
+        got = max_iou_assign_hbb(anchors, gts, 0.7, 0.3, 0.3, gt_max_assign_all=assign_all)
+        assert torch.equal(got, expected)

@@ -56,6 +56,7 @@ __all__ = [
 
 _EPS = torch.finfo(torch.float32).eps  # mmdet's weight_reduce_loss: sum / (avg_factor + eps)
 _SPLIT_THR = 10000  # mmcv's batched_nms: one NMS with offset boxes below this many boxes
+_OVERLAP_CHUNK = 1 << 22  # ground truth x anchor pairs per step of the RPN's IoU matrix
 
 
 def hbb_overlaps(boxes1: Tensor, boxes2: Tensor) -> Tensor:
@@ -90,7 +91,12 @@ def max_iou_assign_hbb(
     n, m = anchors.shape[0], gt_xyxy.shape[0]
     if m == 0 or n == 0:
         return anchors.new_zeros(n, dtype=torch.long)
-    overlaps = hbb_overlaps(gt_xyxy, anchors)  # [M, N], mmdet's orientation
+    # [M, N] in mmdet's orientation, a few ground truths at a time: the pairwise temporaries
+    # ([rows, N, 2] corners) stay near _OVERLAP_CHUNK elements
+    overlaps = anchors.new_empty(m, n)
+    rows = max(1, _OVERLAP_CHUNK // n)
+    for start in range(0, m, rows):
+        overlaps[start : start + rows] = hbb_overlaps(gt_xyxy[start : start + rows], anchors)
     max_overlaps, argmax = overlaps.max(dim=0)
     gt_max, gt_argmax = overlaps.max(dim=1)
     gt_inds = torch.full((n,), -1, dtype=torch.long, device=anchors.device)
@@ -98,12 +104,20 @@ def max_iou_assign_hbb(
     pos = max_overlaps >= pos_iou_thr
     gt_inds[pos] = argmax[pos] + 1
     if match_low_quality:
-        for i in range(m):  # later ground truths overwrite earlier ones, as mmdet's loop
-            if gt_max[i] >= min_pos_iou:
-                if gt_max_assign_all:
-                    gt_inds[overlaps[i] == gt_max[i]] = i + 1
-                else:
-                    gt_inds[gt_argmax[i]] = i + 1
+        # mmdet visits the ground truths in index order, a later one overwriting: per anchor the
+        # highest-index eligible ground truth that picks it wins
+        eligible = gt_max >= min_pos_iou
+        gt_index = torch.arange(m, device=anchors.device)
+        winner = torch.full((n,), -1, dtype=torch.long, device=anchors.device)
+        if gt_max_assign_all:
+            for start in range(0, m, rows):
+                stop = min(m, start + rows)
+                picks = (overlaps[start:stop] == gt_max[start:stop, None]) & eligible[start:stop, None]
+                ids = torch.where(picks, gt_index[start:stop, None], -1)
+                winner = torch.maximum(winner, ids.amax(dim=0))
+        else:
+            winner.scatter_reduce_(0, gt_argmax, torch.where(eligible, gt_index, -1), reduce="amax")
+        gt_inds = torch.where(winner >= 0, winner + 1, gt_inds)
     return gt_inds
 
 
