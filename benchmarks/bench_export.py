@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model import head_convs  # noqa: E402
 from common import append_record, print_table, time_call  # noqa: E402
 
 from rotdet.configs import SEED_CONFIGS, load_config  # noqa: E402
@@ -63,8 +64,8 @@ def seed_weights(model: nn.Module, seed: int) -> None:
                 if isinstance(m, nn.BatchNorm2d):
                     m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                     m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-        for head in [model.bbox_head, *getattr(model, "refine_head", [])]:
-            head.retina_reg.weight.mul_(0.3)
+        for conv in head_convs(model, "reg"):
+            conv.weight.mul_(0.3)
 
 
 def calibrate(det: Detector, window: np.ndarray, candidates: int) -> float:
@@ -78,8 +79,8 @@ def calibrate(det: Detector, window: np.ndarray, candidates: int) -> float:
     k = min(candidates, logits.numel() - 1)
     shift = thr - float(logits.topk(k + 1).values[-1]) - 1e-3
     with torch.no_grad():
-        for head in [det.model.bbox_head, *getattr(det.model, "refine_head", [])]:
-            head.retina_cls.bias.add_(shift)
+        for conv in head_convs(det.model, "cls"):
+            conv.bias.add_(shift)
     return shift
 
 

@@ -1,11 +1,18 @@
 """CPU inference side by side with mmrotate 0.3.4: one image, 1 thread, same config, same weights.
 
     python benchmarks/bench_infer_cpu.py --ref-python /work/ref/venv/bin/python \\
-        [--configs NAME ...] [--height 512 --width 640] [--rounds 3] [--repeats 5] [--threads 1]
+        [--configs NAME ...] [--height 512 --width 640] [--rounds 3] [--repeats 5] [--threads 1] \\
+        [--candidates 2000] [--rotdet-fast] [--mmrotate-fuse-conv-bn]
 
 For each config, mmrotate's own ``build_detector`` + ``init_weights`` (seed 0) makes the random
 weights, saved as a bare state dict, which rotdet loads (``Detector.from_config(config, weights)``);
-both get the same normalised input tensor (a seeded random image) and its metadata. Then, in
+both get the same normalised input tensor (a seeded random image) and its metadata. With
+``--candidates N`` every classification bias of those weights is shifted by one logit offset so that
+about N class scores of that input pass the test threshold (what a trained model gives on a crowded
+DOTA patch; random weights otherwise give no candidate at all, and the post-processing is never
+exercised). ``--rotdet-fast`` runs rotdet's ``--fast`` path (:meth:`rotdet.Detector.optimize`:
+BatchNorms folded, channels-last); ``--mmrotate-fuse-conv-bn`` runs mmrotate's own fast path (mmcv's
+``fuse_conv_bn``, the ``--fuse-conv-bn`` of its ``tools/test.py``). Then, in
 alternating processes (``--rounds`` rounds, the order swapped every round), each side times
 ``--repeats`` calls after two warm-up calls:
 
@@ -46,7 +53,7 @@ CONFIGS = (
 MMROTATE_WORKER = r"""
 import json, os, sys, time, warnings
 warnings.simplefilter("ignore")
-mode, source, weights, inp, out, repeats, threads = sys.argv[1:8]
+mode, source, weights, inp, out, repeats, threads, fuse = sys.argv[1:9]
 import numpy as np, torch
 torch.set_num_threads(int(threads))
 import mmrotate
@@ -77,6 +84,9 @@ if mode == "init":
     sys.exit(0)
 model.load_state_dict(torch.load(weights, map_location="cpu"))
 model.eval()
+if fuse == "1":
+    from mmcv.cnn import fuse_conv_bn
+    model = fuse_conv_bn(model)
 img = torch.from_numpy(np.load(inp))
 h, w = img.shape[-2:]
 metas = [dict(filename="random.png", ori_filename="random.png", ori_shape=(h, w, 3), img_shape=(h, w, 3),
@@ -100,12 +110,14 @@ json.dump({"times": times, "cpu": cpu, "torch": torch.__version__}, open(out, "w
 ROTDET_WORKER = r"""
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
-name, weights, inp, out, repeats, threads = sys.argv[1:7]
+name, weights, inp, out, repeats, threads, fuse = sys.argv[1:8]
 import numpy as np, torch
 torch.set_num_threads(int(threads))
 from rotdet import Detector
 torch.manual_seed(0)
 det = Detector.from_config(name, weights if weights != "-" else None, device="cpu")
+if fuse == "1":
+    det.optimize()
 model = det.model
 img = torch.from_numpy(np.load(inp))
 h, w = img.shape[-2:]
@@ -142,6 +154,31 @@ def make_input(name: str, height: int, width: int, path: Path) -> None:
     rgb = img.astype(np.float32)  # taken as RGB already (to_rgb only swaps channels)
     x = (rgb - np.array(norm["mean"], np.float32)) / np.array(norm["std"], np.float32)
     np.save(path, np.ascontiguousarray(x.transpose(2, 0, 1)[None]).astype(np.float32))
+
+
+def shift_scores(name: str, weights: Path, inp: Path, candidates: int) -> float:
+    """Shift the classification biases of the state dict at ``weights`` (in place, the file) so that
+    about ``candidates`` class scores of the input at ``inp`` pass the config's score threshold;
+    returns the shift. The shift is found with rotdet's model on those weights (the same logits as
+    mmrotate's, see tests/test_mmrotate_import.py)."""
+    import numpy as np
+    import torch
+    from bench_model import is_cls_bias, score_shift
+
+    from rotdet import Detector
+    from rotdet.configs import load_config
+
+    det = Detector.from_config(name, str(weights), device="cpu")
+    thr = load_config(name)["model"]["test_cfg"]["score_thr"]
+    shift = score_shift(det.model, torch.from_numpy(np.load(inp)), candidates, thr)
+    state = torch.load(weights, map_location="cpu")
+    keys = [k for k in state if is_cls_bias(k)]
+    if not keys:
+        raise RuntimeError(f"{name}: no classification bias in the state dict")
+    for k in keys:
+        state[k] = state[k] + shift
+    torch.save(state, weights)
+    return shift
 
 
 def _env(threads: int) -> dict:
@@ -185,8 +222,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        default=0,
+        help="shift the class biases so that about this many class scores pass score_thr (0: keep the init)",
+    )
+    parser.add_argument("--rotdet-fast", action="store_true", help="rotdet's --fast (Detector.optimize)")
+    parser.add_argument(
+        "--mmrotate-fuse-conv-bn", action="store_true", help="mmrotate with mmcv's fuse_conv_bn"
+    )
     parser.add_argument("--no-record", action="store_true", help="do not append to results.jsonl")
     args = parser.parse_args()
+    if args.candidates and not args.ref_python:
+        parser.error("--candidates shifts mmrotate's init weights: it needs --ref-python")
     sys.path[:0] = [str(Path(__file__).resolve().parent), str(REPO)]  # this checkout's rotdet
     import numpy as np
 
@@ -204,8 +253,10 @@ def main() -> None:
             sides = {"rotdet": [sys.executable, "-c", ROTDET_WORKER, name]}
             if args.ref_python:
                 ref = [args.ref_python, "-W", "ignore", "-c", MMROTATE_WORKER]
-                init = [*ref, "init", source, str(weights), str(inp), "-", "0", str(args.threads)]
+                init = [*ref, "init", source, str(weights), str(inp), "-", "0", str(args.threads), "0"]
                 _run(init, env, args.ref_pythonpath)
+                if args.candidates:
+                    shift_scores(name, weights, inp, args.candidates)
                 sides["mmrotate"] = [*ref, "time", source]
             times = {s: [] for s in sides}
             cpu = {s: [] for s in sides}
@@ -214,7 +265,9 @@ def main() -> None:
                 for side in sides if r % 2 == 0 else list(sides)[::-1]:
                     out = tmp / f"{name}.{side}.json"
                     w = str(weights) if args.ref_python else "-"
-                    tail = [w, str(inp), str(out), str(args.repeats), str(args.threads)]
+                    fast = args.rotdet_fast if side == "rotdet" else args.mmrotate_fuse_conv_bn
+                    fuse = "1" if fast else "0"
+                    tail = [w, str(inp), str(out), str(args.repeats), str(args.threads), fuse]
                     _run([*sides[side], *tail], env, args.ref_pythonpath if side == "mmrotate" else None)
                     res = json.loads(out.read_text())
                     times[side] += res["times"]
@@ -250,6 +303,9 @@ def main() -> None:
             rows,
             image=[args.height, args.width],
             threads=args.threads,
+            candidates=args.candidates,
+            rotdet_fast=args.rotdet_fast,
+            mmrotate_fuse_conv_bn=args.mmrotate_fuse_conv_bn,
             rounds=args.rounds,
             repeats=args.repeats,
         )

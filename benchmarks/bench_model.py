@@ -74,11 +74,13 @@ def random_targets(
     return targets
 
 
-def _cls_convs(model: torch.nn.Module) -> list[torch.nn.Conv2d]:
+def head_convs(model: torch.nn.Module, kind: str) -> list[torch.nn.Conv2d]:
+    """The dense heads' last classification (``kind="cls"``: ``retina_cls``, ``odm_cls``...) or
+    regression (``"reg"``) convolutions."""
     return [
         m
         for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Conv2d) and "cls" in name.split(".")[-1] and m.bias is not None
+        if isinstance(m, torch.nn.Conv2d) and name.split(".")[-1].endswith(f"_{kind}") and m.bias is not None
     ]
 
 
@@ -94,17 +96,30 @@ def _final_logits(out) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
+def score_shift(model: torch.nn.Module, images: torch.Tensor, candidates: int, score_thr: float) -> float:
+    """The logit shift of every classification bias after which about ``candidates`` class scores of
+    the first image exceed ``score_thr``."""
+    model.eval()
+    logits = torch.cat([c[0].flatten() for c in _final_logits(model(images[:1]))])
+    kth = logits.float().topk(min(candidates, logits.numel())).values[-1]
+    return math.log(score_thr / (1 - score_thr)) - kth.item()
+
+
+def is_cls_bias(key: str) -> bool:
+    """Whether a state-dict key is the bias of a classification conv (``retina_cls``, ``atss_cls``...)."""
+    parts = key.split(".")
+    return len(parts) >= 2 and parts[-1] == "bias" and "cls" in parts[-2]
+
+
+@torch.no_grad()
 def calibrate_scores_(
     model: torch.nn.Module, images: torch.Tensor, candidates: int, score_thr: float
 ) -> None:
     """Shift every classification bias so that about ``candidates`` class scores of the first image
     exceed ``score_thr``: random weights then load the post-processing like a trained model on a
     crowded patch, instead of giving no detection (init bias) or all of them."""
-    model.eval()
-    logits = torch.cat([c[0].flatten() for c in _final_logits(model(images[:1]))])
-    kth = logits.float().topk(min(candidates, logits.numel())).values[-1]
-    shift = math.log(score_thr / (1 - score_thr)) - kth.item()
-    for conv in _cls_convs(model):
+    shift = score_shift(model, images, candidates, score_thr)
+    for conv in head_convs(model, "cls"):
         conv.bias.add_(shift)
 
 

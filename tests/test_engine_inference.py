@@ -250,6 +250,14 @@ def test_predict_cli_writes_outputs_and_reports_failures(detector, tiny_cfg, tmp
     expected = detector.predict(src, size=256)
     np.testing.assert_allclose(boxes, expected.boxes, rtol=1e-5, atol=1e-4)
 
+    fast_out = tmp_path / "pred_fast"
+    rc = cli_main([*args[:4], "--out", str(fast_out), "--device", "cpu", "--size", "256", "--fast"])
+    assert rc == 0 and "T0000.png: " in capsys.readouterr().out
+    (fast,) = read_detections_json(fast_out / "T0000.json")
+    top = min(len(fast.boxes), len(boxes), 5)
+    assert top > 0
+    np.testing.assert_allclose(fast.scores[:top], dets.scores[:top], rtol=1e-4, atol=1e-4)
+
     rc = cli_main(["predict", str(cfg_path), str(tmp_path / "nope.pth"), str(tmp_path / "toy" / "images")])
     captured = capsys.readouterr()
     assert rc == 2 and "checkpoint not found" in captured.err and "Traceback" not in captured.err
@@ -277,3 +285,11 @@ def test_bench_cli_cpu(tmp_path, capsys):
 
     assert cli_main(["bench", "demo_atss_le90", "--device", "cpu", "--amp", "fp16"]) == 2
     assert "fp16 needs a CUDA device" in capsys.readouterr().err
+
+    rc = cli_main(
+        ["bench", "demo_atss_le90", "--img-size", "128", "--iters", "1", "--warmup", "0",
+         "--device", "cpu", "--fast", "--json", str(out), "--cfg-options", *overrides]
+    )  # fmt: skip
+    assert rc == 0 and ", fast," in capsys.readouterr().out and json.loads(out.read_text())["fast"] is True
+    assert cli_main(["bench", "demo_atss_le90", "--device", "cpu", "--fast", "--train"]) == 2
+    assert "--fast folds the BatchNorms away" in capsys.readouterr().err

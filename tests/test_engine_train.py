@@ -220,6 +220,11 @@ def test_train_test_predict_end_to_end_cli(toy_root, tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["mAP"] <= 1.0
     assert (out / "results.json").is_file()
+    fast = tmp_path / "test_fast"
+    assert main(["test", "demo_atss_le90", str(work / "latest.pth"), *overrides, "--out", str(fast),
+                 "--workers", "0", "--no-progress", "--fast"]) == 0  # fmt: skip
+    fast_map = json.loads((fast / "metrics.json").read_text())["mAP"]
+    assert fast_map == pytest.approx(metrics["mAP"], abs=0.02)  # the same model up to float rounding
     assert main(["test", "demo_atss_le90", str(work / "latest.pth"), *overrides, "--out", str(out),
                  "--workers", "0", "--no-progress", "--format-only"]) == 0  # fmt: skip
     assert len(list((out / "Task1").glob("Task1_*.txt"))) == 6 and (out / "Task1" / "Task1.zip").is_file()

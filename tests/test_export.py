@@ -54,12 +54,17 @@ def small_overrides(name: str, channels: int = 32) -> list[str]:
         f"data.classes=[{','.join(CLASSES)}]",
         f"data.img_scale=[{SIZE},{SIZE}]",
     ]
-    heads = ["model.bbox_head"] + (["model.refine_heads.0"] if name.startswith("r3det") else [])
-    for h in heads:
+    heads = {
+        "r3det": ["model.bbox_head", "model.refine_heads.0"],
+        "s2anet": ["model.fam_head", "model.odm_head"],
+    }
+    for h in heads.get(name, ["model.bbox_head"]):
         out += [f"{h}.in_channels={channels}", f"{h}.feat_channels={channels}", f"{h}.stacked_convs=1"]
         out += [f"{h}.num_classes={len(CLASSES)}"]
     if name.startswith("r3det"):
         out.append(f"model.frm_cfgs.0.in_channels={channels}")
+    if name == "s2anet":
+        out.append(f"model.align_cfgs.channels={channels}")
     return out
 
 
@@ -78,6 +83,12 @@ ARCHS = {
     # nms_pre 300: the top-k over the refined boxes
     "r3det": ("r3det_r50_fpn_1x_dota_oc", [*small_overrides("r3det"), "model.test_cfg.nms_pre=300"], -4.0),
     "r3det_atss": ("r3det_atss_r50_fpn_1x_dota_oc", small_overrides("r3det"), -6.0),
+    # nms_pre 300: the top-k over the FAM head's rois
+    "s2anet": (
+        "s2anet_r50_fpn_1x_dota_le135",
+        [*small_overrides("s2anet"), "model.test_cfg.nms_pre=300"],
+        -3.0,
+    ),
 }
 
 
@@ -104,9 +115,12 @@ def seed_weights(model: nn.Module, seed: int, cls_bias: float) -> None:
                 if isinstance(m, nn.BatchNorm2d):
                     m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                     m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-        for head in [model.bbox_head, *getattr(model, "refine_head", [])]:
-            head.retina_cls.bias.add_(cls_bias)
-            head.retina_reg.weight.mul_(0.3)
+        heads = [model.fam_head] if hasattr(model, "fam_head") else []
+        for head in [*heads, model.bbox_head, *getattr(model, "refine_head", [])]:
+            cls_conv = head.odm_cls if hasattr(head, "odm_cls") else head.retina_cls
+            reg_conv = head.odm_reg if hasattr(head, "odm_reg") else head.retina_reg
+            cls_conv.bias.add_(cls_bias)
+            reg_conv.weight.mul_(0.3)
 
 
 @functools.cache
@@ -202,6 +216,11 @@ def test_graph_candidates_are_the_heads_candidates(arch):
             head = model.refine_head[-1]
             ref = head.predict(cls, reg, metas, anchors=rois, with_nms=False)
             want = head.predict(cls, reg, metas, anchors=rois)
+        elif arch == "s2anet":
+            _, rois, aligned = model._stages(feats)
+            cls, reg = model.odm_head(aligned)
+            ref = model.odm_head.predict(cls, reg, metas, anchors=rois, with_nms=False)
+            want = model.odm_head.predict(cls, reg, metas, anchors=rois)
         else:
             cls, reg = model.bbox_head(feats)
             ref = model.bbox_head.predict(cls, reg, metas, with_nms=False)
@@ -210,7 +229,8 @@ def test_graph_candidates_are_the_heads_candidates(arch):
     assert boxes.shape == (2, graph.num_candidates, 5) and scores.shape == (2, graph.num_candidates, c)
     assert 200 < int((scores > 0.05).sum(dim=(1, 2)).min())  # hundreds of candidates
     for i in range(2):
-        torch.testing.assert_close(boxes[i], ref[i]["boxes"], rtol=0, atol=1e-5)
+        # (S2A-Net's deformable convolution in gathers may round a wide box's side by one ulp)
+        torch.testing.assert_close(boxes[i], ref[i]["boxes"], rtol=2.5e-7, atol=1e-5)
         torch.testing.assert_close(scores[i], ref[i]["scores"], rtol=0, atol=1e-6)
     from rotdet.export.postprocess import candidates_to_detections
 

@@ -251,9 +251,19 @@ def test_matches_mmrotate_oracle():
         assert _max_err(ours[order_o], ref[order_r]) < 1e-2
 
 
-def test_export_refuses_s2anet_in_one_line():
-    from rotdet.export.graph import CandidateGraph
+def test_deform_conv2d_gather_is_torchvisions_deform_conv2d():
+    """The exported graph's deformable convolution (gathers and a matrix product) gives
+    torchvision's kernel's values, points near and beyond every border included."""
+    from torchvision.ops import deform_conv2d
 
-    model = build_model(load_config(NAME, tiny_overrides())).eval()
-    with pytest.raises(ValueError, match="cannot export a S2ANet: .*not exportable yet"):
-        CandidateGraph(model, 128, [0, 0, 0], [1, 1, 1], True, 100)
+    from rotdet.ops.align_conv import deform_conv2d_gather
+
+    g = torch.Generator().manual_seed(0)
+    for h, w in ((7, 9), (12, 5)):
+        x = torch.randn(2, 5, h, w, generator=g)
+        weight = torch.randn(4, 5, 3, 3, generator=g)
+        offsets = torch.randn(2, 18, h, w, generator=g) * 4
+        offsets[0, 0, 0, 0], offsets[0, 1, 0, 1] = -0.5, -1.0  # on the -1 border exactly
+        offsets[1, 0, h - 1, 0] = 1.0  # on the H border exactly
+        want = deform_conv2d(x, offsets, weight, padding=(1, 1))
+        torch.testing.assert_close(deform_conv2d_gather(x, offsets, weight, 1), want, rtol=1e-5, atol=1e-5)

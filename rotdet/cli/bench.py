@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from rotdet.cli.predict import check_device, error_message
+from rotdet.cli.predict import add_fast_argument, check_device, error_message
 from rotdet.engine.bench import benchmark, format_table
 from rotdet.engine.checkpoint import CheckpointError
 
@@ -32,6 +32,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cfg-options", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides (dotted keys)"
     )
+    add_fast_argument(parser)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -48,6 +49,7 @@ def run_bench(args: argparse.Namespace) -> int:
             train=args.train,
             amp=args.amp,
             overrides=args.cfg_options,
+            fast=args.fast,
         )
     except (CheckpointError, ValueError, KeyError) as exc:
         print(f"rotdet bench: {error_message(exc)}", file=sys.stderr)

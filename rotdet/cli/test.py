@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from rotdet.cli.predict import add_fast_argument
 from rotdet.configs import load_config
 from rotdet.data import merge_patch_detections, write_task1_submission
 from rotdet.data.dataset import check_images
@@ -50,6 +51,7 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
     parser.add_argument("--no-progress", action="store_true")
+    add_fast_argument(parser)
 
 
 def run_test(args: argparse.Namespace) -> int:
@@ -64,6 +66,8 @@ def run_test(args: argparse.Namespace) -> int:
     if info.is_main:
         print(describe_split(cfg, split, args.data_root))
     detector = Detector.from_config(cfg, checkpoint=args.checkpoint, device=device)
+    if args.fast:
+        detector.optimize()
     # One folder per checkpoint by default, so testing another checkpoint never overwrites results.
     out = Path(args.out or Path("work_dirs") / cfg.get("name", "run") / "test" / Path(args.checkpoint).stem)
     t0 = time.perf_counter()

@@ -145,22 +145,27 @@ def benchmark(
     amp: str = "none",
     overrides: Sequence[str] | None = None,
     seed: int = 0,
+    fast: bool = False,
 ) -> dict:
     """Measure a config; returns the numbers and the machine (the ``--json`` document)::
 
-    {"config", "checkpoint", "batch_size", "img_size", "iters", "warmup", "amp",
+    {"config", "checkpoint", "batch_size", "img_size", "iters", "warmup", "amp", "fast",
      "torch_version", "cuda_version", "device", "device_name",
      "inference": {"images_per_s", "ms_per_iter", "peak_memory_mib"},
      "train": {"iters_per_s", "images_per_s", "ms_per_iter", "peak_memory_mib"}}  # with train
     """
     if iters < 1 or warmup < 0 or batch_size < 1 or img_size < 32:
         raise ValueError("need iters >= 1, warmup >= 0, batch_size >= 1 and img_size >= 32")
+    if fast and train:
+        raise ValueError("--fast folds the BatchNorms away: it is for inference; time training without it")
     dev = default_device(device)
     amp = resolve_amp(amp, dev)
     with warnings.catch_warnings():
         # Random weights are expected here (the module docstring says what they change).
         warnings.filterwarnings("ignore", message="no checkpoint given")
         detector = Detector.from_config(config, checkpoint, dev, overrides)
+    if fast:
+        detector.optimize()
     model = detector.model
     generator = torch.Generator().manual_seed(seed)
     images = torch.randn(batch_size, 3, img_size, img_size, generator=generator).to(dev)
@@ -182,6 +187,7 @@ def benchmark(
         "iters": iters,
         "warmup": warmup,
         "amp": amp,
+        "fast": fast,
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
         "device": str(dev),
@@ -205,7 +211,7 @@ def format_table(result: dict) -> str:
     weights = "" if r["checkpoint"] else ", random weights"
     lines = [
         f"{r['config']} on {r['device']} ({r['device_name']}), torch {r['torch_version']}",
-        f"batch {r['batch_size']}, {r['img_size']} px, amp {r['amp']}, "
+        f"batch {r['batch_size']}, {r['img_size']} px, amp {r['amp']}{', fast' if r.get('fast') else ''}, "
         f"{r['iters']} iterations after {r['warmup']} warm-up{weights}",
         head,
         "-" * len(head),

@@ -300,7 +300,7 @@ def export_metadata(detector, graph, fmt: str, data: bytes, exporter: str, check
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
         "config_name": str(cfg.get("name", "")),
-        "architecture": "R3Det" if graph.is_r3det else "RotatedSingleStageDetector",
+        "architecture": graph.architecture,
         "classes": list(detector.class_names),
         "angle_version": detector.angle_version,
         "graph": {

@@ -1,13 +1,14 @@
 """The exported graph: windows in, the candidates that go into NMS out, static shapes throughout.
 
-:class:`CandidateGraph` wraps a :mod:`rotdet.models` detector (Rotated RetinaNet / ATSS, or R3Det)
-for a fixed window size ``S``:
+:class:`CandidateGraph` wraps a :mod:`rotdet.models` detector (Rotated RetinaNet / ATSS, R3Det or
+S2A-Net) for a fixed window size ``S``:
 
 * input ``images``: uint8 ``[B, S, S, 3]``, BGR (OpenCV's layout, what the split tool writes), the
   batch size free;
 * in the graph: the test pipeline's ``Normalize`` (float32, BGR -> RGB when the config says
   ``to_rgb``, ``(x - mean) / std``: mmcv's ``imnormalize`` bit for bit), then the backbone, the neck and
-  the head layers (R3Det: every refinement stage with its feature alignment);
+  the head layers (R3Det: every refinement stage with its feature alignment; S2A-Net: the FAM head,
+  the alignment convolutions as :func:`rotdet.ops.align_conv.deform_conv2d_gather`, the ODM head);
 * per FPN level the ``nms_pre`` anchors with the best class score (``topk``; every anchor when the
   level has no more than ``nms_pre``), decoded by the head's box coder with the centre clamp to the
   window, exactly as :func:`rotdet.models.postprocess.dense_detections` selects them;
@@ -15,13 +16,14 @@ for a fixed window size ``S``:
   ``scores`` float32 ``[B, K, C]`` (sigmoid), ``K = sum_l min(nms_pre, N_l)``.
 
 Anchors are buffers (constants in the graph); there is no ``nonzero``, boolean indexing or other
-data-dependent shape, and nothing of :mod:`rotdet.ops` but the pure-PyTorch feature alignment (the
-Triton IoU kernel and NMS stay outside). Score threshold, class-wise NMS and ``max_per_img`` run
-after the graph (:func:`rotdet.export.postprocess.candidates_to_detections`).
+data-dependent shape, and nothing of :mod:`rotdet.ops` but the pure-PyTorch feature alignment and
+deformable convolution (the Triton IoU kernel and NMS stay outside). Score threshold, class-wise
+NMS and ``max_per_img`` run after the graph (:func:`rotdet.export.postprocess.candidates_to_detections`).
 
 The head layers are called through their public pieces (``extract_feat``, ``head(feats)``, the
-heads' ``bbox_coder`` and ``anchor_generator``, R3Det's ``feat_refine_module``); what the heads do
-between them at inference (R3Det's ``filter_bboxes`` / ``refine_bboxes``, the per-level top-k) is
+heads' ``bbox_coder`` and ``anchor_generator``, R3Det's ``feat_refine_module``, S2A-Net's
+``fam_head``, ``align_conv`` weights and ``odm_head``); what the heads do between them at inference
+(R3Det's ``filter_bboxes`` / ``refine_bboxes``, S2A-Net's rois and offsets, the per-level top-k) is
 restated here on static shapes and checked against the model by ``tests/test_export.py``.
 """
 
@@ -34,13 +36,20 @@ import torch
 from torch import Tensor, nn
 
 from rotdet.models.detectors import SIZE_DIVISOR, R3Det, RotatedSingleStageDetector
+from rotdet.models.s2anet import S2ANet
+from rotdet.ops.align_conv import align_conv_offsets, deform_conv2d_gather
 
 __all__ = ["CandidateGraph", "featmap_sizes", "num_candidates"]
 
 
+def _first_head(model: nn.Module) -> nn.Module:
+    """The head on the grid anchors (S2A-Net's FAM head, otherwise ``bbox_head``)."""
+    return model.fam_head if isinstance(model, S2ANet) else model.bbox_head
+
+
 def featmap_sizes(model: nn.Module, size: int) -> list[tuple[int, int]]:
     """Per-level feature-map sizes of a ``size`` x ``size`` window (run once, on the CPU)."""
-    head = model.bbox_head
+    head = _first_head(model)
     was_training = model.training
     model.eval()
     try:
@@ -62,8 +71,9 @@ class CandidateGraph(nn.Module):
     """``images uint8 [B, S, S, 3] (BGR)`` -> ``(boxes [B, K, 5], scores [B, K, C])``.
 
     Args:
-        model: a :class:`~rotdet.models.detectors.RotatedSingleStageDetector` or
-            :class:`~rotdet.models.detectors.R3Det` (eval mode; its weights are shared, not copied).
+        model: a :class:`~rotdet.models.detectors.RotatedSingleStageDetector`,
+            :class:`~rotdet.models.detectors.R3Det` or :class:`~rotdet.models.s2anet.S2ANet` (eval
+            mode; its weights are shared, not copied).
         size: the window size ``S`` (a multiple of 32).
         mean, std, to_rgb: the config's ``img_norm`` (mean / std in RGB order when ``to_rgb``).
         nms_pre: the final head's ``test_cfg.nms_pre``.
@@ -79,12 +89,11 @@ class CandidateGraph(nn.Module):
         nms_pre: int,
     ) -> None:
         super().__init__()
-        if not isinstance(model, (RotatedSingleStageDetector, R3Det)):
-            # A ValueError, so the command line prints one line (S2A-Net's AlignConv is a deformable
-            # convolution, which the static-shape graph does not take yet).
+        if not isinstance(model, (RotatedSingleStageDetector, R3Det, S2ANet)):
+            # A ValueError, so the command line prints one line.
             raise ValueError(
-                f"cannot export a {type(model).__name__}: rotdet export takes RetinaNet / ATSS and "
-                "R3Det models (S2A-Net is not exportable yet)"
+                f"cannot export a {type(model).__name__}: rotdet export takes RetinaNet / ATSS, "
+                "R3Det and S2A-Net models"
             )
         if size < SIZE_DIVISOR or size % SIZE_DIVISOR:
             raise ValueError(f"the input size must be a multiple of {SIZE_DIVISOR} (>= 32), got {size}")
@@ -93,6 +102,8 @@ class CandidateGraph(nn.Module):
         self.to_rgb = bool(to_rgb)
         self.nms_pre = int(nms_pre)
         self.is_r3det = isinstance(model, R3Det)
+        self.is_s2anet = isinstance(model, S2ANet)
+        self.architecture = type(model).__name__
         self.final_head = model.refine_head[-1] if self.is_r3det else model.bbox_head
         self.num_classes = int(self.final_head.num_classes)
         # mmcv's imnormalize: OpenCV subtracts the mean from the float32 image (exact in float32)
@@ -102,15 +113,17 @@ class CandidateGraph(nn.Module):
         self.register_buffer("std", torch.from_numpy(np.float32(std)), persistent=False)
         self.sizes = featmap_sizes(model, self.size)
         device = self.mean.device
-        anchors = model.bbox_head.anchor_generator.grid_anchors(
+        anchors = _first_head(model).anchor_generator.grid_anchors(
             self.sizes, device=device, dtype=torch.float32
         )
         self.level_anchors = [int(a.shape[0]) for a in anchors]
         for i, a in enumerate(anchors):
             self.register_buffer(f"anchors_{i}", a.contiguous(), persistent=False)
-        # R3Det's refine heads have one anchor (the refined box) per location
+        # R3Det's refine heads and S2A-Net's ODM head have one anchor (a refined box) per location
         final_per_level = (
-            [h * w for h, w in self.sizes] if self.is_r3det else [int(a.shape[0]) for a in anchors]
+            [h * w for h, w in self.sizes]
+            if self.is_r3det or self.is_s2anet
+            else [int(a.shape[0]) for a in anchors]
         )
         self.num_candidates = num_candidates(final_per_level, self.nms_pre)
 
@@ -149,9 +162,29 @@ class CandidateGraph(nn.Module):
         boxes = head.bbox_coder.decode(torch.cat(rois, dim=1), deltas)
         return list(boxes.split([h * w for h, w in self.sizes], dim=1))
 
+    def _s2anet_outputs(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+        """S2A-Net: the FAM head's boxes on the grid anchors are the rois; each level read again by
+        its alignment convolution at the rois' offsets, ReLU; the ODM head on that."""
+        model = self.model
+        batch = feats[0].shape[0]
+        _, fam_reg = model.fam_head(feats)
+        grid = [a[None].expand(batch, -1, -1) for a in self._anchors()]
+        rois = self._refine_bboxes(model.fam_head, fam_reg, grid)
+        aligned = []
+        for x, roi, ac, size in zip(feats, rois, model.align_conv.ac, self.sizes, strict=True):
+            weight = ac.deform_conv.weight
+            k = int(weight.shape[-1])
+            offsets = align_conv_offsets(roi, size, ac.stride, k)
+            out = deform_conv2d_gather(x.float(), offsets.float(), weight.float(), (k - 1) // 2)
+            aligned.append(torch.relu(out).to(x.dtype))
+        cls_scores, bbox_preds = model.odm_head(aligned)
+        return cls_scores, bbox_preds, rois
+
     def _head_outputs(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """The final head's per-level logits, deltas and priors ``[B, N_l, 5]`` (or ``[N_l, 5]``)."""
         model = self.model
+        if self.is_s2anet:
+            return self._s2anet_outputs(feats)
         cls_scores, bbox_preds = model.bbox_head(feats)
         if not self.is_r3det:
             return cls_scores, bbox_preds, self._anchors()

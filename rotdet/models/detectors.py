@@ -99,7 +99,8 @@ def dense_head_losses(
         head.train_cfg.pos_weight,
         head.reg_decoded_bbox,
     )
-    decode = head.bbox_coder.decode if head.reg_decoded_bbox else None
+    decodes = head.reg_decoded_bbox or getattr(head.loss_bbox, "needs_decoded_pair", False)
+    decode = head.bbox_coder.decode if decodes else None
     return dense_head_loss(cls_scores, bbox_preds, targets, head.loss_cls, head.loss_bbox, decode)
 
 

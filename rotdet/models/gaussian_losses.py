@@ -30,6 +30,15 @@ boxes of positive weight and ignores ``reduction`` and ``avg_factor``: mmrotate'
 loss per positive box and mmdet's ``_parse_losses`` takes their mean, so a dense head's level loss
 is the **mean over that level's positives** (0 when it has none), times ``loss_weight``.
 
+:class:`KFLoss` (``kf_iou_loss.py``, the KFIoU loss) is the third: a smooth-L1 (``beta = 1/9``) of
+the predicted centre *deltas* against the target deltas, summed over ``x, y``, plus a function of
+the Kalman-filter IoU of the two Gaussians: with ``V(S) = 4 sqrt(|S|)`` and the fused covariance
+``S = S_p - K S_p``, ``K = S_p (S_p + S_t)^-1``, ``KFIoU = V(S) / (V(S_p) + V(S_t) - V(S) + 1e-6)``
+(``V(S)`` is 0 where its root is not a number); ``fun`` ``none``: ``1 - KFIoU``, ``ln``:
+``-ln(KFIoU + 1e-6)``, ``exp``: ``exp(1 - KFIoU) - 1``; the sum clamped at 0. Its head (mmrotate's
+``KFIoU*`` heads) regresses deltas, as without it, and decodes both the predicted and the *target
+deltas* on the anchors for the Gaussians. Weighted and reduced as ``GDLoss``.
+
 Determinants and inverses are ``torch.det`` / ``torch.inverse`` and the products ``bmm``, as in
 mmrotate, so values agree to float32 rounding. Computed in float32, also under autocast.
 """
@@ -45,6 +54,7 @@ from torch import Tensor
 __all__ = [
     "GDLoss",
     "GDLossV1",
+    "KFLoss",
     "bcd_v1",
     "gaussian_postprocess",
     "gd_distance",
@@ -374,3 +384,80 @@ class GDLossV1:
         sums = torch.stack([x.sum() for x in loss.split(level_sizes, dim=1)])
         counts = torch.stack([m.sum() for m in positive.split(level_sizes, dim=1)])
         return self.loss_weight * sums / counts.clamp(min=1).to(sums.dtype)
+
+
+KF_FUNS = ("none", "ln", "exp")
+_KF_BETA = 1.0 / 9.0  # kfiou_loss's defaults; KFLoss's constructor cannot change them
+_KF_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class KFLoss:
+    """mmrotate 0.3.4's ``KFLoss`` (defaults ``fun='none'``, ``reduction='mean'``); see the module
+    docstring. ``needs_decoded_pair``: a dense head gives it the deltas and the boxes decoded from
+    both the predicted and the target deltas (:func:`rotdet.models.losses.dense_head_loss`)."""
+
+    fun: str = "none"
+    reduction: str = "mean"
+    loss_weight: float = 1.0
+
+    type = "KFLoss"
+    needs_decoded_pair = True
+
+    def __post_init__(self) -> None:
+        if self.fun not in KF_FUNS:
+            raise ValueError(f"KFLoss fun must be one of {', '.join(KF_FUNS)}; got {self.fun!r}")
+        if self.reduction != "mean":
+            raise ValueError(
+                f"KFLoss reduction={self.reduction!r} in a dense head: mmdet accepts only 'mean' with "
+                "the head's avg_factor"
+            )
+
+    @classmethod
+    def from_cfg(cls, cfg: dict) -> KFLoss:
+        """From a config dict (``type: KFLoss`` and the keyword arguments above)."""
+        c = dict(cfg)
+        c.pop("type", None)
+        return cls(**c)
+
+    def elementwise(self, pred: Tensor, target: Tensor, pred_boxes: Tensor, target_boxes: Tensor) -> Tensor:
+        """Unweighted per-box loss ``[...]``: ``pred`` / ``target`` deltas ``[..., 5]`` and the boxes
+        decoded from them, ``[..., 5]``."""
+        lead = pred.shape[:-1]
+        diff = (pred[..., :2] - target[..., :2]).abs()
+        xy = torch.where(diff < _KF_BETA, 0.5 * diff * diff / _KF_BETA, diff - 0.5 * _KF_BETA).sum(dim=-1)
+        sigma_p = xy_wh_r_to_xy_sigma(pred_boxes)[1].reshape(-1, 2, 2)
+        sigma_t = xy_wh_r_to_xy_sigma(target_boxes)[1].reshape(-1, 2, 2)
+        vol_p = 4 * sigma_p.det().sqrt()
+        vol_t = 4 * sigma_t.det().sqrt()
+        gain = sigma_p.bmm((sigma_p + sigma_t).inverse())
+        fused = sigma_p - gain.bmm(sigma_p)
+        vol = 4 * fused.det().sqrt()
+        vol = torch.where(torch.isnan(vol), torch.zeros_like(vol), vol)
+        kfiou = vol / (vol_p + vol_t - vol + _KF_EPS)
+        if self.fun == "ln":
+            kf = -torch.log(kfiou + _KF_EPS)
+        elif self.fun == "exp":
+            kf = torch.exp(1 - kfiou) - 1
+        else:
+            kf = 1 - kfiou
+        return (xy + kf.reshape(lead)).clamp(min=0)
+
+    def level_losses(
+        self,
+        pred: Tensor,
+        target: Tensor,
+        weights: Tensor,
+        level_sizes: list[int],
+        avg_factor: Tensor,
+        decoded: tuple[Tensor, Tensor],
+    ) -> Tensor:
+        """A dense head's ``[L]`` level losses: ``pred``, ``target`` ``[B, N, 5]`` deltas,
+        ``decoded`` the boxes decoded from each on the anchors, ``weights`` ``[B, N, 5]``; each
+        level's weighted sum over ``avg_factor + eps``. Boxes of no weight count 0 even where their
+        loss is not finite (mmrotate would multiply it by 0)."""
+        weight = _positive(weights)
+        loss = self.elementwise(pred, target, *decoded)
+        loss = torch.where(weight > 0, loss * weight, torch.zeros_like(loss))
+        sums = torch.stack([x.sum() for x in loss.split(level_sizes, dim=1)])
+        return self.loss_weight * (sums / (avg_factor + _EPS))

@@ -135,9 +135,16 @@ class RotatedRetinaHead(nn.Module):
         self._init_layers(stacked_convs, norm_cfg)
         self.init_weights()
 
-    # mmrotate's three dense-head types are this one class: the assigner (any, one protocol) makes
-    # a head RetinaNet's or ATSS's, and a refine head is one whose anchors come from the caller.
-    CONFIG_TYPES = ("RotatedRetinaHead", "RotatedATSSHead", "RotatedRetinaRefineHead")
+    # mmrotate's dense-head types are this one class: the assigner (any, one protocol) makes a head
+    # RetinaNet's or ATSS's, a refine head is one whose anchors come from the caller, and the KFIoU
+    # heads are the two others with the KFLoss (which the losses module feeds their decoder).
+    CONFIG_TYPES = (
+        "RotatedRetinaHead",
+        "RotatedATSSHead",
+        "RotatedRetinaRefineHead",
+        "KFIoURRetinaHead",
+        "KFIoURRetinaRefineHead",
+    )
 
     @classmethod
     def from_config(
@@ -152,8 +159,13 @@ class RotatedRetinaHead(nn.Module):
         )
         anchor_cfg = c.pop("anchor_generator")
         anchors = anchor_generator_from_config(anchor_cfg)
-        if (anchors is None) != (cfg["type"] == "RotatedRetinaRefineHead"):
+        if (anchors is None) != cfg["type"].endswith("RefineHead"):
             raise ValueError(f"{cfg['type']} cannot use a {anchor_cfg['type']}")
+        if cfg["type"].startswith("KFIoU") != (cfg["loss_bbox"]["type"] == "KFLoss"):
+            raise ValueError(
+                f"{cfg['type']} with loss_bbox {cfg['loss_bbox']['type']}: mmrotate's KFIoU heads and "
+                "its KFLoss go together"
+            )
         assigner, train = None, None
         if train_cfg is not None:
             t = constructor_kwargs(TrainConfig, train_cfg, "train_cfg", extra={"assigner", "debug"})

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rotdet.models.gaussian_losses import GDLoss, GDLossV1
+from rotdet.models.gaussian_losses import GDLoss, GDLossV1, KFLoss
 
 if TYPE_CHECKING:
     from rotdet.models.targets import AnchorTargets
@@ -89,7 +89,7 @@ class LossSpec:
         if kind not in ("FocalLoss", "L1Loss", "SmoothL1Loss"):
             raise ValueError(
                 f"unknown loss type {kind!r}; known: FocalLoss, L1Loss, SmoothL1Loss (and, through "
-                "build_loss, GDLoss, GDLoss_v1)"
+                "build_loss, GDLoss, GDLoss_v1, KFLoss)"
             )
         if kind == "FocalLoss" and not cfg.pop("use_sigmoid", True):
             raise ValueError("only the sigmoid FocalLoss is supported")
@@ -114,15 +114,15 @@ class LossSpec:
         return self.loss_weight * level_losses(el, level_sizes, avg_factor)
 
 
-BoxLoss = LossSpec | GDLoss | GDLossV1
+BoxLoss = LossSpec | GDLoss | GDLossV1 | KFLoss
 """A box regression loss: each has ``type``, ``loss_weight`` and ``level_losses``."""
 
-GAUSSIAN_LOSSES = {"GDLoss": GDLoss, "GDLoss_v1": GDLossV1}
+GAUSSIAN_LOSSES = {"GDLoss": GDLoss, "GDLoss_v1": GDLossV1, "KFLoss": KFLoss}
 
 
 def build_loss(cfg: dict) -> BoxLoss:
     """A loss from its config dict: ``FocalLoss``, ``L1Loss``, ``SmoothL1Loss`` (:class:`LossSpec`),
-    ``GDLoss`` or ``GDLoss_v1`` (:mod:`rotdet.models.gaussian_losses`)."""
+    ``GDLoss``, ``GDLoss_v1`` or ``KFLoss`` (:mod:`rotdet.models.gaussian_losses`)."""
     kind = cfg.get("type")
     if kind in GAUSSIAN_LOSSES:
         try:
@@ -166,7 +166,9 @@ def dense_head_loss(
         decode: mmdet's ``reg_decoded_bbox``: the head's ``bbox_coder.decode`` (``[B, N, 5]``
             anchors and deltas -> boxes); the box loss then compares the deltas decoded on
             ``targets.anchors`` with ``targets.bbox_targets``, which must hold the ground-truth boxes
-            (:func:`~rotdet.models.targets.anchor_targets` with ``reg_decoded_bbox=True``).
+            (:func:`~rotdet.models.targets.anchor_targets` with ``reg_decoded_bbox=True``). A box loss
+            with ``needs_decoded_pair`` (``KFLoss``) takes the deltas and encoded targets and, from
+            this decoder, the boxes decoded from both.
     """
     num_classes = cls_scores[0].shape[1] * 5 // bbox_preds[0].shape[1]  # A * C and A * 5 channels
     sizes = targets.level_sizes
@@ -175,9 +177,18 @@ def dense_head_loss(
         deltas = levels_to_flat([b.float() for b in bbox_preds], 5)
         cls_el = loss_cls.elementwise(logits, targets.labels) * targets.label_weights[..., None]
         losses_cls = loss_cls.loss_weight * level_losses(cls_el, sizes, targets.num_total_pos)
+        if decode is not None and targets.anchors is None:
+            raise ValueError("decoded-box losses need the targets' anchors")
+        if getattr(loss_bbox, "needs_decoded_pair", False):
+            if decode is None:
+                raise ValueError(f"{loss_bbox.type} needs the head's decoder")
+            # mmrotate's KFIoU heads decode every anchor's predicted and target deltas
+            decoded = (decode(targets.anchors, deltas), decode(targets.anchors, targets.bbox_targets))
+            losses_bbox = loss_bbox.level_losses(
+                deltas, targets.bbox_targets, targets.bbox_weights, sizes, targets.num_total_pos, decoded
+            )
+            return {"loss_cls": losses_cls, "loss_bbox": losses_bbox}
         if decode is not None:
-            if targets.anchors is None:
-                raise ValueError("decoded-box losses need the targets' anchors")
             # every anchor is decoded, as mmrotate's loss_single does; only positives weigh
             deltas = decode(targets.anchors, deltas)
         losses_bbox = loss_bbox.level_losses(

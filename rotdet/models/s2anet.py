@@ -293,11 +293,15 @@ def build_s2anet(model: dict) -> S2ANet:
         m["align_cfgs"], "align_cfgs", {"kernel_size", "channels", "featmap_strides"}, {"AlignConv"}
     )
     odm_cfg = m["odm_head"]
-    if odm_cfg.get("type") != "ODMRefineHead":
-        raise ValueError(f"odm_head: type {odm_cfg.get('type')!r} is not supported; expected 'ODMRefineHead'")
-    # build_head reads it as the refine head it is (anchors from the caller), with ODM layers
+    # build_head reads it as the refine head it is (anchors from the caller), with ODM layers;
+    # mmrotate's KFIoU variant is the same head with the KFLoss
+    as_refine = {"ODMRefineHead": "RotatedRetinaRefineHead", "KFIoUODMRefineHead": "KFIoURRetinaRefineHead"}
+    if odm_cfg.get("type") not in as_refine:
+        raise ValueError(
+            f"odm_head: type {odm_cfg.get('type')!r} is not supported; expected one of {sorted(as_refine)}"
+        )
     odm = factory.build_head(
-        {**odm_cfg, "type": "RotatedRetinaRefineHead"},
+        {**odm_cfg, "type": as_refine[odm_cfg["type"]]},
         train_cfg["odm_cfg"] if train_cfg else None,
         test_cfg,
         head_class=ODMRefineHead,

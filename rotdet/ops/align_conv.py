@@ -7,6 +7,10 @@ features are read where the object is. :func:`align_conv_offsets` turns one box 
 the offsets (sampling point minus regular grid point) that ``deform_conv2d`` adds, with mmrotate's
 arithmetic and layout; :func:`align_conv` applies them (ReLU after, no bias, as mmrotate's module).
 
+:func:`deform_conv2d_gather` is the same deformable convolution in plain tensor ops (gathers and one
+matrix product), for the exported graph (``rotdet export``): ONNX has no torchvision op. It gives
+torchvision's values up to float rounding; the model itself keeps torchvision's kernel.
+
 Layout: torchvision's and mmcv's deformable convolutions read the same offset tensor,
 ``[B, 2 * k * k, H, W]`` with channel ``2 * j`` the y and ``2 * j + 1`` the x offset of kernel tap
 ``j`` (row-major over the kernel), and sample bilinearly with zeros outside the map.
@@ -18,7 +22,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import deform_conv2d
 
-__all__ = ["align_conv", "align_conv_offsets"]
+__all__ = ["align_conv", "align_conv_offsets", "deform_conv2d_gather"]
 
 
 @torch.no_grad()
@@ -93,3 +97,51 @@ def align_conv(x: Tensor, boxes: Tensor, weight: Tensor, stride: float) -> Tenso
     # sampling positions are sub-pixel values that half precision would round.
     out = deform_conv2d(x.float(), offsets.float(), weight.float(), padding=(pad, pad))
     return torch.relu(out).to(x.dtype)
+
+
+def deform_conv2d_gather(x: Tensor, offsets: Tensor, weight: Tensor, padding: int) -> Tensor:
+    """torchvision's ``deform_conv2d(x, offsets, weight, padding=(p, p))`` (stride 1, no dilation,
+    one offset group, no bias, no mask) in gathers and a matrix product.
+
+    Each tap samples bilinearly at ``(h - p + i + dy, w - p + j + dx)`` with torchvision's rule: a
+    point at or beyond ``-1`` / ``H`` (``W``) is 0, and corners outside the map count 0 (here: the
+    map padded by one row / column of zeros, which the corners of an inside point never pass).
+
+    Args:
+        x: ``[B, C, H, W]``; offsets: ``[B, 2 * k * k, H, W]`` (``(dy, dx)`` per tap, row-major);
+        weight: ``[O, C, k, k]``; padding: ``p``.
+
+    Returns:
+        ``[B, O, H, W]``.
+    """
+    batch, channels, height, width = x.shape
+    k = int(weight.shape[-1])
+    taps = torch.arange(k, dtype=offsets.dtype, device=offsets.device)
+    tap_y, tap_x = torch.meshgrid(taps, taps, indexing="ij")
+    rows = torch.arange(height, dtype=offsets.dtype, device=offsets.device)
+    cols = torch.arange(width, dtype=offsets.dtype, device=offsets.device)
+    off = offsets.reshape(batch, k * k, 2, height, width)
+    y = rows[:, None] - padding + tap_y.reshape(-1, 1, 1) + off[:, :, 0]  # [B, k*k, H, W]
+    x_ = cols[None, :] - padding + tap_x.reshape(-1, 1, 1) + off[:, :, 1]
+    inside = (y > -1) & (y < height) & (x_ > -1) & (x_ < width)
+    y0, x0 = y.floor(), x_.floor()
+    ly, lx = y - y0, x_ - x0
+    hy, hx = 1 - ly, 1 - lx
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1)).reshape(batch, channels, -1)
+    stride_row = width + 2
+
+    def corner(yi: Tensor, xi: Tensor) -> Tensor:
+        # padded coordinates of an inside point's corners lie in [0, H + 1] x [0, W + 1]
+        idx = ((yi + 1).clamp(0, height + 1) * stride_row + (xi + 1).clamp(0, width + 1)).long()
+        return padded.gather(2, idx.reshape(batch, 1, -1).expand(-1, channels, -1)).reshape(
+            batch, channels, k * k, height, width
+        )
+
+    w1, w2, w3, w4 = ((a * b)[:, None] for a, b in ((hy, hx), (hy, lx), (ly, hx), (ly, lx)))
+    val = (
+        w1 * corner(y0, x0) + w2 * corner(y0, x0 + 1) + w3 * corner(y0 + 1, x0) + w4 * corner(y0 + 1, x0 + 1)
+    )
+    val = val * inside[:, None].to(val.dtype)
+    columns = val.reshape(batch, channels * k * k, height * width)
+    out = weight.reshape(weight.shape[0], -1).to(columns.dtype) @ columns
+    return out.reshape(batch, -1, height, width)
