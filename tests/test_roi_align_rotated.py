@@ -10,6 +10,7 @@ gradient. It is skipped when the variable is unset (CI).
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from pathlib import Path
@@ -58,10 +59,21 @@ def test_matches_mmcv_cpu_kernel(device):
             bool(clockwise),
         )
         (out * torch.tensor(rec[p + "grad_out"], device=device)).sum().backward()
+        with torch.no_grad():  # the CPU's inference path (a sparse product)
+            plain = roi_align_rotated(
+                feats,
+                torch.tensor(rec[p + "rois"]),
+                (int(oh), int(ow)),
+                scale,
+                int(ratio),
+                bool(aligned),
+                bool(clockwise),
+            )
         # float32: summation order and cos/sin ulps only; float64: to rounding
         tol = 1e-5 if feats.dtype == torch.float32 else 1e-12
         want = torch.from_numpy(rec[p + "out"])
         torch.testing.assert_close(out.detach().cpu(), want, rtol=0, atol=tol, msg=f"case {i} forward")
+        torch.testing.assert_close(plain.cpu(), want, rtol=0, atol=tol, msg=f"case {i} forward, no grad")
         want = torch.from_numpy(rec[p + "grad_feats"])
         torch.testing.assert_close(feats.grad.cpu(), want, rtol=0, atol=tol, msg=f"case {i} gradient")
 
@@ -159,7 +171,8 @@ def test_sizes_and_empty_inputs():
 
 def test_chunked_like_unchunked(monkeypatch):
     """Chunks of RoIs and blocks of a huge RoI's grid give the one-pass result."""
-    import rotdet.ops.roi_align_rotated as mod
+    # the module, not the function of the same name that rotdet.ops re-exports
+    mod = importlib.import_module("rotdet.ops.roi_align_rotated")
 
     gen = torch.Generator().manual_seed(4)
     feats = torch.randn(2, 3, 16, 16, generator=gen, dtype=torch.float64)
@@ -170,6 +183,26 @@ def test_chunked_like_unchunked(monkeypatch):
     got = [roi_align_rotated(feats, rois, 7, 0.25, r) for r in (0, 2)]
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=0, atol=1e-12)
+
+
+def test_inference_product_equals_gather(monkeypatch):
+    """Without autograd the CPU pools with a sparse product; it sums the very same terms."""
+    mod = importlib.import_module("rotdet.ops.roi_align_rotated")
+    gen = torch.Generator().manual_seed(6)
+    feats = torch.randn(2, 5, 12, 12, generator=gen, dtype=torch.float64)
+    rois = _random_rois(gen, 40, 2, (48.0, 48.0))
+    rois[:5, 1:3] = torch.tensor([-3.0, 47.0])  # corners clamped to the border: repeated columns
+    with torch.no_grad():
+        sparse = [roi_align_rotated(feats, rois, 7, 0.25, r, a, True) for r in (0, 2) for a in (True, False)]
+        monkeypatch.setattr(mod, "_SPARSE_ON_CPU", False)
+        gathered = [
+            roi_align_rotated(feats, rois, 7, 0.25, r, a, True) for r in (0, 2) for a in (True, False)
+        ]
+    for s, g in zip(sparse, gathered, strict=True):
+        torch.testing.assert_close(s, g, rtol=0, atol=1e-12)
+    monkeypatch.setattr(mod, "_SPARSE_ON_CPU", True)
+    assert mod._use_sparse(feats) and not mod._use_sparse(feats.float().half())
+    assert not mod._use_sparse(feats.clone().requires_grad_())
 
 
 @pytest.mark.parametrize("device", DEVICES)

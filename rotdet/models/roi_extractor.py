@@ -142,8 +142,9 @@ class RotatedSingleRoIExtractor(nn.Module):
             inds = torch.nonzero(levels == i).flatten()
             if inds.numel() > 0:
                 roi_feats[inds] = self.roi_layers[i](feats[i], rois[inds])
-            else:
-                # as mmrotate: an unused level still joins the graph (DDP needs every level's gradient)
+            elif torch.is_grad_enabled() and feats[i].requires_grad:
+                # as mmrotate: an unused level still joins the graph (DDP needs every level's gradient);
+                # without a graph the zero is skipped (it differs only for non-finite features)
                 roi_feats = roi_feats + feats[i].sum() * 0.0
         return roi_feats
 

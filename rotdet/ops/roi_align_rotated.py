@@ -17,10 +17,14 @@ arithmetic, in the features' dtype:
 The samples of a chunk of RoIs are turned into four (index, weight) pairs each and read with one
 gather from the channel-last map, then contracted with a batched matrix product; the gradient to
 the features is autograd's (a scatter-add with the same weights, as mmcv's backward). RoIs get no
-gradient (mmcv returns none). With ``sampling_ratio=0`` RoIs are grouped by their grid size.
+gradient (mmcv returns none). Without autograd on the CPU the same weights form a sparse matrix
+``[N * oh * ow, B * H * W]`` multiplied with the map (no copy of the gathered rows: ~4x faster).
+With ``sampling_ratio=0`` RoIs are grouped by their grid size.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +34,8 @@ __all__ = ["RoIAlignRotated", "roi_align_rotated"]
 # Values gathered at once (per chunk of RoIs): sampled corners x channels. 2**23 float32 values is
 # 32 MB of temporaries per chunk; bigger chunks do not run faster on CPU.
 _GATHER_BUDGET = 1 << 23
+# Inference on the CPU pools with a sparse matrix product (see _sparse_pool); tests turn it off
+_SPARSE_ON_CPU = True
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -77,6 +83,7 @@ def _pool_block(
     rows: tuple[int, int],
     cols: tuple[int, int],
     hw: tuple[int, int],
+    sparse: bool,
 ) -> Tensor:
     """Sum over grid cells ``rows x cols`` of every bin's bilinear samples, ``[n, oh * ow, C]``.
 
@@ -102,9 +109,41 @@ def _pool_block(
     n = index.shape[0]
     # [n, oh, r, ow, c, 4] -> [n * oh * ow, r * c * 4]: one row of samples per output bin
     index = index.permute(0, 1, 3, 2, 4, 5).reshape(n * oh * ow, -1)
-    weight = weight.permute(0, 1, 3, 2, 4, 5).reshape(n * oh * ow, 1, -1).to(flat.dtype)
-    values = flat[index.reshape(-1)].view(index.shape[0], index.shape[1], flat.shape[1])
-    return torch.bmm(weight, values).view(n, oh * ow, flat.shape[1])
+    weight = weight.permute(0, 1, 3, 2, 4, 5).reshape(n * oh * ow, -1).to(flat.dtype)
+    if sparse:
+        return _sparse_pool(flat, index, weight).view(n, oh * ow, flat.shape[1])
+    # index_select copies whole rows (several times faster than advanced indexing on the CPU)
+    values = flat.index_select(0, index.reshape(-1)).view(index.shape[0], index.shape[1], flat.shape[1])
+    return torch.bmm(weight[:, None, :], values).view(n, oh * ow, flat.shape[1])
+
+
+def _sparse_pool(flat: Tensor, index: Tensor, weight: Tensor) -> Tensor:
+    """``[R, C]`` rows of (sparse ``[R, B*H*W]`` with ``weight`` at ``index``, both ``[R, k]``) @ ``flat``.
+
+    The CPU's sparse-times-dense product reads each sampled row once instead of first copying all of
+    them out (4x faster at Oriented R-CNN's test size). Within a row the columns are unsorted and may
+    repeat (clamped corners); the CPU kernel sums every stored entry, which is what is meant.
+    """
+    rows, k = index.shape
+    crow = torch.arange(0, rows * k + 1, k, device=index.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        matrix = torch.sparse_csr_tensor(
+            crow, index.reshape(-1), weight.reshape(-1), (rows, flat.shape[0]), check_invariants=False
+        )
+        return matrix @ flat
+
+
+def _use_sparse(flat: Tensor) -> bool:
+    """The sparse product: on the CPU, in float32/64, outside autograd and tracing (elsewhere the
+    gather: autograd's backward of the sparse product is slower, and CUDA gathers fast)."""
+    return (
+        _SPARSE_ON_CPU
+        and flat.device.type == "cpu"
+        and flat.dtype in (torch.float32, torch.float64)
+        and not (torch.is_grad_enabled() and flat.requires_grad)
+        and not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+    )
 
 
 def _pool_group(
@@ -120,7 +159,9 @@ def _pool_group(
     n, channels = base.shape[0], flat.shape[1]
     if gh == 0 or gw == 0:  # mmcv: nothing sampled, divided by max(count, 1)
         return flat.new_zeros(n, channels, oh, ow)
-    per_cell = oh * ow * 4 * channels  # gathered values per RoI per grid cell
+    sparse = _use_sparse(flat)
+    # values held per RoI per grid cell: the gathered corners' channels, or the sparse entries alone
+    per_cell = oh * ow * 4 * (1 if sparse else channels)
     # RoIs per chunk; a RoI whose grid alone is over budget is cut into blocks of grid rows/columns
     cols = min(gw, max(1, _GATHER_BUDGET // per_cell))
     rows = min(gh, max(1, _GATHER_BUDGET // (per_cell * cols)))
@@ -132,13 +173,26 @@ def _pool_group(
         acc = None
         for r0 in range(0, gh, rows):
             for c0 in range(0, gw, cols):
-                part = _pool_block(
-                    flat, base[sl], g, out_hw, grid_hw, (r0, min(gh, r0 + rows)), (c0, min(gw, c0 + cols)), hw
-                )
+                r, c = (r0, min(gh, r0 + rows)), (c0, min(gw, c0 + cols))
+                part = _pool_block(flat, base[sl], g, out_hw, grid_hw, r, c, hw, sparse)
                 acc = part if acc is None else acc + part
         chunks.append(acc)
-    pooled = torch.cat(chunks) / float(gh * gw)
+    pooled = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+    # mmcv divides each bin's sum by the sample count; when the output is a fresh tensor (no
+    # autograd history to keep) in place, saving a pass over [N, C, oh, ow]
+    pooled = pooled.div_(gh * gw) if not pooled.requires_grad else pooled / (gh * gw)
     return pooled.view(n, oh, ow, channels).permute(0, 3, 1, 2).contiguous()
+
+
+def _check_rois(rois: Tensor, batch_index: Tensor, batch: int, aligned: bool) -> None:
+    """mmcv's size assertion and a batch-index range check, with one host sync."""
+    bad_size = ((rois[:, 3] < 0) | (rois[:, 4] < 0)).any() if aligned else torch.zeros((), dtype=torch.bool)
+    bad_batch = ((batch_index < 0) | (batch_index >= batch)).any()
+    bad_size, bad_batch = torch.stack([bad_size.to(bad_batch.device), bad_batch]).tolist()
+    if bad_size:
+        raise ValueError("roi_align_rotated: RoIs need non-negative width and height when aligned=True")
+    if bad_batch:
+        raise ValueError(f"roi_align_rotated: a RoI's batch index is outside [0, {batch})")
 
 
 def _roi_geometry(
@@ -156,17 +210,17 @@ def _roi_geometry(
     roi_w = rois[:, 3] * spatial_scale
     roi_h = rois[:, 4] * spatial_scale
     theta = -rois[:, 5] if clockwise else rois[:, 5]
-    if aligned:
-        if bool(((roi_w < 0) | (roi_h < 0)).any()):
-            raise ValueError("roi_align_rotated: RoIs need non-negative width and height when aligned=True")
-    else:  # mmcv keeps this for backward compatibility
+    if not aligned:  # mmcv keeps this for backward compatibility
         roi_w, roi_h = roi_w.clamp(min=1.0), roi_h.clamp(min=1.0)
     bin_h, bin_w = roi_h / out_hw[0], roi_w / out_hw[1]
     if sampling_ratio > 0:
         grid_h = grid_w = torch.full_like(cx, sampling_ratio, dtype=torch.long)
     else:  # mmcv's ceilf: the bin size rounded to float32 first
         grid_h, grid_w = torch.ceil(bin_h.float()).long(), torch.ceil(bin_w.float()).long()
-    geom = (cx, cy, -roi_w / 2, -roi_h / 2, bin_w, bin_h, torch.cos(theta), torch.sin(theta))
+    # mmcv's cos / sin of a float are libm's correctly rounded ones; torch's float32 kernels may be
+    # an ulp off, which at 256 cells moves a sample by ~1e-5: go through float64
+    cos, sin = torch.cos(theta.double()).to(theta.dtype), torch.sin(theta.double()).to(theta.dtype)
+    geom = (cx, cy, -roi_w / 2, -roi_h / 2, bin_w, bin_h, cos, sin)
     return geom, grid_h, grid_w
 
 
@@ -210,8 +264,8 @@ def roi_align_rotated(
         rois, float(spatial_scale), out_hw, sampling_ratio, aligned, clockwise
     )
     batch_index = rois[:, 0].long()  # mmcv: int(roi[0]), truncation
-    if bool(((batch_index < 0) | (batch_index >= batch)).any()):
-        raise ValueError(f"roi_align_rotated: a RoI's batch index is outside [0, {batch})")
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        _check_rois(rois, batch_index, batch, aligned)
     base = batch_index * (height * width)
     flat = features.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
     hw = (height, width)
