@@ -2,10 +2,13 @@
 mmrotate's state-dict layout, the parts' rules, the demo-size variant's training and inference,
 and -- opt-in -- the mmrotate 0.3.4 oracle dump.
 
-The oracle dump is made by the reference venv's ``oracle/orcnn_dump.py`` (outside the repo) into
-``$ROTDET_ORACLE_DIR/oriented_rcnn_r50_fpn_1x_dota_le90``; the comparison is skipped when it is absent
-(CI). Its training draws (the two samplers' ``randperm``) are recorded there and replayed here, so the
-losses are compared for the same sampled anchors and RoIs.
+The oracle dump is made by the reference venv's ``oracle/orcnn_dump.py`` (outside the repo), e.g.
+``$REF/venv/bin/python -W ignore $REF/oracle/orcnn_dump.py --out DIR/oriented_rcnn_r50_fpn_1x_dota_le90
+--seed 1 --img-h 384 --img-w 448 --num-gts 10 --train-steps 10``, and read from
+``$ROTDET_ORACLE_DIR/oriented_rcnn_r50_fpn_1x_dota_le90`` (``ROTDET_ORACLE_DIR=DIR``); the comparison
+is skipped when it is absent (CI). Its training draws (the two samplers' ``randperm``) are recorded
+there and replayed here through the samplers' ``permutation``, so the losses are compared for the
+same sampled anchors and RoIs.
 """
 
 from __future__ import annotations
