@@ -235,6 +235,10 @@ def test_kfiou_matches_mmrotate_oracle(name):
     "name", ["rotated_retinanet_hbb_kfiou_r50_fpn_1x_dota_le90", "r3det_kfiou_ln_r50_fpn_1x_dota_oc"]
 )
 def test_kfiou_training_steps_match_mmrotate(name):
-    from test_kld_configs import test_kld_training_steps_match_mmrotate
+    """Three SGD steps from mmrotate's initial weights give its weights (within 1e-4; measured
+    2.3e-5) and losses. The step-0 losses agree to 2.4e-7, but the KFIoU loss amplifies the weights'
+    float32 rounding (its ln / determinant of near-degenerate covariances): measured on the third
+    step 1.2e-4 relative for RetinaNet hbb le90 with its weights within 1.2e-5, hence 3e-4 here."""
+    from test_kld_configs import check_training_steps
 
-    test_kld_training_steps_match_mmrotate(name)
+    check_training_steps(name, loss_tol=3e-4)

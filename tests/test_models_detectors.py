@@ -86,7 +86,13 @@ def test_config_names_and_loader_errors():
         "rotated_retinanet_hbb_kld_stable_r50_fpn_1x_dota_oc",
         "r3det_kld_r50_fpn_1x_dota_oc",
     }
-    issue16_configs = {"s2anet_r50_fpn_1x_dota_le135"} | kld_configs  # tests/test_s2anet.py
+    from test_kfiou_configs import KFIOU_CONFIGS  # mmrotate's KFIoU configs
+
+    issue16_configs = {"s2anet_r50_fpn_1x_dota_le135"} | kld_configs | set(KFIOU_CONFIGS)  # test_s2anet
+    fcos_configs = {
+        f"rotated_fcos_{v}r50_fpn_1x_dota_le90" for v in ("", "sep_angle_", "kld_", "csl_gaussian_")
+    }
+    issue16_configs |= fcos_configs  # tests/test_rotated_fcos.py
     # Oriented R-CNN and its fp16 variant: tests/test_oriented_rcnn.py
     issue16_configs |= {"oriented_rcnn_r50_fpn_1x_dota_le90", "oriented_rcnn_r50_fpn_fp16_1x_dota_le90"}
     assert set(SEED_CONFIGS) | {"demo_atss_le90"} | dataset_configs | issue16_configs == set(names)

@@ -272,6 +272,12 @@ def _resolve_two_stage(model: dict, version: str) -> None:
 
 
 def _resolve_head(head: dict, where: str, version: str) -> None:
+    if head.get("type") in ("RotatedFCOSHead", "CSLRFCOSHead"):  # anchor-free: key angle_version
+        for key in ("bbox_coder", "angle_coder"):
+            if isinstance(head.get(key), dict):
+                _agree(f"{where}.{key}.angle_version", head[key].get("angle_version"), version)
+                head[key]["angle_version"] = version
+        return
     _resolve_coder(head.get("bbox_coder"), f"{where}.bbox_coder", version)
     circ = head.get("assign_by_circumhbbox", True)  # mmrotate's default: assign on the hbb
     if isinstance(circ, str):
