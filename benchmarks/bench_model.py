@@ -123,6 +123,34 @@ def calibrate_scores_(
         conv.bias.add_(shift)
 
 
+@torch.no_grad()
+def calibrate_roi_scores_(
+    model: torch.nn.Module, images: torch.Tensor, candidates: int, score_thr: float
+) -> None:
+    """Oriented R-CNN's :func:`calibrate_scores_`: the RoI head's softmax scores of the first image's
+    proposals, its background logit (``fc_cls``'s last bias) moved by bisection until about
+    ``candidates`` class scores exceed ``score_thr``."""
+    model.eval()
+    logits = model(images[:1])["roi"][0].float()
+    lo, hi = -60.0, 60.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        shifted = torch.cat([logits[:, :-1], logits[:, -1:] + mid], dim=1)
+        if int((shifted.softmax(dim=1)[:, :-1] > score_thr).sum()) > candidates:
+            lo = mid
+        else:
+            hi = mid
+    model.roi_head.bbox_head.fc_cls.bias[-1] += (lo + hi) / 2
+
+
+def final_head_cfg(cfg: dict) -> tuple[int, float]:
+    """``(num_classes, score_thr)`` of the head that makes the detections (Oriented R-CNN: the RoI head)."""
+    model = cfg["model"]
+    if "roi_head" in model:
+        return model["roi_head"]["bbox_head"]["num_classes"], model["test_cfg"]["rcnn"]["score_thr"]
+    return model["bbox_head"]["num_classes"], model["test_cfg"]["score_thr"]
+
+
 def tensors_of(out) -> list[torch.Tensor]:
     if isinstance(out, torch.Tensor):
         return [out]
@@ -154,7 +182,9 @@ def bench_config(name: str, args, precisions: list[str], rng: np.random.Generato
     cfg = load_config(name, {"model.backbone.pretrained": False})
     model = build_model(cfg).to(device)
     probe = torch.randn(1, 3, args.size, args.size, device=device)
-    calibrate_scores_(model, probe, args.candidates, cfg["model"]["test_cfg"]["score_thr"])
+    num_classes, score_thr = final_head_cfg(cfg)
+    calibrate = calibrate_roi_scores_ if "roi_head" in cfg["model"] else calibrate_scores_
+    calibrate(model, probe, args.candidates, score_thr)
     rows = []
     for precision in precisions:
         model.eval()
@@ -180,7 +210,6 @@ def bench_config(name: str, args, precisions: list[str], rng: np.random.Generato
         model.train()
         batch = args.train_batch
         images = torch.randn(batch, 3, args.size, args.size, device=device)
-        num_classes = cfg["model"]["bbox_head"]["num_classes"]
         targets = random_targets(rng, batch, args.size, args.gts, num_classes, device)
         net_s = time_call(functools.partial(network_step, model, images, precision), device, args.repeats, 2)
         if device == "cuda":

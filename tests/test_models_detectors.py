@@ -93,6 +93,8 @@ def test_config_names_and_loader_errors():
         f"rotated_fcos_{v}r50_fpn_1x_dota_le90" for v in ("", "sep_angle_", "kld_", "csl_gaussian_")
     }
     issue16_configs |= fcos_configs  # tests/test_rotated_fcos.py
+    # Oriented R-CNN and its fp16 variant: tests/test_oriented_rcnn.py
+    issue16_configs |= {"oriented_rcnn_r50_fpn_1x_dota_le90", "oriented_rcnn_r50_fpn_fp16_1x_dota_le90"}
     assert set(SEED_CONFIGS) | {"demo_atss_le90"} | dataset_configs | issue16_configs == set(names)
     with pytest.raises(ValueError, match="rotated_atss_obb_r50_fpn_1x_dota_le90"):
         load_config("rotated_atss_obb_r50_fpn_1x_dota_le45")

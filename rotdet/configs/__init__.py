@@ -249,20 +249,36 @@ def _agree(where: str, value, version: str, key: str = "angle_version") -> None:
         )
 
 
+def _resolve_coder(coder, where: str, version: str, presets: bool = True) -> None:
+    if isinstance(coder, dict):
+        _agree(f"{where}.angle_range", coder.get("angle_range"), version)
+        coder["angle_range"] = version
+        for key, value in CODER_PRESETS[version].items() if presets else ():
+            if coder.get(key) is None:
+                coder[key] = value
+
+
+def _resolve_two_stage(model: dict, version: str) -> None:
+    """Oriented R-CNN: the RPN's ``version`` and midpoint-offset coder (which has no edge_swap /
+    proj_xy / norm_factor), the RoI box head's coder."""
+    rpn = model.get("rpn_head")
+    if isinstance(rpn, dict):
+        _agree("model.rpn_head.version", rpn.get("version"), version)
+        rpn["version"] = version
+        _resolve_coder(rpn.get("bbox_coder"), "model.rpn_head.bbox_coder", version, presets=False)
+    box_head = (model.get("roi_head") or {}).get("bbox_head")
+    if isinstance(box_head, dict):
+        _resolve_coder(box_head.get("bbox_coder"), "model.roi_head.bbox_head.bbox_coder", version)
+
+
 def _resolve_head(head: dict, where: str, version: str) -> None:
-    coder = head.get("bbox_coder")
     if head.get("type") in ("RotatedFCOSHead", "CSLRFCOSHead"):  # anchor-free: key angle_version
         for key in ("bbox_coder", "angle_coder"):
             if isinstance(head.get(key), dict):
                 _agree(f"{where}.{key}.angle_version", head[key].get("angle_version"), version)
                 head[key]["angle_version"] = version
         return
-    if isinstance(coder, dict):
-        _agree(f"{where}.bbox_coder.angle_range", coder.get("angle_range"), version)
-        coder["angle_range"] = version
-        for key, value in CODER_PRESETS[version].items():
-            if coder.get(key) is None:
-                coder[key] = value
+    _resolve_coder(head.get("bbox_coder"), f"{where}.bbox_coder", version)
     circ = head.get("assign_by_circumhbbox", True)  # mmrotate's default: assign on the hbb
     if isinstance(circ, str):
         _agree(f"{where}.assign_by_circumhbbox", circ, version)
@@ -293,6 +309,7 @@ def resolve_angle_version(cfg: dict) -> dict:
     for where, head in heads:
         if isinstance(head, dict):
             _resolve_head(head, where, version)
+    _resolve_two_stage(model, version)
     train_cfg = model.get("train_cfg") or {}
     if "s0" in train_cfg:  # R3Det: the first stage, then one per refine stage
         _resolve_assigner(train_cfg["s0"], "model.train_cfg.s0", version)

@@ -87,6 +87,8 @@ def check_num_classes(cfg: dict, classes: tuple[str, ...]) -> None:
     heads = [("model.bbox_head", model.get("bbox_head"))]
     heads += [(f"model.refine_heads.{i}", h) for i, h in enumerate(model.get("refine_heads") or [])]
     heads += [(f"model.{k}", model.get(k)) for k in ("fam_head", "odm_head")]  # S2A-Net's
+    # Oriented R-CNN's
+    heads += [("model.roi_head.bbox_head", (model.get("roi_head") or {}).get("bbox_head"))]
     for where, head in heads:
         if not isinstance(head, dict) or "num_classes" not in head:
             continue
@@ -116,6 +118,7 @@ def resolve_data_config(cfg: dict, data_root: str | os.PathLike | None = None) -
         *(model.get("refine_heads") or []),
         model.get("fam_head"),
         model.get("odm_head"),
+        (model.get("roi_head") or {}).get("bbox_head"),
     ]:
         if isinstance(head, dict) and head.get("num_classes", 0) is None:
             head["num_classes"] = len(classes)

@@ -91,6 +91,12 @@ def _build_s2anet(model: dict) -> nn.Module:
     return build_s2anet(model)
 
 
+def _build_oriented_rcnn(model: dict) -> nn.Module:
+    from rotdet.models.oriented_rcnn import build_oriented_rcnn  # it builds its parts with this module's
+
+    return build_oriented_rcnn(model)
+
+
 def _build_rotated_fcos(model: dict) -> nn.Module:
     from rotdet.models.fcos import build_rotated_fcos  # anchor-free: its own head and losses
 
@@ -101,6 +107,7 @@ DETECTORS: dict[str, Callable[[dict], nn.Module]] = {
     "RotatedRetinaNet": _build_single_stage,
     "R3Det": _build_r3det,
     "S2ANet": _build_s2anet,
+    "OrientedRCNN": _build_oriented_rcnn,
     "RotatedFCOS": _build_rotated_fcos,
 }
 
