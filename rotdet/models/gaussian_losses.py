@@ -51,6 +51,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rotdet.models.loss_reduction import weight_reduce_loss
+
 __all__ = [
     "GDLoss",
     "GDLossV1",
@@ -297,10 +299,10 @@ class GDLoss:
                 return (pred * weight).sum()
             weight = _positive(weight)
             target = _safe_targets(pred, target, weight > 0)
-        loss = self.elementwise(pred, target)
-        if weight is not None:
-            loss = loss * weight
-        return _reduce(loss, self.reduction, avg_factor) * self.loss_weight
+        return (
+            weight_reduce_loss(self.elementwise(pred, target), weight, self.reduction, avg_factor)
+            * self.loss_weight
+        )
 
     def level_losses(
         self, pred: Tensor, target: Tensor, weights: Tensor, level_sizes: list[int], avg_factor: Tensor
@@ -316,17 +318,6 @@ class GDLoss:
         loss = self.elementwise(pred, _safe_targets(pred, target, weight > 0)) * weight
         sums = torch.stack([x.sum() for x in loss.split(level_sizes, dim=1)])
         return self.loss_weight * (sums / (avg_factor + _EPS))
-
-
-def _reduce(loss: Tensor, reduction: str, avg_factor: float | Tensor | None) -> Tensor:
-    """mmdet's ``weight_reduce_loss`` after the weighting."""
-    if avg_factor is None:
-        return loss.mean() if reduction == "mean" else loss.sum() if reduction == "sum" else loss
-    if reduction == "mean":
-        return loss.sum() / (avg_factor + _EPS)
-    if reduction == "sum":
-        raise ValueError('avg_factor can not be used with reduction="sum"')
-    return loss
 
 
 @dataclass(frozen=True)

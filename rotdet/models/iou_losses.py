@@ -14,36 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from rotdet.models.loss_reduction import REDUCTIONS as _REDUCTIONS
+from rotdet.models.loss_reduction import weighted_loss
 from rotdet.ops.diff_iou import diff_iou_rotated_2d
 
-__all__ = ["GIoULoss", "RotatedIoULoss", "aligned_giou", "reduce_loss"]
-
-_EPS = torch.finfo(torch.float32).eps
-_REDUCTIONS = ("none", "mean", "sum")
-
-
-def reduce_loss(
-    loss: Tensor, weight: Tensor | None, reduction: str, avg_factor: float | Tensor | None
-) -> Tensor:
-    """mmdet's ``weight_reduce_loss`` of an element-wise ``loss [N]``."""
-    if weight is not None:
-        loss = loss * weight
-    if avg_factor is None:
-        return loss if reduction == "none" else (loss.mean() if reduction == "mean" else loss.sum())
-    if reduction == "mean":
-        return loss.sum() / (avg_factor + _EPS)
-    if reduction == "none":
-        return loss
-    raise ValueError('avg_factor can not be used with reduction="sum"')
-
-
-def _empty_weight(pred: Tensor, weight: Tensor | None, reduction: str) -> Tensor | None:
-    """mmdet's shortcut for a weight with no positive entry (None when it does not apply)."""
-    if weight is None or reduction == "none" or bool((weight > 0).any()):
-        return None
-    if pred.dim() == weight.dim() + 1:
-        weight = weight.unsqueeze(1)
-    return (pred * weight).sum()
+__all__ = ["GIoULoss", "RotatedIoULoss", "aligned_giou"]
 
 
 @dataclass(frozen=True)
@@ -84,13 +59,7 @@ class RotatedIoULoss:
     ) -> Tensor:
         """The loss of ``pred, target [N, 5]`` with ``weight [N]`` (or ``[N, 5]``: its mean)."""
         reduction = reduction or self.reduction
-        shortcut = _empty_weight(pred, weight, reduction)
-        if shortcut is not None:
-            return shortcut
-        if weight is not None and weight.dim() > 1:
-            weight = weight.mean(-1)
-        loss = reduce_loss(self.elementwise(pred, target), weight, reduction, avg_factor)
-        return self.loss_weight * loss
+        return weighted_loss(self.elementwise, pred, target, weight, avg_factor, reduction, self.loss_weight)
 
 
 def aligned_giou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-6) -> Tensor:
@@ -133,9 +102,4 @@ class GIoULoss:
     ) -> Tensor:
         """The loss of ``pred, target [N, 4]`` with ``weight [N]`` (or ``[N, 4]``: its mean)."""
         reduction = reduction or self.reduction
-        shortcut = _empty_weight(pred, weight, reduction)
-        if shortcut is not None:
-            return shortcut
-        if weight is not None and weight.dim() > 1:
-            weight = weight.mean(-1)
-        return self.loss_weight * reduce_loss(self.elementwise(pred, target), weight, reduction, avg_factor)
+        return weighted_loss(self.elementwise, pred, target, weight, avg_factor, reduction, self.loss_weight)
