@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_models_detectors import tiny_overrides
+from test_oriented_rcnn import tiny_overrides as orcnn_overrides
+from test_rotated_fcos import tiny_overrides as fcos_overrides
+from test_s2anet import tiny_overrides as s2anet_overrides
 from torch import nn
 
 from rotdet.configs import load_config
@@ -12,10 +16,6 @@ from rotdet.models import build_model
 from rotdet.models.backbone import ResNetBackbone
 from rotdet.models.fast_inference import fuse_conv_bn, optimize_for_inference
 from rotdet.structures.detections import RotatedDetections
-from tests.test_models_detectors import tiny_overrides
-from tests.test_oriented_rcnn import tiny_overrides as orcnn_overrides
-from tests.test_rotated_fcos import tiny_overrides as fcos_overrides
-from tests.test_s2anet import tiny_overrides as s2anet_overrides
 
 OVERRIDES = {"s2anet": s2anet_overrides, "rotated_fcos": fcos_overrides, "oriented_rcnn": orcnn_overrides}
 
