@@ -65,6 +65,8 @@ def small_overrides(name: str, channels: int = 32) -> list[str]:
         out.append(f"model.frm_cfgs.0.in_channels={channels}")
     if name == "s2anet":
         out.append(f"model.align_cfgs.channels={channels}")
+    if name == "fcos":
+        out.append("model.bbox_head.norm_cfg.num_groups=8")
     return out
 
 
@@ -83,6 +85,12 @@ ARCHS = {
     # nms_pre 300: the top-k over the refined boxes
     "r3det": ("r3det_r50_fpn_1x_dota_oc", [*small_overrides("r3det"), "model.test_cfg.nms_pre=300"], -4.0),
     "r3det_atss": ("r3det_atss_r50_fpn_1x_dota_oc", small_overrides("r3det"), -6.0),
+    # points, scored by score x centre-ness; nms_pre 300: the top-k of the first level
+    "fcos": (
+        "rotated_fcos_r50_fpn_1x_dota_le90",
+        [*small_overrides("fcos"), "model.test_cfg.nms_pre=300"],
+        -3.0,
+    ),
     # nms_pre 300: the top-k over the FAM head's rois
     "s2anet": (
         "s2anet_r50_fpn_1x_dota_le135",
@@ -115,12 +123,13 @@ def seed_weights(model: nn.Module, seed: int, cls_bias: float) -> None:
                 if isinstance(m, nn.BatchNorm2d):
                     m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                     m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
-        heads = [model.fam_head] if hasattr(model, "fam_head") else []
-        for head in [*heads, model.bbox_head, *getattr(model, "refine_head", [])]:
-            cls_conv = head.odm_cls if hasattr(head, "odm_cls") else head.retina_cls
-            reg_conv = head.odm_reg if hasattr(head, "odm_reg") else head.retina_reg
-            cls_conv.bias.add_(cls_bias)
-            reg_conv.weight.mul_(0.3)
+        for name, m in model.named_modules():  # the heads' last convs: retina_cls, odm_cls, conv_cls...
+            if isinstance(m, nn.Conv2d) and name.endswith("_cls"):
+                m.bias.add_(cls_bias)
+            elif isinstance(m, nn.Conv2d) and name.endswith("_reg"):
+                # damped deltas; Rotated FCOS's are distances (ReLU x stride): larger boxes, so
+                # that its NMS suppresses as the others' does
+                m.weight.mul_(3.0 if name == "bbox_head.conv_reg" else 0.3)
 
 
 @functools.cache
@@ -206,7 +215,7 @@ def test_graph_candidates_are_the_heads_candidates(arch):
     with torch.no_grad():
         normalized = graph.normalize(x[:1])
         assert torch.equal(normalized[0], sample["img"])  # the pipeline's Normalize, bit for bit
-        boxes, scores = graph(x)
+        boxes, scores, *factors = graph(x)  # Rotated FCOS: and its centre-ness
         metas = [{"img_shape": (SIZE, SIZE, 3), "scale_factor": [1.0] * 4}] * 2
         model = det.model
         feats = model.extract_feat(graph.normalize(x))
@@ -216,6 +225,10 @@ def test_graph_candidates_are_the_heads_candidates(arch):
             head = model.refine_head[-1]
             ref = head.predict(cls, reg, metas, anchors=rois, with_nms=False)
             want = head.predict(cls, reg, metas, anchors=rois)
+        elif arch == "fcos":
+            outs = model.bbox_head(feats)
+            ref = model.bbox_head.predict(outs, metas, with_nms=False)
+            want = model.bbox_head.predict(outs, metas)
         elif arch == "s2anet":
             _, rois, aligned = model._stages(feats)
             cls, reg = model.odm_head(aligned)
@@ -232,10 +245,22 @@ def test_graph_candidates_are_the_heads_candidates(arch):
         # (S2A-Net's deformable convolution in gathers may round a wide box's side by one ulp)
         torch.testing.assert_close(boxes[i], ref[i]["boxes"], rtol=2.5e-7, atol=1e-5)
         torch.testing.assert_close(scores[i], ref[i]["scores"], rtol=0, atol=1e-6)
+        if factors:
+            torch.testing.assert_close(factors[0][i], ref[i]["centerness"], rtol=0, atol=1e-6)
+    assert bool(factors) == (arch == "fcos") and graph.clamps_centres == (arch != "fcos")
     from rotdet.export.postprocess import candidates_to_detections
 
     cfg = det._test_cfg(None)
-    got = candidates_to_detections(boxes, scores, metas, cfg.score_thr, cfg.iou_thr, cfg.max_per_img)
+    got = candidates_to_detections(
+        boxes,
+        scores,
+        metas,
+        cfg.score_thr,
+        cfg.iou_thr,
+        cfg.max_per_img,
+        score_factors=factors[0] if factors else None,
+        clamp_centres=graph.clamps_centres,
+    )
     for g, w in zip(got, want, strict=True):
         assert torch.equal(g.labels, w.labels)
         torch.testing.assert_close(g.boxes, w.boxes, rtol=0, atol=1e-5)

@@ -524,14 +524,6 @@ def test_train_test_predict_bench_convert_cli(tmp_path):
     assert (tmp_path / "conv.pth").is_file()
 
 
-def test_export_refuses_rotated_fcos_in_one_line():
-    from rotdet.export.graph import CandidateGraph
-
-    model = build_model(load_config(LE90, tiny_overrides())).eval()
-    with pytest.raises(ValueError, match="cannot export a RotatedFCOS"):
-        CandidateGraph(model, 128, [0, 0, 0], [1, 1, 1], True, 100)
-
-
 def _ddp_worker(rank: int, port: int, out: str) -> None:
     import torch.distributed as dist
 

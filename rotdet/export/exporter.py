@@ -57,7 +57,7 @@ EXPORT_FORMAT_VERSION = 1
 # format -> graph file name in the folder
 FORMATS = {"onnx": "model.onnx", "pt2": "model.pt2"}
 DEFAULT_OPSET = 17
-INPUT_NAME, OUTPUT_NAMES = "images", ("boxes", "scores")
+INPUT_NAME = "images"  # the outputs: CandidateGraph.output_names
 # The exported graph must reproduce the eager one on a random batch (checked at export time).
 VERIFY_SCORE_ATOL, VERIFY_BOX_ATOL, VERIFY_BOX_RTOL, VERIFY_SWAP = 1e-4, 1e-2, 1e-4, 4
 
@@ -122,10 +122,10 @@ def _legacy_onnx_available() -> bool:
 def _onnx_bytes(graph: CandidateGraph, example: torch.Tensor, opset: int, exporter: str) -> tuple[bytes, str]:
     if exporter == "torchscript" and not _legacy_onnx_available():
         exporter = "dynamo"
-    names = {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES)}
+    names = {"input_names": [INPUT_NAME], "output_names": list(graph.output_names)}
     if exporter == "torchscript":
         f = io.BytesIO()
-        axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)}
+        axes = {name: {0: "batch"} for name in (INPUT_NAME, *graph.output_names)}
         with warnings.catch_warnings():
             # "You are using the legacy TorchScript-based ONNX export": chosen on purpose (see above)
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -148,7 +148,8 @@ def _static_output_shapes(data: bytes, graph: CandidateGraph) -> bytes:
     import onnx
 
     model = onnx.load_from_string(data)
-    sizes = {"boxes": (graph.num_candidates, 5), "scores": (graph.num_candidates, graph.num_classes)}
+    k = graph.num_candidates
+    sizes = {"boxes": (k, 5), "scores": (k, graph.num_classes), "score_factors": (k,)}
     for out in model.graph.output:
         dims = out.type.tensor_type.shape.dim
         for dim, size in zip(dims[1:], sizes[out.name], strict=True):
@@ -162,14 +163,15 @@ def _torch_export(graph: CandidateGraph, example: torch.Tensor) -> torch.export.
     return torch.export.export(graph, (example,), dynamic_shapes={"images": {0: batch}})
 
 
-def _check_outputs(
-    fmt: str, got: tuple[np.ndarray, np.ndarray], want: tuple[torch.Tensor, torch.Tensor]
-) -> None:
+def _check_outputs(fmt: str, got: tuple[np.ndarray, ...], want: tuple[torch.Tensor, ...]) -> None:
     """The exported graph's candidates match the eager graph's, each within a few places of its
     own (two anchors whose best scores differ by a rounding error may swap places in the top-k;
     the NMS orders by score anyway), all but a few."""
-    boxes, scores = (np.asarray(g, dtype=np.float64) for g in got)
-    ref_boxes, ref_scores = (w.double().numpy() for w in want)
+    # (Rotated FCOS's third output, the centre-ness, is compared as one more score column)
+    boxes, *scores = (np.asarray(g, dtype=np.float64) for g in got)
+    ref_boxes, *ref_scores = (w.double().numpy() for w in want)
+    scores = np.concatenate([scores[0], *(f[..., None] for f in scores[1:])], axis=2)
+    ref_scores = np.concatenate([ref_scores[0], *(f[..., None] for f in ref_scores[1:])], axis=2)
     if boxes.shape != ref_boxes.shape or scores.shape != ref_scores.shape:
         raise ExportError(
             f"the exported {fmt} graph gives shapes {boxes.shape} / {scores.shape}, "
@@ -327,8 +329,14 @@ def export_metadata(detector, graph, fmt: str, data: bytes, exporter: str, check
         "outputs": {
             "boxes": {"shape": ["batch", graph.num_candidates, 5], "dtype": "float32"},
             "scores": {"shape": ["batch", graph.num_candidates, graph.num_classes], "dtype": "float32"},
+            **(
+                {"score_factors": {"shape": ["batch", graph.num_candidates], "dtype": "float32"}}
+                if "score_factors" in graph.output_names
+                else {}
+            ),
             "num_candidates": graph.num_candidates,
             "box_format": f"cx, cy, w, h, theta (radians, {detector.angle_version}), window pixels",
+            "centres_clamped": graph.clamps_centres,
         },
         "test_cfg": {
             "nms_pre": test_cfg.nms_pre,

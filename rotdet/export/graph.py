@@ -1,7 +1,7 @@
 """The exported graph: windows in, the candidates that go into NMS out, static shapes throughout.
 
-:class:`CandidateGraph` wraps a :mod:`rotdet.models` detector (Rotated RetinaNet / ATSS, R3Det or
-S2A-Net) for a fixed window size ``S``:
+:class:`CandidateGraph` wraps a :mod:`rotdet.models` detector (Rotated RetinaNet / ATSS, R3Det,
+S2A-Net or Rotated FCOS) for a fixed window size ``S``:
 
 * input ``images``: uint8 ``[B, S, S, 3]``, BGR (OpenCV's layout, what the split tool writes), the
   batch size free;
@@ -13,7 +13,9 @@ S2A-Net) for a fixed window size ``S``:
   level has no more than ``nms_pre``), decoded by the head's box coder with the centre clamp to the
   window, exactly as :func:`rotdet.models.postprocess.dense_detections` selects them;
 * outputs ``boxes`` float32 ``[B, K, 5]`` (the config's angle version, window pixels) and
-  ``scores`` float32 ``[B, K, C]`` (sigmoid), ``K = sum_l min(nms_pre, N_l)``.
+  ``scores`` float32 ``[B, K, C]`` (sigmoid), ``K = sum_l min(nms_pre, N_l)``; Rotated FCOS also
+  ``score_factors`` ``[B, K]`` (its centre-ness: it selects by score x centre-ness, and its
+  decoder does not clamp centres, see :attr:`CandidateGraph.clamps_centres`).
 
 Anchors are buffers (constants in the graph); there is no ``nonzero``, boolean indexing or other
 data-dependent shape, and nothing of :mod:`rotdet.ops` but the pure-PyTorch feature alignment and
@@ -36,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from rotdet.models.detectors import SIZE_DIVISOR, R3Det, RotatedSingleStageDetector
+from rotdet.models.fcos import RotatedFCOS
 from rotdet.models.s2anet import S2ANet
 from rotdet.ops.align_conv import align_conv_offsets, deform_conv2d_gather
 
@@ -56,7 +59,7 @@ def featmap_sizes(model: nn.Module, size: int) -> list[tuple[int, int]]:
         with torch.no_grad():
             param = next(model.parameters())
             x = torch.zeros(1, 3, size, size, dtype=param.dtype, device=param.device)
-            cls_scores, _ = head(model.extract_feat(x))
+            cls_scores = head(model.extract_feat(x))[0]
     finally:
         model.train(was_training)
     return [(int(c.shape[-2]), int(c.shape[-1])) for c in cls_scores]
@@ -89,11 +92,11 @@ class CandidateGraph(nn.Module):
         nms_pre: int,
     ) -> None:
         super().__init__()
-        if not isinstance(model, (RotatedSingleStageDetector, R3Det, S2ANet)):
+        if not isinstance(model, (RotatedSingleStageDetector, R3Det, S2ANet, RotatedFCOS)):
             # A ValueError, so the command line prints one line.
             raise ValueError(
                 f"cannot export a {type(model).__name__}: rotdet export takes RetinaNet / ATSS, "
-                "R3Det and S2A-Net models"
+                "R3Det, S2A-Net and Rotated FCOS models"
             )
         if size < SIZE_DIVISOR or size % SIZE_DIVISOR:
             raise ValueError(f"the input size must be a multiple of {SIZE_DIVISOR} (>= 32), got {size}")
@@ -103,7 +106,12 @@ class CandidateGraph(nn.Module):
         self.nms_pre = int(nms_pre)
         self.is_r3det = isinstance(model, R3Det)
         self.is_s2anet = isinstance(model, S2ANet)
+        self.is_fcos = isinstance(model, RotatedFCOS)
         self.architecture = type(model).__name__
+        # Rotated FCOS ranks and suppresses by score x centre-ness (a third output) and, as
+        # mmrotate's, never clamps its centres to the image
+        self.output_names = ("boxes", "scores", "score_factors") if self.is_fcos else ("boxes", "scores")
+        self.clamps_centres = not self.is_fcos
         self.final_head = model.refine_head[-1] if self.is_r3det else model.bbox_head
         self.num_classes = int(self.final_head.num_classes)
         # mmcv's imnormalize: OpenCV subtracts the mean from the float32 image (exact in float32)
@@ -113,9 +121,12 @@ class CandidateGraph(nn.Module):
         self.register_buffer("std", torch.from_numpy(np.float32(std)), persistent=False)
         self.sizes = featmap_sizes(model, self.size)
         device = self.mean.device
-        anchors = _first_head(model).anchor_generator.grid_anchors(
-            self.sizes, device=device, dtype=torch.float32
-        )
+        if self.is_fcos:  # its priors are the points, one per location
+            anchors = model.bbox_head.points(self.sizes, device)
+        else:
+            anchors = _first_head(model).anchor_generator.grid_anchors(
+                self.sizes, device=device, dtype=torch.float32
+            )
         self.level_anchors = [int(a.shape[0]) for a in anchors]
         for i, a in enumerate(anchors):
             self.register_buffer(f"anchors_{i}", a.contiguous(), persistent=False)
@@ -196,10 +207,42 @@ class CandidateGraph(nn.Module):
                 rois = self._refine_bboxes(model.refine_head[i], bbox_preds, rois)
         return cls_scores, bbox_preds, rois
 
+    def _fcos_candidates(self, feats: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotated FCOS: per level the ``nms_pre`` points with the best score x centre-ness, decoded
+        from their distances and angle (``RotatedFCOSHead.predict``, batched)."""
+        head = self.model.bbox_head
+        batch, c = feats[0].shape[0], self.num_classes
+        boxes_l, scores_l, factors_l = [], [], []
+        outputs = zip(*head(feats), self._anchors(), strict=True)
+        for cls, reg, ang, ctr, pts in outputs:
+            scores = cls.float().permute(0, 2, 3, 1).reshape(batch, -1, c).sigmoid()
+            factors = ctr.float().permute(0, 2, 3, 1).reshape(batch, -1).sigmoid()
+            n = scores.shape[1]
+            angles = head.decode_angle(ang.float().permute(0, 2, 3, 1).reshape(batch * n, -1))
+            dist = torch.cat(
+                [reg.float().permute(0, 2, 3, 1).reshape(batch, n, 4), angles.reshape(batch, n, 1)], 2
+            )
+            pts = pts[None].expand(batch, -1, -1)
+            if 0 < self.nms_pre < n:
+                top = (scores * factors[..., None]).max(dim=2).values.topk(self.nms_pre, dim=1).indices
+                pts = pts.gather(1, top[..., None].expand(-1, -1, 2))
+                dist = dist.gather(1, top[..., None].expand(-1, -1, 5))
+                scores = scores.gather(1, top[..., None].expand(-1, -1, c))
+                factors = factors.gather(1, top)
+            k = pts.shape[1]
+            boxes_l.append(
+                head.bbox_coder.decode(pts.reshape(-1, 2), dist.reshape(-1, 5)).reshape(batch, k, 5)
+            )
+            scores_l.append(scores)
+            factors_l.append(factors)
+        return torch.cat(boxes_l, dim=1), torch.cat(scores_l, dim=1), torch.cat(factors_l, dim=1)
+
     # ------------------------------------------------------------------ forward
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         batch = images.shape[0]
         c = self.num_classes
+        if self.is_fcos:
+            return self._fcos_candidates(self.model.extract_feat(self.normalize(images)))
         cls_scores, bbox_preds, priors = self._head_outputs(self.model.extract_feat(self.normalize(images)))
         priors_l, deltas_l, scores_l = [], [], []
         for cls, reg, prior in zip(cls_scores, bbox_preds, priors, strict=True):

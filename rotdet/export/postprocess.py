@@ -34,6 +34,8 @@ def candidates_to_detections(
     max_per_img: int,
     rescale: bool = True,
     angle_version: str = "oc",
+    score_factors: Tensor | None = None,
+    clamp_centres: bool = True,
 ) -> list[RotatedDetections]:
     """Per image :class:`~rotdet.structures.RotatedDetections` by descending score.
 
@@ -42,10 +44,20 @@ def candidates_to_detections(
         metas: per window ``img_shape`` (h, w[, c]) and, when ``rescale``, ``scale_factor``.
         score_thr, iou_thr, max_per_img: the final head's ``test_cfg``.
         angle_version: the boxes' convention (the export's metadata).
+        score_factors: Rotated FCOS's ``[B, K]`` centre-ness, multiplied into the scores that pass
+            the threshold (mmrotate's ``score_factors``).
+        clamp_centres: clamp the centres to each window (the anchor heads' decoders do; Rotated
+            FCOS's does not).
     """
     batch = scores.shape[0]
     if len(metas) != batch:
         raise ValueError(f"{batch} windows but {len(metas)} metadata dicts")
+    if not clamp_centres:
+        if rescale:
+            boxes = unscale_boxes(boxes, metas)
+        return select_detections(
+            boxes, scores, metas, score_thr, iou_thr, max_per_img, angle_version, score_factors
+        )
     xmax = boxes.new_tensor([float(m["img_shape"][1] - 1) for m in metas])[:, None]
     ymax = boxes.new_tensor([float(m["img_shape"][0] - 1) for m in metas])[:, None]
     boxes = torch.cat(
@@ -59,4 +71,6 @@ def candidates_to_detections(
     if rescale:
         boxes = unscale_boxes(boxes, metas)
 
-    return select_detections(boxes, scores, metas, score_thr, iou_thr, max_per_img, angle_version)
+    return select_detections(
+        boxes, scores, metas, score_thr, iou_thr, max_per_img, angle_version, score_factors
+    )

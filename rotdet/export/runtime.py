@@ -178,14 +178,15 @@ class ExportedModel:
             )
 
     @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, images: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """The graph's outputs: ``boxes [B, K, 5]``, ``scores [B, K, C]`` and, for Rotated FCOS,
+        ``score_factors [B, K]``."""
         self.check_input(images)
         if self.session is not None:
-            boxes, scores = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(images)})
-            return torch.from_numpy(boxes).to(self.device), torch.from_numpy(scores).to(self.device)
+            outputs = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(images)})
+            return tuple(torch.from_numpy(o).to(self.device) for o in outputs)
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        boxes, scores = self.program(x)
-        return boxes, scores
+        return tuple(self.program(x))
 
 
 class ExportedDetector(Detector):
@@ -233,7 +234,7 @@ class ExportedDetector(Detector):
                 batch[i] = PATCH_PADDING
             batch[i, :h, :w] = img
             metas.append(image_meta(img_shape=img.shape, scale_factor=r["scale_factor"]))
-        boxes, scores = self.runner(batch)
+        boxes, scores, *factors = self.runner(batch)
         return candidates_to_detections(
             boxes,
             scores,
@@ -242,6 +243,8 @@ class ExportedDetector(Detector):
             cfg.iou_thr,
             cfg.max_per_img,
             angle_version=self.angle_version,
+            score_factors=factors[0] if factors else None,
+            clamp_centres=bool(self.meta["outputs"].get("centres_clamped", True)),
         )
 
     def __repr__(self) -> str:

@@ -127,6 +127,7 @@ def select_detections(
     iou_thr: float,
     max_per_img: int,
     angle_version: str = "oc",
+    score_factors: Tensor | None = None,
 ) -> list[RotatedDetections]:
     """Decoded candidates to detections: mmrotate's ``multiclass_nms_rotated`` for a whole batch.
 
@@ -134,6 +135,8 @@ def select_detections(
         boxes: ``[B, K, 5]`` decoded candidate boxes; scores: ``[B, K, C]`` class scores.
         metas: per image dicts (``id`` names the detections).
         score_thr, iou_thr, max_per_img: ``test_cfg``.
+        score_factors: optional ``[B, K]`` factors multiplied into the scores after the threshold
+            (Rotated FCOS's centre-ness).
 
     Candidates with a class score ``> score_thr`` are flattened image-major, then candidate, then
     class (``nonzero`` order, as mmrotate flattens one image's ``[N, C]`` scores, so equal scores are
@@ -144,6 +147,8 @@ def select_detections(
     img, anchor, label = (scores > score_thr).nonzero(as_tuple=True)
     cand_boxes = boxes[img, anchor]
     cand_scores = scores[img, anchor, label]
+    if score_factors is not None:
+        cand_scores = cand_scores * score_factors[img, anchor]
     keep = batched_nms_rotated(cand_boxes, cand_scores, img * num_classes + label, iou_thr)
     # Group the kept boxes by image (a stable sort keeps each image's score order): one host sync
     # for the counts instead of one per image.
