@@ -95,7 +95,7 @@ ARCHS = {
     "s2anet": (
         "s2anet_r50_fpn_1x_dota_le135",
         [*small_overrides("s2anet"), "model.test_cfg.nms_pre=300"],
-        -3.0,
+        -2.5,
     ),
 }
 
@@ -263,7 +263,7 @@ def test_graph_candidates_are_the_heads_candidates(arch):
     )
     for g, w in zip(got, want, strict=True):
         assert torch.equal(g.labels, w.labels)
-        torch.testing.assert_close(g.boxes, w.boxes, rtol=0, atol=1e-5)
+        torch.testing.assert_close(g.boxes, w.boxes, rtol=2.5e-7, atol=1e-5)
         torch.testing.assert_close(g.scores, w.scores, rtol=0, atol=1e-6)
 
 

@@ -34,6 +34,10 @@ def _randomise_batch_norms(model: nn.Module, generator: torch.Generator) -> None
 def _flat(outputs) -> torch.Tensor:
     if isinstance(outputs, torch.Tensor):
         return outputs.flatten()
+    if isinstance(outputs, dict) and "proposals" in outputs:
+        # Oriented R-CNN: the RPN's outputs (how many proposals survive its NMS may change with
+        # the rounding, and the RoI head's outputs with them)
+        return _flat(outputs["rpn"])
     if isinstance(outputs, dict):
         outputs = [outputs[k] for k in sorted(outputs)]
     return torch.cat([_flat(o) for o in outputs if isinstance(o, torch.Tensor | list | tuple | dict)])
