@@ -73,7 +73,7 @@ def calibrate(det: Detector, window: np.ndarray, candidates: int) -> float:
     pass the threshold (a uniform shift changes neither the top-k nor R3Det's best anchors)."""
     graph = build_graph(det)
     with torch.no_grad():
-        _, scores = graph(torch.from_numpy(np.ascontiguousarray(window))[None])
+        scores = graph(torch.from_numpy(np.ascontiguousarray(window))[None])[1]
     logits = torch.logit(scores.double().clamp(1e-12, 1 - 1e-12)).flatten()
     thr = math.log(0.05 / 0.95)
     k = min(candidates, logits.numel() - 1)
