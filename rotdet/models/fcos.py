@@ -41,6 +41,7 @@ from rotdet.models.detectors import _Detector, pad_to_multiple
 from rotdet.models.gaussian_losses import GDLossV1
 from rotdet.models.heads import ConvReLU
 from rotdet.models.iou_losses import GIoULoss, RotatedIoULoss
+from rotdet.models.loss_reduction import EPS, empty_weight_loss
 from rotdet.models.losses import LossSpec, build_loss, sigmoid_focal_loss
 from rotdet.models.postprocess import TestConfig, unscale_boxes
 from rotdet.models.targets import GroundTruths, featmap_sizes
@@ -59,7 +60,6 @@ __all__ = [
 ]
 
 INF = 1e8  # mmrotate's "no upper bound" regress range and background area
-_EPS = torch.finfo(torch.float32).eps
 
 
 def level_points(featmap_sizes: Sequence[tuple[int, int]], strides: Sequence[int], device) -> list[Tensor]:
@@ -463,7 +463,7 @@ class RotatedFCOSHead(nn.Module):
             return values.new_zeros(num_levels).index_add_(0, levels, values)
 
         focal = sigmoid_focal_loss(cls, t.labels, self.loss_cls.gamma, self.loss_cls.alpha).sum(-1)  # [B, P]
-        loss_cls = self.loss_cls.loss_weight * per_level(focal.sum(0), level_of) / (num_pos + _EPS)
+        loss_cls = self.loss_cls.loss_weight * per_level(focal.sum(0), level_of) / (num_pos + EPS)
         b_idx, p_idx = pos.nonzero(as_tuple=True)
         pos_levels = level_of[p_idx]
         pos_sides = t.boxes[b_idx, p_idx]
@@ -497,11 +497,11 @@ class RotatedFCOSHead(nn.Module):
                 -1
             )
             losses["loss_angle"] = (
-                self.loss_angle.loss_weight * per_level(angle_loss, pos_levels) / (num_pos + _EPS)
+                self.loss_angle.loss_weight * per_level(angle_loss, pos_levels) / (num_pos + EPS)
             )
         bce = self.loss_centerness.elementwise(pos_ctr, ctr_targets)
         losses["loss_centerness"] = (
-            self.loss_centerness.loss_weight * per_level(bce, pos_levels) / (num_pos + _EPS)
+            self.loss_centerness.loss_weight * per_level(bce, pos_levels) / (num_pos + EPS)
         )
         return losses
 
@@ -517,13 +517,14 @@ class RotatedFCOSHead(nn.Module):
         def per_level(values: Tensor, at: Tensor) -> Tensor:
             return values.new_zeros(num_levels).index_add_(0, at, values)
 
-        if not bool((weight > 0).any()):  # mmdet's shortcut: a zero connected to the graph
-            return (pred * weight[:, None]).sum() + pred.new_zeros(num_levels)
+        shortcut = empty_weight_loss(pred, weight, "mean")  # mmdet's: a zero connected to the graph
+        if shortcut is not None:
+            return shortcut + pred.new_zeros(num_levels)
         if isinstance(loss, GDLossV1):
             keep = weight > 0
             values = loss(pred, target, weight)
             return per_level(values, levels[keep]) / values.shape[0]
-        return loss.loss_weight * per_level(loss.elementwise(pred, target) * weight, levels) / (denorm + _EPS)
+        return loss.loss_weight * per_level(loss.elementwise(pred, target) * weight, levels) / (denorm + EPS)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

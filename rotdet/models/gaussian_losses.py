@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rotdet.models.loss_reduction import weight_reduce_loss
+from rotdet.models.loss_reduction import EPS, weight_reduce_loss
 
 __all__ = [
     "GDLoss",
@@ -66,7 +66,6 @@ __all__ = [
     "xy_wh_r_to_xy_sigma",
 ]
 
-_EPS = torch.finfo(torch.float32).eps
 Gaussian = tuple[Tensor, Tensor]  # mean [..., 2], covariance [..., 2, 2]
 
 
@@ -317,7 +316,7 @@ class GDLoss:
         weight = _positive(weights)
         loss = self.elementwise(pred, _safe_targets(pred, target, weight > 0)) * weight
         sums = torch.stack([x.sum() for x in loss.split(level_sizes, dim=1)])
-        return self.loss_weight * (sums / (avg_factor + _EPS))
+        return self.loss_weight * (sums / (avg_factor + EPS))
 
 
 @dataclass(frozen=True)
@@ -451,4 +450,4 @@ class KFLoss:
         loss = self.elementwise(pred, target, *decoded)
         loss = torch.where(weight > 0, loss * weight, torch.zeros_like(loss))
         sums = torch.stack([x.sum() for x in loss.split(level_sizes, dim=1)])
-        return self.loss_weight * (sums / (avg_factor + _EPS))
+        return self.loss_weight * (sums / (avg_factor + EPS))

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rotdet.models.gaussian_losses import GDLoss, GDLossV1, KFLoss
+from rotdet.models.loss_reduction import EPS  # mmdet's weight_reduce_loss: sum / (avg_factor + eps)
 
 if TYPE_CHECKING:
     from rotdet.models.targets import AnchorTargets
@@ -44,8 +45,6 @@ __all__ = [
     "sigmoid_focal_loss",
     "smooth_l1_loss",
 ]
-
-_EPS = torch.finfo(torch.float32).eps
 
 
 def sigmoid_focal_loss(logits: Tensor, labels: Tensor, gamma: float = 2.0, alpha: float = 0.25) -> Tensor:
@@ -136,7 +135,7 @@ def level_losses(loss: Tensor, level_sizes: list[int], avg_factor: float | Tenso
     """``[L]``: mmdet's ``loss.sum() / (avg_factor + eps)`` of each level's slice of
     ``loss [B, N, ...]`` (levels concatenated along dim 1); ``avg_factor`` may be a 0-dim tensor."""
     sums = torch.stack([x.sum() for x in loss.split(level_sizes, dim=1)])
-    return sums / (avg_factor + _EPS)
+    return sums / (avg_factor + EPS)
 
 
 def levels_to_flat(outputs: Sequence[Tensor], channels: int) -> Tensor:

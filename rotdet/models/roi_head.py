@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from rotdet.models.assigners import MaxIoUAssigner, assigner_from_config
 from rotdet.models.coders import DeltaXYWHAOBBoxCoder
+from rotdet.models.loss_reduction import EPS  # mmdet's weight_reduce_loss: sum / (avg_factor + eps)
 from rotdet.models.losses import smooth_l1_loss
 from rotdet.models.postprocess import TestConfig
 from rotdet.models.rpn import with_permutation
@@ -44,8 +45,6 @@ from rotdet.ops.nms import multiclass_nms_rotated
 from rotdet.structures.detections import RotatedDetections
 
 __all__ = ["OrientedStandardRoIHead", "RCNNTrainConfig", "RotatedShared2FCBBoxHead", "rois_of"]
-
-_EPS = torch.finfo(torch.float32).eps  # mmdet's weight_reduce_loss: sum / (avg_factor + eps)
 
 
 def rois_of(boxes: Sequence[Tensor]) -> Tensor:
@@ -173,7 +172,7 @@ class RotatedShared2FCBBoxHead(nn.Module):
         cls_score, bbox_pred = cls_score.float(), bbox_pred.float()
         avg = max(float((label_weights > 0).sum()), 1.0)
         ce = F.cross_entropy(cls_score, labels, reduction="none") * label_weights
-        loss_cls = self.loss_cls_weight * ce.sum() / (avg + _EPS)
+        loss_cls = self.loss_cls_weight * ce.sum() / (avg + EPS)
         acc = (cls_score.argmax(dim=1) == labels).float().mean() * 100.0
         pos = (labels >= 0) & (labels < self.num_classes)
         if self.reg_class_agnostic:
@@ -181,7 +180,7 @@ class RotatedShared2FCBBoxHead(nn.Module):
         else:
             pos_pred = bbox_pred.view(bbox_pred.shape[0], -1, 5)[pos, labels[pos]]
         el = smooth_l1_loss(pos_pred, bbox_targets[pos], self.loss_bbox_beta)
-        loss_bbox = self.loss_bbox_weight * el.sum() / (bbox_targets.shape[0] + _EPS)
+        loss_bbox = self.loss_bbox_weight * el.sum() / (bbox_targets.shape[0] + EPS)
         return {"loss_cls": loss_cls, "acc": acc.detach(), "loss_bbox": loss_bbox}
 
 

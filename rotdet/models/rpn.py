@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from rotdet.models.anchors import AnchorGenerator
 from rotdet.models.assigners import AssignResult
 from rotdet.models.config_keys import constructor_kwargs
+from rotdet.models.loss_reduction import EPS  # mmdet's weight_reduce_loss: sum / (avg_factor + eps)
 from rotdet.models.losses import smooth_l1_loss
 from rotdet.models.samplers import Permutation, RandomSampler
 from rotdet.structures import check_version
@@ -54,7 +55,6 @@ __all__ = [
     "with_permutation",
 ]
 
-_EPS = torch.finfo(torch.float32).eps  # mmdet's weight_reduce_loss: sum / (avg_factor + eps)
 _SPLIT_THR = 10000  # mmcv's batched_nms: one NMS with offset boxes below this many boxes
 _OVERLAP_CHUNK = 1 << 22  # ground truth x anchor pairs per step of the RPN's IoU matrix
 
@@ -399,7 +399,7 @@ class OrientedRPNHead(nn.Module):
             cls_el = F.binary_cross_entropy_with_logits(logits, (labels == 0).float(), reduction="none")
             cls_el = cls_el * label_weights
             box_el = smooth_l1_loss(deltas, bbox_targets, self.loss_bbox_beta) * bbox_weights
-            denom = num_samples + _EPS
+            denom = num_samples + EPS
             loss_cls = torch.stack([x.sum() for x in cls_el.split(level_sizes, 1)]) / denom
             loss_bbox = torch.stack([x.sum() for x in box_el.split(level_sizes, 1)]) / denom
         return {
