@@ -43,6 +43,7 @@ from rotdet.engine import Detector  # noqa: E402
 from rotdet.export import export_detector  # noqa: E402
 from rotdet.export.exporter import build_graph  # noqa: E402
 from rotdet.export.runtime import ExportedDetector  # noqa: E402
+from rotdet.models.oriented_rcnn import OrientedRCNN  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the repo
 IMAGES = ["dota_samples/images/P0706.png", "demo/dota_demo.jpg"]
@@ -64,8 +65,13 @@ def seed_weights(model: nn.Module, seed: int) -> None:
                 if isinstance(m, nn.BatchNorm2d):
                     m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                     m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+            elif isinstance(m, nn.Linear):  # Oriented R-CNN's RoI head
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(m.weight.shape[1]))
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
         for conv in head_convs(model, "reg"):
             conv.weight.mul_(0.3)
+        if isinstance(model, OrientedRCNN):
+            model.roi_head.bbox_head.fc_reg.weight.mul_(0.3)
 
 
 def calibrate(det: Detector, window: np.ndarray, candidates: int) -> float:
@@ -74,6 +80,8 @@ def calibrate(det: Detector, window: np.ndarray, candidates: int) -> float:
     graph = build_graph(det)
     with torch.no_grad():
         scores = graph(torch.from_numpy(np.ascontiguousarray(window))[None])[1]
+    if graph.is_two_stage:
+        return _calibrate_background(det.model.roi_head.bbox_head.fc_cls, scores[0].double(), candidates)
     logits = torch.logit(scores.double().clamp(1e-12, 1 - 1e-12)).flatten()
     thr = math.log(0.05 / 0.95)
     k = min(candidates, logits.numel() - 1)
@@ -82,6 +90,25 @@ def calibrate(det: Detector, window: np.ndarray, candidates: int) -> float:
         for conv in head_convs(det.model, "cls"):
             conv.bias.add_(shift)
     return shift
+
+
+def _calibrate_background(fc_cls: nn.Linear, scores: torch.Tensor, candidates: int) -> float:
+    """Oriented R-CNN's softmax: raise the background logit by ``d`` so that about ``candidates``
+    of the proposals' class scores ``[P, C]`` pass 0.05. Its scores are then divided per proposal
+    by ``1 - p_bg + p_bg * e^d`` (the RoI head's input does not change), so ``d`` is found on
+    them by bisection without running the model again."""
+    background = (1.0 - scores.sum(dim=1)).clamp(min=0.0)
+
+    def passing(d: float) -> int:
+        return int((scores / (1.0 - background + background * math.exp(d))[:, None] > 0.05).sum())
+
+    lo, hi = -30.0, 30.0  # passing() falls with d
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if passing(mid) >= candidates else (lo, mid)
+    with torch.no_grad():
+        fc_cls.bias[-1] += lo
+    return lo
 
 
 def make_detector(name: str, size: int | None, threads: int) -> Detector:

@@ -19,7 +19,13 @@ from rotdet.configs import load_config
 from rotdet.data import ensure_toy_dota
 from rotdet.engine import trainer as trainer_module
 from rotdet.engine.checkpoint import load_checkpoint
-from rotdet.engine.runtime import LossScaling, config_loss_scaling, loss_scaling, resolve_train_amp
+from rotdet.engine.runtime import (
+    LossScaling,
+    config_loss_scaling,
+    loss_scaling,
+    resolve_test_amp,
+    resolve_train_amp,
+)
 from rotdet.engine.trainer import Trainer, TrainOptions
 from rotdet.models import build_model
 
@@ -118,6 +124,17 @@ def test_the_config_decides_the_precision_unless_amp_is_given():
         resolve_train_amp("fp16", cfg, CPU)
     assert resolve_train_amp(None, load_config("oriented_rcnn_r50_fpn_1x_dota_le90"), CUDA) == ("none", None)
     assert TrainOptions().amp is None  # the Python API, like the CLI, defaults to the config's
+
+
+def test_testing_takes_fp16_on_cuda_only():
+    """``rotdet test``: mmrotate's tools/test.py runs an fp16 config in fp16; on a CPU float32."""
+    cfg = load_config(FP16)
+    assert resolve_test_amp(None, cfg, CUDA) == "fp16"
+    assert resolve_test_amp(None, cfg, CPU) == "none"
+    assert resolve_test_amp("bf16", cfg, CPU) == "bf16"
+    assert resolve_test_amp(None, load_config("oriented_rcnn_r50_fpn_1x_dota_le90"), CUDA) == "none"
+    with pytest.raises(ValueError, match="fp16"):
+        resolve_test_amp(None, {**cfg, "fp16": {"loss_scale": -1}}, CPU)
 
 
 def _tiny_fp16_cfg(toy_root: Path, *extra: str) -> dict:

@@ -14,6 +14,7 @@ from rotdet.data.dataset import check_images
 from rotdet.engine.data import build_dataset
 from rotdet.engine.distributed import init_distributed
 from rotdet.engine.inference import Detector
+from rotdet.engine.runtime import resolve_test_amp
 from rotdet.engine.test import describe_split, inference_on_dataset, per_class_results
 from rotdet.evaluation import eval_dota_task1, eval_rbbox_map
 from rotdet.structures.detections import write_detections_json
@@ -49,7 +50,12 @@ def add_test_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    parser.add_argument(
+        "--amp",
+        choices=("none", "bf16", "fp16"),
+        default=None,
+        help="mixed precision (default: fp16 on CUDA for a config with an fp16 key, else none)",
+    )
     parser.add_argument("--no-progress", action="store_true")
     add_fast_argument(parser)
 
@@ -77,7 +83,7 @@ def run_test(args: argparse.Namespace) -> int:
         device,
         args.batch_size,
         args.workers,
-        args.amp,
+        resolve_test_amp(args.amp, cfg, device),
         progress=not args.no_progress,
     )
     if not info.is_main:

@@ -20,6 +20,7 @@ __all__ = [
     "config_loss_scaling",
     "peak_memory_mib",
     "resolve_amp",
+    "resolve_test_amp",
     "resolve_train_amp",
     "rng_state",
     "seed_everything",
@@ -147,6 +148,17 @@ def resolve_train_amp(amp: str | None, cfg: dict, device: torch.device) -> tuple
         f"the config asks for fp16 mixed precision (fp16: {cfg['fp16']}), which needs CUDA; "
         f"training on {device.type} in bf16 instead (--amp none for float32)"
     )
+
+
+def resolve_test_amp(amp: str | None, cfg: dict, device: torch.device) -> str:
+    """The precision testing ``cfg`` on ``device`` runs in: an explicit ``amp`` wins; ``None`` takes
+    the config's ``fp16`` key on CUDA (mmrotate's ``tools/test.py`` runs such a config in fp16),
+    and float32 elsewhere (a CPU has no fp16 kernels worth the name, and bf16 would move the
+    reported mAP for no gain)."""
+    config_loss_scaling(cfg)  # a bad fp16 key fails here too
+    if amp is not None:
+        return resolve_amp(amp, device)
+    return "fp16" if cfg.get("fp16") is not None and device.type == "cuda" else "none"
 
 
 def autocast(device: torch.device, amp: str) -> torch.autocast:

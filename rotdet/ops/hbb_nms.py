@@ -64,9 +64,7 @@ def _nms_keep_mask_shape(boxes: Tensor, scores: Tensor, iou_threshold: float) ->
     return torch.empty(scores.shape, dtype=torch.bool, device=scores.device)
 
 
-def batched_nms_hbb_mask(
-    boxes: Tensor, scores: Tensor, group_sizes: Sequence[int], iou_thr: float
-) -> Tensor:
+def batched_nms_hbb_mask(boxes: Tensor, scores: Tensor, group_sizes: Sequence[int], iou_thr: float) -> Tensor:
     """:func:`batched_nms_hbb` of each image in static shapes: ``boxes [B, K, 4]`` (xyxy),
     ``scores [B, K]``, the groups consecutive runs of ``group_sizes`` (summing to ``K``) -> bool
     ``[B, K]``, True for the boxes :func:`batched_nms_hbb` keeps."""
