@@ -102,6 +102,18 @@ def dense_max_iou(
     return gt_inds, max_ov
 
 
+def max_iou_of_case(case, **kwargs):
+    """The MaxIoUAssigner of a ``dense_max_iou`` case (``pos``, ``neg``, ``min_pos``, ...)."""
+    return MaxIoUAssigner(
+        case["pos"],
+        case["neg"],
+        min_pos_iou=case["min_pos"],
+        gt_max_assign_all=case.get("assign_all", True),
+        match_low_quality=case.get("low_quality", True),
+        **kwargs,
+    )
+
+
 def random_scene(seed, size=384, m=40, retina=False, small=False, version="le90"):
     rng = np.random.RandomState(seed)
     anchors, counts = oracle.make_anchors(size, retina)
@@ -230,15 +242,8 @@ def test_max_iou_equals_dense_reference(kwargs):
     anchors, _, gts = random_scene(30, size=128, m=25, retina=True)
     gts[5] = torch.tensor(box(-400, -400, 20, 10))  # overlaps nothing
     gts[7] = gts[3]  # duplicate: ties everywhere
-    assigner = MaxIoUAssigner(
-        kwargs["pos"],
-        kwargs["neg"],
-        min_pos_iou=kwargs["min_pos"],
-        gt_max_assign_all=kwargs.get("assign_all", True),
-        match_low_quality=kwargs.get("low_quality", True),
-        low_quality_ties="exact",  # the dense reference's ties are exact-IoU ties
-    )
-    res = assigner.assign(anchors, gts)
+    # the dense reference's ties are exact-IoU ties
+    res = max_iou_of_case(kwargs, low_quality_ties="exact").assign(anchors, gts)
     expected, max_ov = dense_max_iou(anchors, gts, **kwargs)
     assert torch.equal(res.gt_inds, expected)
     assert torch.equal(res.max_overlaps, max_ov)
@@ -279,14 +284,8 @@ def test_max_iou_horizontal_equals_dense_reference(kwargs, seed):
     scenes.append((obb2xyxy(anchors_r, "le90"), obb2xyxy(gts_r, "le90")))
     for anchors, gts in scenes:
         for low_quality_ties in ("exact", "float32"):  # the same for horizontal IoU
-            assigner = MaxIoUAssigner(
-                kwargs["pos"],
-                kwargs["neg"],
-                min_pos_iou=kwargs["min_pos"],
-                gt_max_assign_all=kwargs.get("assign_all", True),
-                match_low_quality=kwargs.get("low_quality", True),
-                low_quality_ties=low_quality_ties,
-                iou_calculator={"type": "BboxOverlaps2D"},
+            assigner = max_iou_of_case(
+                kwargs, low_quality_ties=low_quality_ties, iou_calculator={"type": "BboxOverlaps2D"}
             )
             res = assigner.assign(anchors, gts)
             expected, max_ov = dense_max_iou(anchors, gts, **kwargs, overlaps_of=bbox_overlaps)
