@@ -29,6 +29,7 @@ from rotdet.data import make_toy_image
 from rotdet.engine import Detections, Detector
 from rotdet.engine.checkpoint import save_checkpoint
 from rotdet.models.postprocess import dense_detections
+from rotdet.models.roi_head import rois_of
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -54,6 +55,16 @@ def small_overrides(name: str, channels: int = 32) -> list[str]:
         f"data.classes=[{','.join(CLASSES)}]",
         f"data.img_scale=[{SIZE},{SIZE}]",
     ]
+    if name == "orcnn":  # the RPN's and RoI head's own keys (a 64-wide 2-FC head)
+        return out[:4] + [
+            f"model.rpn_head.in_channels={channels}",
+            f"model.rpn_head.feat_channels={channels}",
+            f"model.roi_head.bbox_roi_extractor.out_channels={channels}",
+            f"model.roi_head.bbox_head.in_channels={channels}",
+            "model.roi_head.bbox_head.fc_out_channels=64",
+            f"model.roi_head.bbox_head.num_classes={len(CLASSES)}",
+            *out[4:],
+        ]
     heads = {
         "r3det": ["model.bbox_head", "model.refine_heads.0"],
         "s2anet": ["model.fam_head", "model.odm_head"],
@@ -97,6 +108,9 @@ ARCHS = {
         [*small_overrides("s2anet"), "model.test_cfg.nms_pre=300"],
         -2.5,
     ),
+    # two stages: the RPN's per-level top-2000, its NMS in the graph, 2000 proposals per window;
+    # the shift is the RoI classifier's (its background logit raised)
+    "orcnn": ("oriented_rcnn_r50_fpn_1x_dota_le90", small_overrides("orcnn"), 2.0),
 }
 
 
@@ -123,8 +137,15 @@ def seed_weights(model: nn.Module, seed: int, cls_bias: float) -> None:
                 if isinstance(m, nn.BatchNorm2d):
                     m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
                     m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+            elif isinstance(m, nn.Linear):  # Oriented R-CNN's RoI head
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / math.sqrt(m.weight.shape[1]))
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
         for name, m in model.named_modules():  # the heads' last convs: retina_cls, odm_cls, conv_cls...
-            if isinstance(m, nn.Conv2d) and name.endswith("_cls"):
+            if isinstance(m, nn.Linear) and name.endswith("fc_cls"):
+                m.bias[-1] += cls_bias  # the background's logit (a softmax: a shift of all is nothing)
+            elif isinstance(m, nn.Linear) and name.endswith("fc_reg"):
+                m.weight.mul_(0.3)
+            elif isinstance(m, nn.Conv2d) and name.endswith("_cls"):
                 m.bias.add_(cls_bias)
             elif isinstance(m, nn.Conv2d) and name.endswith("_reg"):
                 # damped deltas; Rotated FCOS's are distances (ReLU x stride): larger boxes, so
@@ -229,6 +250,19 @@ def test_graph_candidates_are_the_heads_candidates(arch):
             outs = model.bbox_head(feats)
             ref = model.bbox_head.predict(outs, metas, with_nms=False)
             want = model.bbox_head.predict(outs, metas)
+        elif arch == "orcnn":  # the RoI head's outputs on the RPN's proposals, before its NMS
+            props = model.rpn_head.proposals(*model.rpn_head(feats), metas)
+            assert [len(p) for p in props] == [graph.num_candidates] * 2
+            cls, reg = model.roi_head(feats, rois_of(props))
+            coder = model.roi_head.bbox_head.bbox_coder
+            ref = [
+                {
+                    "boxes": coder.decode(p[:, :5], r, max_shape=(SIZE, SIZE)),
+                    "scores": torch.softmax(c_, dim=-1)[:, :-1],
+                }
+                for p, c_, r in zip(props, cls.chunk(2), reg.chunk(2), strict=True)
+            ]
+            want = model.roi_head.predict(feats, props, metas)
         elif arch == "s2anet":
             _, rois, aligned = model._stages(feats)
             cls, reg = model.odm_head(aligned)
@@ -241,10 +275,17 @@ def test_graph_candidates_are_the_heads_candidates(arch):
     c = len(det.class_names)
     assert boxes.shape == (2, graph.num_candidates, 5) and scores.shape == (2, graph.num_candidates, c)
     assert 200 < int((scores > 0.05).sum(dim=(1, 2)).min())  # hundreds of candidates
+    # (S2A-Net's deformable convolution in gathers may round a wide box's side by one ulp;
+    # Oriented R-CNN's RoI Align sums its samples in another order than the sparse product)
+    box_tol, score_tol = ((1e-6, 1e-4), 1e-5) if arch == "orcnn" else ((2.5e-7, 1e-5), 1e-6)
     for i in range(2):
-        # (S2A-Net's deformable convolution in gathers may round a wide box's side by one ulp)
-        torch.testing.assert_close(boxes[i], ref[i]["boxes"], rtol=2.5e-7, atol=1e-5)
-        torch.testing.assert_close(scores[i], ref[i]["scores"], rtol=0, atol=1e-6)
+        ref_boxes, ref_scores = ref[i]["boxes"], ref[i]["scores"]
+        if arch == "orcnn":  # proposals of equal RPN score (flat image areas) come in either order
+            order = _pair_rows(torch.cat([boxes[i], scores[i]], 1), torch.cat([ref_boxes, ref_scores], 1))
+            assert (order == torch.arange(len(order))).float().mean() > 0.95
+            ref_boxes, ref_scores = ref_boxes[order], ref_scores[order]
+        torch.testing.assert_close(boxes[i], ref_boxes, rtol=box_tol[0], atol=box_tol[1])
+        torch.testing.assert_close(scores[i], ref_scores, rtol=0, atol=score_tol)
         if factors:
             torch.testing.assert_close(factors[0][i], ref[i]["centerness"], rtol=0, atol=1e-6)
     assert bool(factors) == (arch == "fcos") and graph.clamps_centres == (arch != "fcos")
@@ -263,8 +304,15 @@ def test_graph_candidates_are_the_heads_candidates(arch):
     )
     for g, w in zip(got, want, strict=True):
         assert torch.equal(g.labels, w.labels)
-        torch.testing.assert_close(g.boxes, w.boxes, rtol=2.5e-7, atol=1e-5)
-        torch.testing.assert_close(g.scores, w.scores, rtol=0, atol=1e-6)
+        torch.testing.assert_close(g.boxes, w.boxes, rtol=box_tol[0], atol=box_tol[1])
+        torch.testing.assert_close(g.scores, w.scores, rtol=0, atol=score_tol)
+
+
+def _pair_rows(got: torch.Tensor, want: torch.Tensor) -> torch.Tensor:
+    """For each row of ``got`` the nearest row of ``want`` (asserting a one-to-one pairing)."""
+    nearest = torch.cdist(got.double(), want.double()).argmin(dim=1)
+    assert len(nearest.unique()) == len(nearest), "rows do not pair one to one"
+    return nearest
 
 
 def graph_test_image():
@@ -375,6 +423,40 @@ def test_pt2_equals_pytorch(tmp_path, scenes):
     assert ex.runner.format == "pt2" and ex.window_size == SIZE
     for path in scenes[1:]:
         assert_same_detections(ex.predict(path, batch_size=3), det.predict(path, batch_size=3))
+
+
+def test_oriented_rcnn_graph_holds_its_proposal_nms(exported, tmp_path):
+    """Two stages in one graph: ONNX's own NonMaxSuppression between them, nothing data-dependent
+    else, no custom domain; torch.export keeps rotdet's operator and gives the same detections."""
+    det, _, _, out = exported("orcnn")
+    meta = json.loads((out / EXPORT_JSON).read_text())
+    model = onnx.load(str(out / "model.onnx"))
+    ops = {n.op_type for n in model.graph.node}
+    assert "NonMaxSuppression" in ops and not ops & {"NonZero", "Loop", "If", "Compress"}
+    assert {n.domain for n in model.graph.node} <= {"", "ai.onnx"}
+    assert meta["architecture"] == "OrientedRCNN" and meta["outputs"]["num_candidates"] == 2000
+    assert meta["proposals"]["in_graph"] is True and meta["proposals"]["iou_thr"] == 0.8
+    assert meta["test_cfg"]["iou_thr"] == 0.1 and meta["nms"]["in_graph"] is False
+    with pytest.raises(ExportError, match="TorchScript-based exporter only"):
+        export_detector(det, tmp_path / "dynamo", exporter="dynamo")
+    assert not (tmp_path / "dynamo").exists()
+
+
+def test_pt2_oriented_rcnn_equals_pytorch(tmp_path, scenes):
+    """Oriented R-CNN as a torch.export program (128 px windows, 300 proposals: CI's time)."""
+    name, overrides, bias = ARCHS["orcnn"]
+    small = ["data.img_scale=[128,128]", "model.test_cfg.rpn.nms_pre=500"]
+    small.append("model.test_cfg.rpn.max_per_img=300")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # untrained
+        det = Detector.from_config(load_config(name, [*overrides, *small]), device="cpu")
+    seed_weights(det.model, 0, bias)
+    export_detector(det, tmp_path / "pt2", fmt="pt2")
+    ex = Detector.from_export(tmp_path / "pt2", device="cpu")
+    assert ex.runner.format == "pt2" and ex.window_size == 128
+    want = det.predict(scenes[2], batch_size=4)
+    assert len(want) > 20
+    assert_same_detections(ex.predict(scenes[2], batch_size=4), want)
 
 
 def test_whole_image_that_fills_the_window_equals_pytorch(exported, tmp_path):

@@ -31,8 +31,8 @@ from rotdet.models.mmrotate_import import rotdet_to_mmrotate_key
 from rotdet.models.oriented_rcnn import OrientedRCNN
 from rotdet.models.postprocess import TestConfig
 from rotdet.models.roi_head import rois_of
-from rotdet.models.rpn import batched_nms_hbb
 from rotdet.ops import bbox_overlaps
+from rotdet.ops.hbb_nms import batched_nms_hbb
 from rotdet.structures.detections import RotatedDetections
 
 NAME = "oriented_rcnn_r50_fpn_1x_dota_le90"
@@ -362,11 +362,20 @@ def test_matches_mmrotate_oracle():
         assert _max_err(value.detach(), ref) <= 1e-4 * max(1.0, float(np.abs(ref).max())), key
 
 
-def test_export_refuses_oriented_rcnn_in_one_line():
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.test_cfg.rpn.min_bbox_size=2", "min_bbox_size"),
+        ("model.roi_head.bbox_roi_extractor.roi_layer.sample_num=0", "sampling_ratio 0"),
+        ("model.roi_head.bbox_head.reg_class_agnostic=false", "reg_class_agnostic"),
+    ],
+)
+def test_export_refuses_what_the_graph_does_not_restate(override, message):
+    """What the static graph does not restate (none of it in mmrotate's configs) is refused in a line."""
     from rotdet.export.graph import CandidateGraph
 
-    model = build_model(load_config(NAME, tiny_overrides())).eval()
-    with pytest.raises(ValueError, match="cannot export a OrientedRCNN"):
+    model = build_model(load_config(NAME, [*tiny_overrides(), override])).eval()
+    with pytest.raises(ValueError, match=f"cannot export an Oriented R-CNN .*{message}"):
         CandidateGraph(model, 128, [0, 0, 0], [1, 1, 1], True, 100)
 
 

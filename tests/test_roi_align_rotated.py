@@ -212,3 +212,35 @@ def test_module_and_dtypes(device):
     assert out.shape == (6, 4, 7, 7) and out.dtype == torch.float32 and out.is_contiguous()
     ref = roi_align_rotated(feats.double(), rois.double(), 7, 1 / 8, 2, True, True)
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("aligned, clockwise", [(True, True), (False, False)])
+def test_pyramid_equals_each_level(aligned, clockwise):
+    """The static-shape pyramid pooling (exported Oriented R-CNN) reads every RoI from its own
+    level exactly as roi_align_rotated on that level does, RoIs over the border included."""
+    from rotdet.ops.roi_align_rotated import roi_align_rotated_pyramid
+
+    gen = torch.Generator().manual_seed(3)
+    strides = [4, 8, 16, 32]
+    feats = [torch.randn(2, 6, 96 // s, 64 // s, generator=gen) for s in strides]
+    boxes = torch.cat(
+        [
+            torch.rand(2, 70, 2, generator=gen) * 110 - 20,  # centres partly outside the 64 x 96 image
+            torch.rand(2, 70, 2, generator=gen) * 80,
+            (torch.rand(2, 70, 1, generator=gen) - 0.5) * 2 * math.pi,
+        ],
+        dim=2,
+    )
+    levels = torch.randint(0, 4, (2, 70), generator=gen)
+    got = roi_align_rotated_pyramid(
+        feats, boxes, levels, [1 / s for s in strides], (7, 5), 2, aligned, clockwise, chunk=16
+    )
+    assert got.shape == (2, 70, 6, 7, 5)
+    for b in range(2):
+        for lvl, stride in enumerate(strides):
+            inds = (levels[b] == lvl).nonzero().flatten()
+            rois = torch.cat([torch.full((len(inds), 1), float(b)), boxes[b, inds]], dim=1)
+            want = roi_align_rotated(feats[lvl], rois, (7, 5), 1 / stride, 2, aligned, clockwise)
+            torch.testing.assert_close(got[b, inds], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="fixed grid"):
+        roi_align_rotated_pyramid(feats, boxes, levels, [1 / s for s in strides], 7, 0)

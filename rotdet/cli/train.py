@@ -33,8 +33,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--amp",
         choices=[*AMP_DTYPES, "auto"],
-        default="none",
-        help="mixed precision (auto: bf16 where native)",
+        default=None,
+        help="mixed precision (default: the config's, fp16 when it has an fp16 key (bf16 off CUDA), "
+        "else none; auto: bf16 where native)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms")

@@ -107,13 +107,15 @@ def _kind(value) -> str | None:
 
 # Keys whose component takes either kind (mmrotate's RRandomFlip takes one value or a list; mmrotate
 # spells assign_by_circumhbbox as an angle version, rotdet as a boolean; classes are a list's name or
-# the list): matched by key suffix.
+# the list; mmcv's fp16 loss scale is 'dynamic', a static number or GradScaler arguments): matched by
+# key suffix.
 EITHER_KIND_KEYS: dict[str, frozenset[str]] = {
     "train_flip.flip_ratio": frozenset({"a number", "a list"}),
     "train_flip.direction": frozenset({"a string", "a list"}),
     "assign_by_circumhbbox": frozenset({"a boolean (true/false)", "a string"}),
     "data.classes": frozenset({"a string", "a list"}),  # a named list or the names themselves
     "backbone.pretrained": frozenset({"a boolean (true/false)", "a string"}),  # or a local file
+    "fp16.loss_scale": frozenset({"a string", "a number", "a mapping"}),
 }
 
 

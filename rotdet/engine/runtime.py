@@ -1,5 +1,6 @@
-"""Process-wide state shared by training, testing and benchmarking: mixed precision, memory
-readings, and the seeds and RNG states a resumable run saves and restores."""
+"""Process-wide state shared by training, testing and benchmarking: mixed precision (and a
+config's ``fp16`` loss scaling), memory readings, and the seeds and RNG states a resumable run
+saves and restores."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import os
 import random
 import resource
 import sys
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 __all__ = [
     "AMP_DTYPES",
+    "LossScaling",
     "autocast",
+    "config_loss_scaling",
     "peak_memory_mib",
     "resolve_amp",
+    "resolve_train_amp",
     "rng_state",
     "seed_everything",
     "set_rng_state",
@@ -38,6 +43,110 @@ def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "fp16" and device.type != "cuda":
         raise ValueError("--amp fp16 needs a CUDA device; use --amp bf16 on the CPU")
     return amp
+
+
+# mmcv 1.x's Fp16OptimizerHook: the loss scale of an ``fp16`` mapping without ``loss_scale``.
+MMCV_DEFAULT_LOSS_SCALE = 512.0
+# The keyword arguments of torch.amp.GradScaler a ``loss_scale`` mapping may set (mmcv passes the
+# mapping to GradScaler as it is).
+GRAD_SCALER_KEYS = ("init_scale", "growth_factor", "backoff_factor", "growth_interval", "enabled")
+
+
+@dataclass(frozen=True)
+class LossScaling:
+    """How fp16 training scales the loss: a config's ``fp16.loss_scale`` as mmcv 1.x reads it.
+
+    Attributes:
+        scaler_kwargs: keyword arguments of ``torch.amp.GradScaler`` (empty: torch's defaults,
+            a dynamic scale from 2**16).
+        fixed_scale: a static scale, which every step resets the scaler to (a step with
+            non-finite gradients is still skipped); None: the scale is dynamic.
+    """
+
+    scaler_kwargs: dict = field(default_factory=dict)
+    fixed_scale: float | None = None
+
+    def grad_scaler(self, device_type: str, enabled: bool = True) -> torch.amp.GradScaler:
+        """The scaler for ``device_type`` (``enabled=False``: a pass-through, as without fp16)."""
+        kwargs = dict(self.scaler_kwargs)
+        enabled = enabled and kwargs.pop("enabled", True)
+        return torch.amp.GradScaler(device_type, enabled=enabled, **kwargs)
+
+    def describe(self) -> str:
+        if self.fixed_scale is not None:
+            return f"static loss scale {self.fixed_scale:g}"
+        settings = ", ".join(f"{k}={v}" for k, v in self.scaler_kwargs.items())
+        return f"dynamic loss scale ({settings or 'torch defaults'})"
+
+
+def _positive_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def loss_scaling(loss_scale: str | float | dict = "dynamic") -> LossScaling:
+    """The :class:`LossScaling` of an mmcv ``loss_scale``: ``"dynamic"`` (torch's GradScaler
+    defaults), a number (a static scale: ``init_scale`` and the reset after every step), or a
+    mapping of GradScaler keyword arguments. Raises ValueError naming what is wrong."""
+    if loss_scale == "dynamic":
+        return LossScaling({})
+    # mmcv asks for a float; an integer (``512`` in YAML) means the same scale.
+    if _positive_number(loss_scale):
+        return LossScaling({"init_scale": float(loss_scale)}, fixed_scale=float(loss_scale))
+    if not isinstance(loss_scale, dict):
+        raise ValueError(
+            f"fp16.loss_scale must be 'dynamic', a positive number (a static scale) or a mapping of "
+            f"GradScaler arguments ({', '.join(GRAD_SCALER_KEYS)}); got {loss_scale!r}"
+        )
+    unknown = sorted(set(loss_scale) - set(GRAD_SCALER_KEYS))
+    if unknown:
+        raise ValueError(f"fp16.loss_scale has unknown keys {unknown}; known: {', '.join(GRAD_SCALER_KEYS)}")
+    # GradScaler checks these only when enabled (on CUDA): checked here so a CPU run fails alike.
+    for key in ("init_scale", "growth_factor", "backoff_factor", "growth_interval"):
+        if key in loss_scale and not _positive_number(loss_scale[key]):
+            raise ValueError(f"fp16.loss_scale.{key} must be a positive number; got {loss_scale[key]!r}")
+    if not isinstance(loss_scale.get("growth_interval", 1), int):
+        raise ValueError(
+            f"fp16.loss_scale.growth_interval must be an integer; got {loss_scale['growth_interval']!r}"
+        )
+    if loss_scale.get("growth_factor", 2.0) <= 1.0 or loss_scale.get("backoff_factor", 0.5) >= 1.0:
+        raise ValueError("fp16.loss_scale needs growth_factor > 1 and backoff_factor < 1")
+    if not isinstance(loss_scale.get("enabled", True), bool):
+        raise ValueError(f"fp16.loss_scale.enabled must be true or false; got {loss_scale['enabled']!r}")
+    return LossScaling(dict(loss_scale))
+
+
+def config_loss_scaling(cfg: dict) -> LossScaling | None:
+    """The loss scaling of a config's top-level ``fp16`` key (mmcv's ``fp16 = dict(loss_scale=...)``,
+    which trains the config with fp16 mixed precision); None when the config has none (or null)."""
+    fp16 = cfg.get("fp16")
+    if fp16 is None:
+        return None
+    if not isinstance(fp16, dict):
+        raise ValueError(f"config key 'fp16' must be a mapping such as {{loss_scale: dynamic}}; got {fp16!r}")
+    unknown = sorted(set(fp16) - {"loss_scale"})
+    if unknown:
+        raise ValueError(f"config key 'fp16' has unknown keys {unknown}; known: loss_scale")
+    return loss_scaling(fp16.get("loss_scale", MMCV_DEFAULT_LOSS_SCALE))
+
+
+def resolve_train_amp(amp: str | None, cfg: dict, device: torch.device) -> tuple[str, str | None]:
+    """The precision a training of ``cfg`` on ``device`` runs in, and a warning to log (or None).
+
+    An explicit ``amp`` wins (:func:`resolve_amp`). ``None`` takes the config's: ``fp16`` when it
+    has an ``fp16`` key, else ``none``; fp16 needs CUDA, so on another device the config's fp16
+    becomes ``bf16`` (the mixed precision a CPU has), with a warning saying so. The config's ``fp16``
+    key is checked either way, so a bad one fails on every device."""
+    scaling = config_loss_scaling(cfg)
+    if amp is not None:
+        return resolve_amp(amp, device), None
+    if scaling is None:
+        return "none", None
+    if device.type == "cuda":
+        return "fp16", None
+    return "bf16", (
+        f"the config asks for fp16 mixed precision (fp16: {cfg['fp16']}), which needs CUDA; "
+        f"training on {device.type} in bf16 instead (--amp none for float32)"
+    )
 
 
 def autocast(device: torch.device, amp: str) -> torch.autocast:

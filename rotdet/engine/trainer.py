@@ -50,7 +50,15 @@ from rotdet.engine.distributed import DistInfo, barrier, broadcast_object, init_
 from rotdet.engine.hooks import HookBase, default_hooks
 from rotdet.engine.logger import read_log
 from rotdet.engine.optim import LrSchedule, build_optimizer, scaled_lr
-from rotdet.engine.runtime import autocast, resolve_amp, rng_state, seed_everything, set_rng_state
+from rotdet.engine.runtime import (
+    autocast,
+    config_loss_scaling,
+    loss_scaling,
+    resolve_train_amp,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 from rotdet.fileio import atomic_write_text, remove_stale_temporaries
 from rotdet.models.factory import build_model
 from rotdet.models.mmrotate_import import load_weights
@@ -84,7 +92,10 @@ class TrainOptions:
         load_from: weights to start from (rotdet or mmrotate checkpoint; tensors whose name or
             shape does not match the model are skipped and listed in the log).
         amp: ``none``, ``bf16``, ``fp16`` (with a gradient scaler; CUDA only) or ``auto`` (see
-            :func:`rotdet.engine.runtime.resolve_amp`).
+            :func:`rotdet.engine.runtime.resolve_amp`); None (the default): the config's, ``fp16``
+            when it has an ``fp16`` key (bf16 off CUDA, with a warning), else ``none`` (see
+            :func:`rotdet.engine.runtime.resolve_train_amp`). fp16 scales the loss as the config's
+            ``fp16.loss_scale`` says (dynamic without one).
         seed: seeds data order, augmentation and initialisation.
         deterministic: deterministic algorithms (bitwise-reproducible runs on the CPU).
         auto_scale_lr: scale the lr linearly from ``auto_scale_lr.base_batch_size`` to the total batch.
@@ -104,7 +115,7 @@ class TrainOptions:
     data_root: str | os.PathLike | None = None
     resume: str | os.PathLike | None = "auto"
     load_from: str | os.PathLike | None = None
-    amp: str = "none"
+    amp: str | None = None
     seed: int = 0
     deterministic: bool = False
     auto_scale_lr: bool = False
@@ -286,7 +297,8 @@ class Trainer:
         """Prepare the work dir, seed, build data, model and optimizer, resume, register hooks."""
         opts = self.opts
         self.info, device = init_distributed(opts.device)
-        self.amp = resolve_amp(opts.amp, device)  # a bad --amp fails before anything is written
+        # A bad --amp (or config fp16 key) fails before anything is written; build_step logs.
+        self.amp, _ = resolve_train_amp(opts.amp, self.cfg, device)
         self.work_dir = Path(opts.work_dir or Path("work_dirs") / self.cfg.get("name", "run"))
         resume_path = latest_checkpoint(self.work_dir) if opts.resume == "auto" else opts.resume
         # A checkpoint that cannot be resumed (weights only, another architecture) is refused
@@ -315,9 +327,10 @@ class Trainer:
             self.module = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
         self.result = TrainResult(self.work_dir, self.epoch, self.iteration)
         self.register_hooks(default_hooks(self) if self._given_hooks is None else self._given_hooks)
+        amp = f"{self.amp}, {self.loss_scaling.describe()}" if self.scaler.is_enabled() else self.amp
         logger.info(
             "training %s on %s (amp %s): %d images, %d iterations/epoch (batch %d x %d processes), %d epochs",
-            *(self.cfg.get("name"), device, self.amp, len(self.train_set), self.iters_per_epoch),
+            *(self.cfg.get("name"), device, amp, len(self.train_set), self.iters_per_epoch),
             *(self.batch_size, self.info.world_size, self.max_epochs),
         )
         return self
@@ -327,11 +340,15 @@ class Trainer:
         ``total_iters`` iterations from ``lr`` (default: the config's), AMP and gradient scaler,
         clipping. :meth:`build` calls it; ``rotdet bench`` calls it alone."""
         self.device = torch.device(device)
-        self.amp = resolve_amp(self.opts.amp, self.device)
+        self.amp, warning = resolve_train_amp(self.opts.amp, self.cfg, self.device)
+        if warning:
+            logger.warning(warning)
         lr = self.cfg["optimizer"]["lr"] if lr is None else lr
         self.optimizer = build_optimizer(self.cfg, self.model, lr)
         self.schedule = LrSchedule(self.cfg["lr_config"], lr, total_iters=total_iters)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+        # The config's fp16.loss_scale; an fp16 run without one scales dynamically (torch's defaults).
+        self.loss_scaling = config_loss_scaling(self.cfg) or loss_scaling("dynamic")
+        self.scaler = self.loss_scaling.grad_scaler(self.device.type, enabled=self.amp == "fp16")
         self.clip = self.cfg.get("grad_clip")
         self.module: nn.Module = _LossModule(self.model)
         return self
@@ -437,8 +454,13 @@ class Trainer:
         """Restore what :meth:`state_dict` returned (RNG states when present)."""
         self.model.load_state_dict(ckpt["state_dict"], strict=True)
         self.optimizer.load_state_dict(ckpt["optimizer"])
-        if "scaler" in ckpt:
-            self.scaler.load_state_dict(ckpt["scaler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])  # a disabled scaler ignores it
+        elif self.scaler.is_enabled():  # saved by a run without fp16 (an empty state)
+            logger.info(
+                "the checkpoint has no loss-scale state (trained without fp16): %s from the start",
+                self.loss_scaling.describe(),
+            )
         meta = ckpt["meta"]
         self.epoch, self.iteration = int(meta["epoch"]), int(meta["iter"])
         self.epoch_iter = int(meta.get("epoch_iter", 0))
@@ -523,7 +545,7 @@ class Trainer:
         if grad_norm is not None and not math.isfinite(grad_norm) and not self.scaler.is_enabled():
             self._non_finite("gradient norm", {"grad_norm": grad_norm})
         self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.scaler.update(self.loss_scaling.fixed_scale)  # None: the dynamic rule
         self.iteration += 1
         self.epoch_iter += 1
         out = {"loss": sum(terms.values()), **terms, "lr": lr}

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 import rotdet
 from rotdet.data.transforms import IMG_NORM_CFG
 from rotdet.export.graph import CandidateGraph
+from rotdet.export.onnx_ops import register_onnx_symbolics
 from rotdet.fileio import atomic_write, atomic_write_bytes
 from rotdet.models.detectors import SIZE_DIVISOR
 
@@ -123,7 +124,13 @@ def _onnx_bytes(graph: CandidateGraph, example: torch.Tensor, opset: int, export
     if exporter == "torchscript" and not _legacy_onnx_available():
         exporter = "dynamo"
     names = {"input_names": [INPUT_NAME], "output_names": list(graph.output_names)}
+    if exporter == "dynamo" and graph.is_two_stage:
+        raise ExportError(
+            "Oriented R-CNN exports to ONNX through the TorchScript-based exporter only "
+            "(--exporter torchscript; its proposal NMS has no dynamo translation yet)"
+        )
     if exporter == "torchscript":
+        register_onnx_symbolics(opset)
         f = io.BytesIO()
         axes = {name: {0: "batch"} for name in (INPUT_NAME, *graph.output_names)}
         with warnings.catch_warnings():
@@ -346,11 +353,26 @@ def export_metadata(detector, graph, fmt: str, data: bytes, exporter: str, check
             "min_bbox_size": test_cfg.min_bbox_size,
         },
         "nms": {"in_graph": False, "method": "rotdet.ops.batched_nms_rotated (class-wise, greedy)"},
+        **({"proposals": _proposal_metadata(graph)} if graph.is_two_stage else {}),
         "weights_sha256": weights_sha256(graph.model),
         "checkpoint": Path(checkpoint).name if checkpoint is not None else None,
         "versions": versions,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "config": _jsonable(cfg),
+    }
+
+
+def _proposal_metadata(graph: CandidateGraph) -> dict:
+    """Oriented R-CNN: how the graph makes its proposals (``test_cfg.rpn``, NMS in the graph)."""
+    cfg = graph.model.rpn_head.test_cfg
+    return {
+        "in_graph": True,
+        "nms_pre": cfg.nms_pre,
+        "iou_thr": cfg.iou_thr,
+        "max_per_img": cfg.max_per_img,
+        "candidates_before_nms": graph.num_proposals_before_nms,
+        "method": "NMS of the circumscribed horizontal boxes, FPN levels apart (mmcv batched_nms; "
+        "ONNX NonMaxSuppression)",
     }
 
 

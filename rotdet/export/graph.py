@@ -1,7 +1,7 @@
 """The exported graph: windows in, the candidates that go into NMS out, static shapes throughout.
 
 :class:`CandidateGraph` wraps a :mod:`rotdet.models` detector (Rotated RetinaNet / ATSS, R3Det,
-S2A-Net or Rotated FCOS) for a fixed window size ``S``:
+S2A-Net, Rotated FCOS or Oriented R-CNN) for a fixed window size ``S``:
 
 * input ``images``: uint8 ``[B, S, S, 3]``, BGR (OpenCV's layout, what the split tool writes), the
   batch size free;
@@ -17,10 +17,22 @@ S2A-Net or Rotated FCOS) for a fixed window size ``S``:
   ``score_factors`` ``[B, K]`` (its centre-ness: it selects by score x centre-ness, and its
   decoder does not clamp centres, see :attr:`CandidateGraph.clamps_centres`).
 
+Oriented R-CNN holds both stages: the RPN's per-level top ``test_cfg.rpn.nms_pre`` anchors,
+decoded by the midpoint-offset coder; their NMS (circumscribed horizontal boxes, levels apart, as
+mmcv's ``batched_nms``) as a keep mask, :func:`rotdet.ops.hbb_nms.nms_keep_mask`, which the ONNX
+export writes as ONNX's ``NonMaxSuppression``; the ``max_per_img`` best kept proposals (a top-k over
+the scores with the suppressed ones put below every kept one); rotated RoI Align of every proposal
+from its level in one gather (:meth:`~rotdet.models.roi_extractor.RotatedSingleRoIExtractor.forward_static`);
+the 2-FC head; outputs ``boxes [B, P, 5]`` (decoded on each proposal, centres clamped to the
+window) and ``scores [B, P, C]`` (softmax without the background; 0 for a padding proposal when
+fewer than ``P`` survive the NMS).
+
 Anchors are buffers (constants in the graph); there is no ``nonzero``, boolean indexing or other
-data-dependent shape, and nothing of :mod:`rotdet.ops` but the pure-PyTorch feature alignment and
-deformable convolution (the Triton IoU kernel and NMS stay outside). Score threshold, class-wise
-NMS and ``max_per_img`` run after the graph (:func:`rotdet.export.postprocess.candidates_to_detections`).
+data-dependent shape (but the proposal NMS's own output, which goes straight into a fixed-size
+mask), and nothing of :mod:`rotdet.ops` but the pure-PyTorch feature alignment, deformable
+convolution and rotated RoI Align (the Triton IoU kernel and the rotated NMS stay outside). Score
+threshold, class-wise NMS and ``max_per_img`` run after the graph
+(:func:`rotdet.export.postprocess.candidates_to_detections`).
 
 The head layers are called through their public pieces (``extract_feat``, ``head(feats)``, the
 heads' ``bbox_coder`` and ``anchor_generator``, R3Det's ``feat_refine_module``, S2A-Net's
@@ -35,18 +47,25 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rotdet.models.detectors import SIZE_DIVISOR, R3Det, RotatedSingleStageDetector
 from rotdet.models.fcos import RotatedFCOS
+from rotdet.models.oriented_rcnn import OrientedRCNN
 from rotdet.models.s2anet import S2ANet
 from rotdet.ops.align_conv import align_conv_offsets, deform_conv2d_gather
+from rotdet.ops.hbb_nms import batched_nms_hbb_mask
+from rotdet.structures.conversions import obb2xyxy
 
 __all__ = ["CandidateGraph", "featmap_sizes", "num_candidates"]
 
 
 def _first_head(model: nn.Module) -> nn.Module:
-    """The head on the grid anchors (S2A-Net's FAM head, otherwise ``bbox_head``)."""
+    """The head on the grid anchors (S2A-Net's FAM head, Oriented R-CNN's RPN, otherwise
+    ``bbox_head``)."""
+    if isinstance(model, OrientedRCNN):
+        return model.rpn_head
     return model.fam_head if isinstance(model, S2ANet) else model.bbox_head
 
 
@@ -70,16 +89,30 @@ def num_candidates(level_anchors: Sequence[int], nms_pre: int) -> int:
     return sum(nms_pre if 0 < nms_pre < n else n for n in level_anchors)
 
 
+def _check_oriented_rcnn(model: OrientedRCNN) -> None:
+    """ValueError (one line) for what the static graph does not restate."""
+    rpn_cfg = model.rpn_head.test_cfg
+    if rpn_cfg.min_bbox_size > 0:
+        raise ValueError("cannot export an Oriented R-CNN with test_cfg.rpn.min_bbox_size > 0")
+    extractor = model.roi_head.bbox_roi_extractor
+    if extractor.roi_layers[0].sampling_ratio <= 0:
+        raise ValueError("cannot export an Oriented R-CNN whose RoI Align has sampling_ratio 0 (adaptive)")
+    if not model.roi_head.bbox_head.reg_class_agnostic:
+        raise ValueError("cannot export an Oriented R-CNN with reg_class_agnostic=False (a box per class)")
+
+
 class CandidateGraph(nn.Module):
     """``images uint8 [B, S, S, 3] (BGR)`` -> ``(boxes [B, K, 5], scores [B, K, C])``.
 
     Args:
         model: a :class:`~rotdet.models.detectors.RotatedSingleStageDetector`,
-            :class:`~rotdet.models.detectors.R3Det` or :class:`~rotdet.models.s2anet.S2ANet` (eval
-            mode; its weights are shared, not copied).
+            :class:`~rotdet.models.detectors.R3Det`, :class:`~rotdet.models.s2anet.S2ANet`,
+            :class:`~rotdet.models.fcos.RotatedFCOS` or :class:`~rotdet.models.oriented_rcnn.OrientedRCNN`
+            (eval mode; its weights are shared, not copied).
         size: the window size ``S`` (a multiple of 32).
         mean, std, to_rgb: the config's ``img_norm`` (mean / std in RGB order when ``to_rgb``).
-        nms_pre: the final head's ``test_cfg.nms_pre``.
+        nms_pre: the final head's ``test_cfg.nms_pre`` (Oriented R-CNN: unused, its RPN's
+            ``test_cfg.rpn`` decides).
     """
 
     def __init__(
@@ -92,12 +125,14 @@ class CandidateGraph(nn.Module):
         nms_pre: int,
     ) -> None:
         super().__init__()
-        if not isinstance(model, (RotatedSingleStageDetector, R3Det, S2ANet, RotatedFCOS)):
+        if not isinstance(model, (RotatedSingleStageDetector, R3Det, S2ANet, RotatedFCOS, OrientedRCNN)):
             # A ValueError, so the command line prints one line.
             raise ValueError(
                 f"cannot export a {type(model).__name__}: rotdet export takes RetinaNet / ATSS, "
-                "R3Det, S2A-Net and Rotated FCOS models"
+                "R3Det, S2A-Net, Rotated FCOS and Oriented R-CNN models"
             )
+        if isinstance(model, OrientedRCNN):
+            _check_oriented_rcnn(model)
         if size < SIZE_DIVISOR or size % SIZE_DIVISOR:
             raise ValueError(f"the input size must be a multiple of {SIZE_DIVISOR} (>= 32), got {size}")
         self.model = model
@@ -107,6 +142,9 @@ class CandidateGraph(nn.Module):
         self.is_r3det = isinstance(model, R3Det)
         self.is_s2anet = isinstance(model, S2ANet)
         self.is_fcos = isinstance(model, RotatedFCOS)
+        self.is_two_stage = isinstance(model, OrientedRCNN)
+        if self.is_two_stage:  # the proposals' top-k is the RPN's (test_cfg.rpn)
+            self.nms_pre = int(model.rpn_head.test_cfg.nms_pre)
         self.architecture = type(model).__name__
         # Rotated FCOS ranks and suppresses by score x centre-ness (a third output) and, as
         # mmrotate's, never clamps its centres to the image
@@ -123,6 +161,8 @@ class CandidateGraph(nn.Module):
         device = self.mean.device
         if self.is_fcos:  # its priors are the points, one per location
             anchors = model.bbox_head.points(self.sizes, device)
+        elif self.is_two_stage:  # horizontal xyxy anchors
+            anchors = model.rpn_head.level_anchors(self.sizes, device)
         else:
             anchors = _first_head(model).anchor_generator.grid_anchors(
                 self.sizes, device=device, dtype=torch.float32
@@ -137,6 +177,11 @@ class CandidateGraph(nn.Module):
             else [int(a.shape[0]) for a in anchors]
         )
         self.num_candidates = num_candidates(final_per_level, self.nms_pre)
+        if self.is_two_stage:  # the RoI head's candidates: one per proposal
+            self.num_proposals_before_nms = self.num_candidates
+            max_proposals = int(model.rpn_head.test_cfg.max_per_img)
+            if 0 < max_proposals < self.num_candidates:
+                self.num_candidates = max_proposals
 
     def _anchors(self) -> list[Tensor]:
         return [getattr(self, f"anchors_{i}") for i in range(len(self.sizes))]
@@ -237,12 +282,54 @@ class CandidateGraph(nn.Module):
             factors_l.append(factors)
         return torch.cat(boxes_l, dim=1), torch.cat(scores_l, dim=1), torch.cat(factors_l, dim=1)
 
+    def _two_stage_candidates(self, feats: list[Tensor]) -> tuple[Tensor, Tensor]:
+        """Oriented R-CNN: the RPN's proposals (:meth:`~rotdet.models.rpn.OrientedRPNHead.proposals`
+        in static shapes), then the RoI head's decoded boxes and class scores on every proposal."""
+        model = self.model
+        rpn, roi_head = model.rpn_head, model.roi_head
+        batch = feats[0].shape[0]
+        cls_scores, bbox_preds = rpn(feats)
+        scores_l, deltas_l, anchors_l = [], [], []
+        for cls, reg, anchors in zip(cls_scores, bbox_preds, self._anchors(), strict=True):
+            scores = cls.float().permute(0, 2, 3, 1).reshape(batch, -1).sigmoid()
+            deltas = reg.float().permute(0, 2, 3, 1).reshape(batch, -1, 6)
+            anchors = anchors[None].expand(batch, -1, -1)
+            if 0 < self.nms_pre < scores.shape[1]:
+                scores, top = scores.topk(self.nms_pre, dim=1)
+                deltas = deltas.gather(1, top[..., None].expand(-1, -1, 6))
+                anchors = anchors.gather(1, top[..., None].expand(-1, -1, 4))
+            scores_l.append(scores)
+            deltas_l.append(deltas)
+            anchors_l.append(anchors)
+        scores = torch.cat(scores_l, dim=1)
+        anchors, deltas = torch.cat(anchors_l, dim=1), torch.cat(deltas_l, dim=1)
+        boxes = rpn.bbox_coder.decode(anchors.reshape(-1, 4), deltas.reshape(-1, 6)).reshape(batch, -1, 5)
+        # the levels' NMS as a mask; suppressed proposals rank below every kept one (scores >= 0)
+        kept = batched_nms_hbb_mask(
+            obb2xyxy(boxes, rpn.version), scores, [s.shape[1] for s in scores_l], rpn.test_cfg.iou_thr
+        )
+        ranked, top = torch.where(kept, scores, -1.0).topk(self.num_candidates, dim=1)
+        proposals = boxes.gather(1, top[..., None].expand(-1, -1, 5))
+        roi_feats = roi_head.bbox_roi_extractor.forward_static(feats[: roi_head._num_inputs()], proposals)
+        cls_score, bbox_pred = roi_head.bbox_head(roi_feats)
+        c = self.num_classes
+        # fewer proposals than candidates survive the NMS only on a nearly empty window: the
+        # others score 0 and never pass the threshold
+        scores = F.softmax(cls_score.float(), dim=-1)[:, :c].reshape(batch, -1, c)
+        scores = scores * (ranked >= 0).to(scores)[..., None]
+        boxes = self.final_head.bbox_coder.decode(
+            proposals.reshape(-1, 5), bbox_pred.float(), max_shape=(self.size, self.size)
+        )
+        return boxes.reshape(batch, -1, 5), scores
+
     # ------------------------------------------------------------------ forward
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         batch = images.shape[0]
         c = self.num_classes
         if self.is_fcos:
             return self._fcos_candidates(self.model.extract_feat(self.normalize(images)))
+        if self.is_two_stage:
+            return self._two_stage_candidates(self.model.extract_feat(self.normalize(images)))
         cls_scores, bbox_preds, priors = self._head_outputs(self.model.extract_feat(self.normalize(images)))
         priors_l, deltas_l, scores_l = [], [], []
         for cls, reg, prior in zip(cls_scores, bbox_preds, priors, strict=True):

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from rotdet.models.config_keys import constructor_kwargs
-from rotdet.ops.roi_align_rotated import RoIAlignRotated
+from rotdet.ops.roi_align_rotated import RoIAlignRotated, roi_align_rotated_pyramid
 
 __all__ = ["RotatedSingleRoIExtractor"]
 
@@ -94,9 +94,34 @@ class RotatedSingleRoIExtractor(nn.Module):
 
     def map_roi_levels(self, rois: Tensor, num_levels: int) -> Tensor:
         """Level ``[N]`` int64 of each RoI ``[N, 6]`` by its scale ``sqrt(w * h)``."""
-        scale = torch.sqrt(rois[:, 3] * rois[:, 4])
+        return self.box_levels(rois[:, 1:], num_levels)
+
+    def box_levels(self, boxes: Tensor, num_levels: int) -> Tensor:
+        """Level ``[...]`` int64 of each rotated box ``[..., 5]`` by its scale ``sqrt(w * h)``."""
+        scale = torch.sqrt(boxes[..., 2] * boxes[..., 3])
         levels = torch.floor(torch.log2(scale / self.finest_scale + 1e-6))
         return levels.clamp(min=0, max=num_levels - 1).long()
+
+    def forward_static(self, feats: Sequence[Tensor], boxes: Tensor) -> Tensor:
+        """:meth:`forward` in static shapes for exported graphs: ``boxes [B, P, 5]`` (each image's
+        RoIs) -> ``[B * P, C, oh, ow]`` (image-major), every RoI read from its level with one gather
+        (:func:`~rotdet.ops.roi_align_rotated.roi_align_rotated_pyramid`; needs a fixed
+        ``sampling_ratio``)."""
+        layers = self.roi_layers[: len(feats)]
+        first = layers[0]
+        out_dtype = feats[0].dtype
+        with torch.autocast(feats[0].device.type, enabled=False):  # mmrotate's force_fp32
+            pooled = roi_align_rotated_pyramid(
+                [f.float() for f in feats],
+                boxes.float(),
+                self.box_levels(boxes, len(feats)),
+                [layer.spatial_scale for layer in layers],
+                first.output_size,
+                first.sampling_ratio,
+                first.aligned,
+                first.clockwise,
+            )
+        return pooled.flatten(0, 1).to(out_dtype)
 
     def forward(
         self,

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import Tensor, nn
 
 from rotdet.models.anchors import AnchorGenerator
@@ -44,6 +43,7 @@ from rotdet.models.config_keys import constructor_kwargs
 from rotdet.models.loss_reduction import EPS  # mmdet's weight_reduce_loss: sum / (avg_factor + eps)
 from rotdet.models.losses import smooth_l1_loss
 from rotdet.models.samplers import Permutation, RandomSampler
+from rotdet.ops.hbb_nms import batched_nms_hbb
 from rotdet.structures import check_version
 from rotdet.structures.conversions import obb2xyxy
 
@@ -51,28 +51,8 @@ __all__ = [
     "OrientedRPNHead",
     "ProposalConfig",
     "RPNTrainConfig",
-    "batched_nms_hbb",
     "with_permutation",
 ]
-
-_SPLIT_THR = 10000  # mmcv's batched_nms: one NMS with offset boxes below this many boxes
-
-
-def batched_nms_hbb(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thr: float) -> Tensor:
-    """mmcv's ``batched_nms`` for xyxy ``boxes [N, 4]``: kept indices by descending score, boxes of
-    different ``idxs`` never suppressing each other."""
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    offsets = idxs.to(boxes) * (boxes.max() + 1)
-    shifted = boxes + offsets[:, None]
-    if boxes.shape[0] < _SPLIT_THR:
-        return torchvision.ops.nms(shifted, scores, iou_thr)
-    kept = torch.zeros_like(scores, dtype=torch.bool)
-    for i in torch.unique(idxs):
-        mask = (idxs == i).nonzero().flatten()
-        kept[mask[torchvision.ops.nms(shifted[mask], scores[mask], iou_thr)]] = True
-    keep = kept.nonzero().flatten()
-    return keep[scores[keep].sort(descending=True).indices]
 
 
 def with_permutation(sampler: RandomSampler, permutation: Permutation | None) -> RandomSampler:

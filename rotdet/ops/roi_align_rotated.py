@@ -26,11 +26,12 @@ RoIs are grouped by their grid size.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RoIAlignRotated", "roi_align_rotated"]
+__all__ = ["RoIAlignRotated", "roi_align_rotated", "roi_align_rotated_pyramid"]
 
 # Values gathered at once (per chunk of RoIs): sampled corners x channels. 2**23 float32 values is
 # 32 MB of temporaries per chunk; bigger chunks do not run faster on CPU.
@@ -83,13 +84,14 @@ def _pool_block(
     grid_hw: tuple[int, int],
     rows: tuple[int, int],
     cols: tuple[int, int],
-    hw: tuple[int, int],
+    hw: tuple[int, int] | tuple[Tensor, Tensor],
     sparse: bool,
 ) -> Tensor:
     """Sum over grid cells ``rows x cols`` of every bin's bilinear samples, ``[n, oh * ow, C]``.
 
     ``flat`` is the channel-last map ``[B * H * W, C]``; ``base`` ``[n]`` each RoI's image offset in it;
-    ``geom`` the RoIs' ``(cx, cy, start_w, start_h, bin_w, bin_h, cos, sin)``, each ``[n]``.
+    ``geom`` the RoIs' ``(cx, cy, start_w, start_h, bin_w, bin_h, cos, sin)``, each ``[n]``; ``hw``
+    the map's size, two ints or (:func:`roi_align_rotated_pyramid`) per-RoI ``[n, 1, 1, 1, 1]`` sizes.
     """
     cx, cy, start_w, start_h, bin_w, bin_h, cos, sin = geom
     (oh, ow), (gh, gw), (height, width) = out_hw, grid_hw, hw
@@ -198,13 +200,14 @@ def _check_rois(rois: Tensor, batch_index: Tensor, batch: int, aligned: bool) ->
 
 def _roi_geometry(
     rois: Tensor,
-    spatial_scale: float,
+    spatial_scale: float | Tensor,
     out_hw: tuple[int, int],
     sampling_ratio: int,
     aligned: bool,
     clockwise: bool,
 ) -> tuple[tuple[Tensor, ...], Tensor, Tensor]:
-    """Per-RoI ``(cx, cy, start_w, start_h, bin_w, bin_h, cos, sin)`` and grid sizes ``gh, gw`` ``[N]``."""
+    """Per-RoI ``(cx, cy, start_w, start_h, bin_w, bin_h, cos, sin)`` and grid sizes ``gh, gw`` ``[N]``
+    (``spatial_scale`` one float, or ``[N]`` per RoI)."""
     offset = 0.5 if aligned else 0.0
     cx = rois[:, 1] * spatial_scale - offset
     cy = rois[:, 2] * spatial_scale - offset
@@ -281,6 +284,67 @@ def roi_align_rotated(
         pooled.append(_pool_group(flat, base[inds], tuple(t[inds] for t in geom), out_hw, (gh, gw), hw))
         order.append(inds)
     return torch.cat(pooled)[torch.argsort(torch.cat(order))]
+
+
+def roi_align_rotated_pyramid(
+    feats: Sequence[Tensor],
+    boxes: Tensor,
+    levels: Tensor,
+    spatial_scales: Sequence[float],
+    output_size: int | tuple[int, int],
+    sampling_ratio: int,
+    aligned: bool = True,
+    clockwise: bool = False,
+    chunk: int = 64,
+) -> Tensor:
+    """:func:`roi_align_rotated` of every image's RoIs, each from its own pyramid level, in static
+    shapes (for exported graphs: no grouping by level, no data-dependent size).
+
+    Args:
+        feats: ``L`` levels ``[B, C, H_l, W_l]``.
+        boxes: ``[B, P, 5]`` rotated RoIs ``(cx, cy, w, h, angle)`` of each image.
+        levels: ``[B, P]`` int64, the level each RoI reads.
+        spatial_scales: one per level (``1 / stride``).
+        output_size, sampling_ratio, aligned, clockwise: as :func:`roi_align_rotated`; the grid must
+            be fixed (``sampling_ratio > 0``).
+        chunk: RoIs per image pooled at once (the gathered samples of ``B * chunk`` RoIs are held).
+
+    Returns:
+        ``[B, P, C, oh, ow]``: the same samples and weights as :func:`roi_align_rotated` on the RoI's
+        level, read with one gather from all levels (the sums may round differently).
+    """
+    if sampling_ratio <= 0:
+        raise ValueError("roi_align_rotated_pyramid needs a fixed grid (sampling_ratio > 0)")
+    if len(feats) != len(spatial_scales):
+        raise ValueError(f"{len(feats)} feature levels but {len(spatial_scales)} spatial scales")
+    out_hw = _pair(output_size)
+    channels = int(feats[0].shape[1])
+    sizes = [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
+    cells = [h * w for h, w in sizes]
+    device = boxes.device
+    # per level, indexed by each RoI's level: where the level starts in an image's cells, its size
+    # and scale; every image holds sum(cells) rows of the channel-last pyramid
+    starts = torch.tensor([sum(cells[:i]) for i in range(len(cells))], device=device)
+    heights = torch.tensor([h for h, _ in sizes], device=device)
+    widths = torch.tensor([w for _, w in sizes], device=device)
+    scales = torch.tensor([float(s) for s in spatial_scales], dtype=boxes.dtype, device=device)
+    flat = torch.cat([f.flatten(2) for f in feats], dim=2).transpose(1, 2).reshape(-1, channels)
+    image = torch.ones_like(levels[:, :1]).cumsum(0) - 1  # [B, 1] (no arange of a traced size)
+    base = image * sum(cells) + starts[levels]
+    gh = gw = int(sampling_ratio)
+    pooled = []
+    for p0 in range(0, boxes.shape[1], chunk):
+        lv = levels[:, p0 : p0 + chunk].reshape(-1)
+        part = boxes[:, p0 : p0 + chunk]
+        rois = torch.cat([torch.zeros_like(part[..., :1]), part], dim=-1).reshape(-1, 6)
+        geom, _, _ = _roi_geometry(rois, scales[lv], out_hw, sampling_ratio, aligned, clockwise)
+        hw = (heights[lv].view(-1, 1, 1, 1, 1), widths[lv].view(-1, 1, 1, 1, 1))
+        block = _pool_block(
+            flat, base[:, p0 : p0 + chunk].reshape(-1), geom, out_hw, (gh, gw), (0, gh), (0, gw), hw, False
+        )
+        block = (block / (gh * gw)).view(part.shape[0], part.shape[1], *out_hw, channels)
+        pooled.append(block.permute(0, 1, 4, 2, 3))
+    return torch.cat(pooled, dim=1)
 
 
 def _split_key(keys: Tensor, modulus: int) -> tuple[list[int], list[int]]:
