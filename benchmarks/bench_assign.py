@@ -3,11 +3,14 @@
     python benchmarks/bench_assign.py                   # CPU, and CUDA when present
     python benchmarks/bench_assign.py --quick           # fewer ground-truth counts, ATSS only
     python benchmarks/bench_assign.py --devices cuda --out /tmp/r.jsonl
+    python benchmarks/bench_assign.py --cases rpn --gts 10 100 300 --threads 1
 
 Scene: a 1024 x 1024 patch, anchors of a P3-P7 pyramid in mmdet's layout (ATSS: one 4-stride square
-per location, 21,824 anchors; RetinaNet: 3 scales x 3 ratios, 196,416), and M DOTA-like ground truths
-(4-100 px, any angle). "dense" is ATSS written the way mmrotate 0.3.4's ``ATSSObbAssigner`` is: N x M
-IoU, distance, inside and -inf-filled matrices; for MaxIoU it is mmdet's full M x N overlap matrix.
+per location, 21,824 anchors; RetinaNet: 3 scales x 3 ratios, 196,416; Oriented R-CNN's RPN: horizontal
+anchors of a P2-P6 pyramid, scale 8, 3 ratios, 261,888, assigned to the ground truths' circumscribed
+horizontal boxes with mmdet's horizontal IoU), and M DOTA-like ground truths (4-100 px, any angle).
+"dense" is ATSS written the way mmrotate 0.3.4's ``ATSSObbAssigner`` is: N x M IoU, distance, inside
+and -inf-filled matrices; for MaxIoU (rotated or horizontal) it is mmdet's full M x N overlap matrix.
 "ours" is :mod:`rotdet.models.assigners`. Both give the same assignment (checked here).
 
 Extra memory is the peak over the call minus what was in use before it: on CUDA from
@@ -41,10 +44,12 @@ from rotdet.models.assigners import (  # noqa: E402
     mmrotate_gt_polygons,
     rbbox_overlaps,
 )
-from rotdet.ops import points_in_polygons  # noqa: E402
+from rotdet.ops import bbox_overlaps, points_in_polygons  # noqa: E402
+from rotdet.structures.conversions import obb2xyxy  # noqa: E402
 
 IMAGE = 1024
 STRIDES = (8, 16, 32, 64, 128)
+CASES = {"atss": "ATSS topk 9", "retina": "MaxIoU 0.5/0.4", "rpn": "RPN MaxIoU 0.7/0.3 hbb"}
 
 
 def anchors_1024(retina: bool) -> tuple[torch.Tensor, list[int]]:
@@ -74,6 +79,20 @@ def anchors_1024(retina: bool) -> tuple[torch.Tensor, list[int]]:
         levels.append(level)
         counts.append(level.shape[0])
     return torch.cat(levels).float(), counts
+
+
+def rpn_anchors_1024() -> torch.Tensor:
+    """Oriented R-CNN's RPN anchors (mmdet's AnchorGenerator: strides 4-64, scale 8, ratios 0.5, 1, 2),
+    xyxy ``[261888, 4]``, location-major."""
+    levels = []
+    for stride in (4, 8, 16, 32, 64):
+        h_ratios = torch.tensor([0.5, 1.0, 2.0]).sqrt()
+        ws, hs = stride * 8 / h_ratios, stride * 8 * h_ratios
+        base = torch.stack([-0.5 * ws, -0.5 * hs, 0.5 * ws, 0.5 * hs], dim=1)
+        ys, xs = torch.meshgrid(torch.arange(IMAGE // stride), torch.arange(IMAGE // stride), indexing="ij")
+        shifts = (torch.stack([xs.flatten(), ys.flatten()] * 2, dim=1) * stride).float()
+        levels.append((shifts[:, None] + base[None]).reshape(-1, 4))
+    return torch.cat(levels)
 
 
 def ground_truths(m: int, seed: int = 0) -> torch.Tensor:
@@ -112,9 +131,9 @@ def dense_atss(anchors, counts, gts, topk=9, version="le90", limit=True):
     return torch.where(best != -1e8, arg + 1, torch.zeros_like(arg))
 
 
-def dense_max_iou(anchors, gts, pos=0.5, neg=0.4, min_pos=0.0):
+def dense_max_iou(anchors, gts, pos=0.5, neg=0.4, min_pos=0.0, overlaps_of=rbbox_overlaps):
     """mmdet's MaxIoUAssigner on the full M x N overlap matrix."""
-    overlaps = rbbox_overlaps(gts, anchors)
+    overlaps = overlaps_of(gts, anchors)
     gt_inds = torch.full((anchors.shape[0],), -1, dtype=torch.long, device=anchors.device)
     max_ov, argmax = overlaps.max(dim=0)
     gt_max, _ = overlaps.max(dim=1)
@@ -158,8 +177,15 @@ def extra_memory_mb(fn, device: str) -> tuple[float | None, object]:
     return (peak - before) / 1024, out
 
 
-def make_case(retina: bool, m: int, impl: str, device: str):
-    """The function to time for one case, with its inputs on ``device``."""
+def make_case(kind: str, m: int, impl: str, device: str):
+    """The function to time for one case (a key of ``CASES``), with its inputs on ``device``."""
+    if kind == "rpn":
+        anchors, gts = rpn_anchors_1024().to(device), obb2xyxy(ground_truths(m), "le90").to(device)
+        if impl == "ours":
+            assigner = MaxIoUAssigner(0.7, 0.3, 0.3, iou_calculator="BboxOverlaps2D")
+            return lambda: assigner.assign(anchors, gts).gt_inds
+        return lambda: dense_max_iou(anchors, gts, 0.7, 0.3, 0.3, overlaps_of=bbox_overlaps)
+    retina = kind == "retina"
     anchors, counts = anchors_1024(retina)
     anchors, gts = anchors.to(device), ground_truths(m).to(device)
     if retina:
@@ -171,9 +197,9 @@ def make_case(retina: bool, m: int, impl: str, device: str):
     return lambda: dense_atss(anchors, counts, gts)
 
 
-def cpu_memory_in_subprocess(retina: bool, m: int, impl: str, threads: int | None) -> float | None:
+def cpu_memory_in_subprocess(kind: str, m: int, impl: str, threads: int | None) -> float | None:
     """Extra peak RSS (MB) of one call, measured in a fresh interpreter."""
-    cmd = [sys.executable, __file__, "--worker", f"{int(retina)},{m},{impl}"]
+    cmd = [sys.executable, __file__, "--worker", f"{kind},{m},{impl}"]
     if threads:
         cmd += ["--threads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -187,14 +213,15 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", default=None)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--gts", nargs="+", type=int, default=None)
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=None, help="default: all")
     parser.add_argument("--no-dense", action="store_true", help="skip the full-matrix baselines")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        retina, m, impl = args.worker.split(",")
-        mem, _ = extra_memory_mb(make_case(bool(int(retina)), int(m), impl, "cpu"), "cpu")
+        kind, m, impl = args.worker.split(",")
+        mem, _ = extra_memory_mb(make_case(kind, int(m), impl, "cpu"), "cpu")
         print(json.dumps({"extra_MB": mem}))
         return
     devices = args.devices or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
@@ -203,16 +230,16 @@ def main() -> None:
     rows = []
     for device in devices:
         repeats = 5 if device.startswith("cuda") else 2
-        for retina in (False,) if args.quick else (False, True):
-            case = "MaxIoU 0.5/0.4" if retina else "ATSS topk 9"
+        for kind in args.cases or (["atss"] if args.quick else list(CASES)):
+            case = CASES[kind]
             for m in gt_counts:
                 results = {}
                 for impl in ("ours",) if args.no_dense else ("ours", "dense"):
-                    fn = make_case(retina, m, impl, device)
+                    fn = make_case(kind, m, impl, device)
                     if device.startswith("cuda"):
                         mem, out = extra_memory_mb(fn, device)
                     else:
-                        mem, out = cpu_memory_in_subprocess(retina, m, impl, args.threads), fn()
+                        mem, out = cpu_memory_in_subprocess(kind, m, impl, args.threads), fn()
                     results[impl] = out
                     seconds = time_call(fn, device, repeats=repeats, warmup=0)
                     rows.append(
@@ -220,7 +247,7 @@ def main() -> None:
                             "case": case,
                             "device": device,
                             "threads": None if device.startswith("cuda") else torch.get_num_threads(),
-                            "anchors": 196416 if retina else 21824,
+                            "anchors": {"atss": 21824, "retina": 196416, "rpn": 261888}[kind],
                             "gts": m,
                             "impl": impl,
                             "ms": seconds * 1e3,

@@ -24,8 +24,8 @@ from rotdet.models.assigners import (
     mmrotate_gt_polygons,
     rbbox_overlaps,
 )
-from rotdet.ops import points_in_polygons
-from rotdet.structures import obb2hbb, obb2poly
+from rotdet.ops import bbox_overlaps, points_in_polygons
+from rotdet.structures import obb2hbb, obb2poly, obb2xyxy
 
 DATA = Path(__file__).resolve().parent / "data"
 _spec = importlib.util.spec_from_file_location("assigner_oracle", DATA / "assigner_oracle.py")
@@ -66,9 +66,20 @@ def dense_atss(anchors, counts, gts, topk, version, limit):
     return torch.where(best > -math.inf, arg + 1, torch.zeros_like(arg))
 
 
-def dense_max_iou(anchors, gts, pos, neg, min_pos, assign_all=True, low_quality=True, ignore=None):
-    """mmdet's MaxIoUAssigner.assign_wrt_overlaps, step by step on the full M x N matrix."""
-    overlaps = rbbox_overlaps(gts, anchors).clone()  # [M, N]
+def dense_max_iou(
+    anchors,
+    gts,
+    pos,
+    neg,
+    min_pos,
+    assign_all=True,
+    low_quality=True,
+    ignore=None,
+    overlaps_of=rbbox_overlaps,
+):
+    """mmdet's MaxIoUAssigner.assign_wrt_overlaps, step by step on the full M x N matrix of
+    ``overlaps_of(gts, anchors)`` (mmrotate's RBboxOverlaps2D, or mmdet's horizontal bbox_overlaps)."""
+    overlaps = overlaps_of(gts, anchors).clone()  # [M, N]
     if ignore is not None:
         overlaps[:, ignore] = -1
     n = anchors.shape[0]
@@ -89,6 +100,18 @@ def dense_max_iou(anchors, gts, pos, neg, min_pos, assign_all=True, low_quality=
                 else:
                     gt_inds[gt_argmax[i]] = i + 1
     return gt_inds, max_ov
+
+
+def max_iou_of_case(case, **kwargs):
+    """The MaxIoUAssigner of a ``dense_max_iou`` case (``pos``, ``neg``, ``min_pos``, ...)."""
+    return MaxIoUAssigner(
+        case["pos"],
+        case["neg"],
+        min_pos_iou=case["min_pos"],
+        gt_max_assign_all=case.get("assign_all", True),
+        match_low_quality=case.get("low_quality", True),
+        **kwargs,
+    )
 
 
 def random_scene(seed, size=384, m=40, retina=False, small=False, version="le90"):
@@ -219,18 +242,93 @@ def test_max_iou_equals_dense_reference(kwargs):
     anchors, _, gts = random_scene(30, size=128, m=25, retina=True)
     gts[5] = torch.tensor(box(-400, -400, 20, 10))  # overlaps nothing
     gts[7] = gts[3]  # duplicate: ties everywhere
-    assigner = MaxIoUAssigner(
-        kwargs["pos"],
-        kwargs["neg"],
-        min_pos_iou=kwargs["min_pos"],
-        gt_max_assign_all=kwargs.get("assign_all", True),
-        match_low_quality=kwargs.get("low_quality", True),
-        low_quality_ties="exact",  # the dense reference's ties are exact-IoU ties
-    )
-    res = assigner.assign(anchors, gts)
+    # the dense reference's ties are exact-IoU ties
+    res = max_iou_of_case(kwargs, low_quality_ties="exact").assign(anchors, gts)
     expected, max_ov = dense_max_iou(anchors, gts, **kwargs)
     assert torch.equal(res.gt_inds, expected)
     assert torch.equal(res.max_overlaps, max_ov)
+
+
+MAX_IOU_CASES = [
+    {"pos": 0.5, "neg": 0.4, "min_pos": 0.0},
+    {"pos": 0.7, "neg": 0.3, "min_pos": 0.3},
+    {"pos": 0.7, "neg": 0.3, "min_pos": 0.3, "assign_all": False},
+    {"pos": 0.5, "neg": (0.1, 0.4), "min_pos": 0.0},
+    {"pos": 0.5, "neg": 0.4, "min_pos": 0.0, "assign_all": False},
+    {"pos": 0.5, "neg": 0.4, "min_pos": 0.0, "low_quality": False},
+]
+
+
+def horizontal_scene(seed, n=400, m=30):
+    """Integer xyxy anchors and ground truths (exact IoU ties are common), duplicated anchors and
+    ground truths, and a ground truth overlapping nothing."""
+    gen = torch.Generator().manual_seed(seed)
+    xy = torch.randint(0, 96, (n, 2), generator=gen).float()
+    anchors = torch.cat([xy, xy + torch.randint(4, 40, (n, 2), generator=gen).float()], dim=1)
+    anchors = torch.cat([anchors, anchors[: n // 8]])  # equal anchors: ties at a best IoU
+    c = torch.randint(0, 96, (m, 2), generator=gen).float()
+    gts = torch.cat([c, c + torch.randint(2, 48, (m, 2), generator=gen).float()], dim=1)
+    gts[3] = gts[1]  # duplicate ground truths: the later one takes their low-quality anchors
+    gts[5] = torch.tensor([-500.0, -500, -490, -490])  # overlaps nothing (best IoU 0)
+    return anchors, gts
+
+
+@pytest.mark.parametrize("kwargs", MAX_IOU_CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_max_iou_horizontal_equals_dense_reference(kwargs, seed):
+    """The RPN's case: the shared rules on mmdet's horizontal IoU give what the step-by-step dense
+    reference gives on the full horizontal overlap matrix, ties and tie-order rules included; and so
+    do the circumscribed boxes of rotated ground truths, as the RPN assigns them."""
+    scenes = [horizontal_scene(seed)]
+    anchors_r, _, gts_r = random_scene(40 + seed, size=128, m=25, retina=True)
+    scenes.append((obb2xyxy(anchors_r, "le90"), obb2xyxy(gts_r, "le90")))
+    for anchors, gts in scenes:
+        for low_quality_ties in ("exact", "float32"):  # the same for horizontal IoU
+            assigner = max_iou_of_case(
+                kwargs, low_quality_ties=low_quality_ties, iou_calculator={"type": "BboxOverlaps2D"}
+            )
+            res = assigner.assign(anchors, gts)
+            expected, max_ov = dense_max_iou(anchors, gts, **kwargs, overlaps_of=bbox_overlaps)
+            assert torch.equal(res.gt_inds, expected)
+            assert torch.equal(res.max_overlaps, max_ov)
+        assert (expected > 0).any()
+    iou = bbox_overlaps(scenes[0][1], scenes[0][0])
+    best = iou.max(dim=1, keepdim=True).values
+    assert ((iou == best) & (best > 0)).sum(dim=1).max() > 1  # ties at a best IoU are tested
+
+
+def test_horizontal_iou_is_one_formula():
+    """A pair's horizontal IoU has the same bits in the matrix and alone (the sparse pairs of the
+    assigner are the dense reference's numbers)."""
+    anchors, gts = horizontal_scene(2)
+    anchors = anchors + torch.rand(anchors.shape, generator=torch.Generator().manual_seed(0))
+    dense = bbox_overlaps(gts, anchors)
+    rows, cols = torch.meshgrid(torch.arange(gts.shape[0]), torch.arange(anchors.shape[0]), indexing="ij")
+    assert torch.equal(
+        bbox_overlaps(gts[rows.flatten()], anchors[cols.flatten()], aligned=True), dense.flatten()
+    )
+    assert dense[1].max() > 0 and dense[5].max() == 0
+
+
+def test_max_iou_refuses_boxes_of_the_other_calculator():
+    anchors, gts = horizontal_scene(3)
+    with pytest.raises(ValueError, match=r"takes \[\*, 5\] boxes"):
+        MaxIoUAssigner(0.5, 0.4).assign(anchors, gts)
+    with pytest.raises(ValueError, match=r"takes \[\*, 4\] boxes"):
+        MaxIoUAssigner(0.5, 0.4, iou_calculator="BboxOverlaps2D").assign(*random_scene(3, 128)[::2])
+    with pytest.raises(ValueError, match="iou_calculator must be one of"):
+        MaxIoUAssigner(0.5, 0.4, iou_calculator="BboxOverlaps3D")
+    with pytest.raises(ValueError, match="only its type"):
+        MaxIoUAssigner(0.5, 0.4, iou_calculator={"type": "BboxOverlaps2D", "scale": 512.0})
+    with pytest.raises(ValueError, match="ignore_iof_thr > 0 needs"):
+        MaxIoUAssigner(0.5, 0.4, ignore_iof_thr=0.5, iou_calculator="BboxOverlaps2D")
+    cfg = {
+        "type": "MaxIoUAssigner",
+        "pos_iou_thr": 0.7,
+        "neg_iou_thr": 0.3,
+        "iou_calculator": {"type": "BboxOverlaps2D"},
+    }
+    assert assigner_from_config(cfg).iou_calculator == "BboxOverlaps2D"
 
 
 def test_max_iou_ignore_regions_equal_dense_reference():

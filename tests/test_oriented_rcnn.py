@@ -24,13 +24,14 @@ import torch
 from rotdet.configs import load_config
 from rotdet.data.build import resolve_data_config
 from rotdet.models import load_weights
+from rotdet.models.assigners import MaxIoUAssigner
 from rotdet.models.detectors import sum_losses
 from rotdet.models.factory import build_model
 from rotdet.models.mmrotate_import import rotdet_to_mmrotate_key
 from rotdet.models.oriented_rcnn import OrientedRCNN
 from rotdet.models.postprocess import TestConfig
 from rotdet.models.roi_head import rois_of
-from rotdet.models.rpn import hbb_overlaps, max_iou_assign_hbb
+from rotdet.ops import bbox_overlaps
 from rotdet.ops.hbb_nms import batched_nms_hbb
 from rotdet.structures.detections import RotatedDetections
 
@@ -131,12 +132,18 @@ def test_state_dict_layout_matches_mmrotate():
     assert model.roi_head.bbox_head.fc_cls.weight.abs().max() == 0
 
 
+def max_iou_assign_hbb(anchors, gts, pos, neg, min_pos, **kwargs):
+    """The RPN's assignment: the shared MaxIoUAssigner on mmdet's horizontal IoU."""
+    assigner = MaxIoUAssigner(pos, neg, min_pos, iou_calculator="BboxOverlaps2D", **kwargs)
+    return assigner.assign(anchors, gts).gt_inds
+
+
 def test_hbb_assigner_follows_mmdets_rules():
     anchors = torch.tensor(
         [[0.0, 0, 10, 10], [0, 0, 10, 10], [5, 5, 15, 15], [40, 40, 50, 50], [0, 0, 9, 10]]
     )
     gts = torch.tensor([[0.0, 0, 10, 10], [100, 100, 104, 104]])
-    iou = hbb_overlaps(gts, anchors)
+    iou = bbox_overlaps(gts, anchors)
     assert torch.allclose(iou[0], torch.tensor([1.0, 1.0, 25 / 175, 0.0, 0.9]))
     gt_inds = max_iou_assign_hbb(anchors, gts, 0.7, 0.3, 0.3)
     # two equal best anchors both positive, 0.14 negative, 0.9 >= 0.7 positive; the second gt
@@ -146,6 +153,22 @@ def test_hbb_assigner_follows_mmdets_rules():
     low = max_iou_assign_hbb(anchors, torch.tensor([[4.0, 4, 16, 16]]), 0.7, 0.3, 0.3)
     # IoUs 0.17, 0.17, 0.69, 0, 0.36: the best (< 0.7) is a low-quality match, 0.36 is ignored
     assert low.tolist() == [0, 0, 1, 0, -1]
+
+
+def test_both_stages_assign_with_the_one_max_iou_assigner():
+    """The RPN and the RoI head build the same MaxIoUAssigner from their config sections, only the
+    IoU differing (horizontal for the RPN's anchors, rotated for the proposals)."""
+    model = build_model(load_config(NAME, tiny_overrides()))
+    rpn, rcnn = model.rpn_head.train_cfg.assigner, model.roi_head.train_cfg.assigner
+    assert isinstance(rpn, MaxIoUAssigner) and isinstance(rcnn, MaxIoUAssigner)
+    assert (rpn.iou_calculator, rpn.pos_iou_thr, rpn.neg_iou_thr, rpn.min_pos_iou) == (
+        "BboxOverlaps2D",
+        0.7,
+        0.3,
+        0.3,
+    )
+    assert rpn.match_low_quality and rpn.gt_max_assign_all
+    assert (rcnn.iou_calculator, rcnn.pos_iou_thr, rcnn.match_low_quality) == ("RBboxOverlaps2D", 0.5, False)
 
 
 def test_batched_nms_keeps_levels_apart():
@@ -245,6 +268,12 @@ def test_wrong_configs_are_refused():
                 NAME, [*tiny_overrides(), "model.train_cfg.rcnn.assigner.iou_calculator.type=BboxOverlaps2D"]
             )
         )
+    rotated_rpn = load_config(NAME, tiny_overrides())
+    rotated_rpn["model"]["train_cfg"]["rpn"]["assigner"]["iou_calculator"] = {"type": "RBboxOverlaps2D"}
+    with pytest.raises(ValueError, match="assigns on horizontal boxes"):
+        build_model(rotated_rpn)
+    with pytest.raises(ValueError, match="ignore_iof_thr"):
+        build_model(load_config(NAME, [*tiny_overrides(), "model.train_cfg.rpn.assigner.ignore_iof_thr=0.5"]))
     with pytest.raises(ValueError, match="sigmoid CrossEntropyLoss"):
         build_model(load_config(NAME, [*tiny_overrides(), "model.rpn_head.loss_cls.use_sigmoid=false"]))
 
@@ -413,7 +442,7 @@ def test_hbb_assigner_low_quality_matches_mmdets_loop():
     anchors = torch.cat([anchors, anchors[:50]])  # exact ties at the best IoU
     c = torch.randint(0, 60, (12, 2), generator=gen).float()
     gts = torch.cat([c, c + torch.randint(2, 40, (12, 2), generator=gen).float()], dim=1)
-    iou = hbb_overlaps(gts, anchors)
+    iou = bbox_overlaps(gts, anchors)
     for assign_all in (True, False):
         expected = max_iou_assign_hbb(anchors, gts, 0.7, 0.3, 0.3, match_low_quality=False)
         best, first = iou.max(dim=1)

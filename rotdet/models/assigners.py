@@ -12,6 +12,9 @@ Neither assigner builds the anchors x ground-truths matrices mmrotate builds:
   touch (every other IoU is exactly 0) and derives mmdet's per-anchor and per-ground-truth maxima,
   and its low-quality matches, from those pairs; the few pairs that decide each ground truth's best
   anchors are recomputed with mmcv's float32 arithmetic, whose rounding breaks ties as mmrotate's.
+  Its IoU is swappable (``iou_calculator``): rotated (``RBboxOverlaps2D``) for the dense heads and
+  the R-CNN's RoI head, horizontal (mmdet's ``BboxOverlaps2D``) for Oriented R-CNN's RPN; the rules
+  are one implementation for both.
 * :class:`ATSSAssigner` computes centre distances level by level in chunks of ground truths, keeps
   the ``topk`` nearest anchors per level and ground truth, and computes IoUs and the point-in-polygon
   test for those candidate pairs only (at most ``topk * levels * M`` of them).
@@ -39,7 +42,7 @@ the boxes to assign with from :func:`assign_targets_boxes`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -47,11 +50,12 @@ import torch
 from torch import Tensor
 
 from rotdet.models.config_keys import constructor_kwargs
-from rotdet.ops import box_iou_rotated, circumscribed_xyxy, points_in_polygons
+from rotdet.ops import bbox_overlaps, box_iou_rotated, circumscribed_xyxy, points_in_polygons
 from rotdet.ops.iou import hbb_overlap_pairs, separate_groups
 from rotdet.structures import check_version, obb2hbb, obb2poly
 
 __all__ = [
+    "IOU_CALCULATORS",
     "LOW_QUALITY_TIE_RULES",
     "MMCV_CUDA_INSIDE_LIMIT",
     "ATSSAssigner",
@@ -68,6 +72,8 @@ __all__ = [
 _MIN_SIZE = 1e-3
 # MaxIoUAssigner's rules for the anchors at a ground truth's best IoU (see _low_quality_ties).
 LOW_QUALITY_TIE_RULES = ("exact", "float32")
+# MaxIoUAssigner's IoUs: mmdet's iou_calculator types (see _PairOverlaps).
+IOU_CALCULATORS = ("RBboxOverlaps2D", "BboxOverlaps2D")
 # float32 rule: pairs within this relative distance of the exact best are recomputed the mmcv way
 # (mmcv's float32 IoUs are within 5e-6 of exact, relative, for boxes over a pixel wide and 6e-5 for
 # sub-pixel ones: the recorded pairs of tests/data/mmcv_iou_oracle.py).
@@ -220,8 +226,62 @@ def assign_targets_boxes(gt_boxes: Tensor, assign_by_circumhbbox: str | None) ->
 
 
 # ------------------------------------------------------------------------------------------- MaxIoU
+@dataclass(frozen=True)
+class _PairOverlaps:
+    """The IoU of :class:`MaxIoUAssigner`: all that differs between mmdet's ``iou_calculator`` types.
+
+    ``prepare`` turns ``[K, box_dim]`` boxes into what the IoU is computed on; ``search_xyxy`` gives,
+    in float64, horizontal boxes that must touch for a pair's IoU to be above 0 (the overlap search);
+    ``aligned`` is the IoU of prepared pairs ``[P, box_dim]`` x ``[P, box_dim]`` -> ``[P]``, in the
+    dtype of the first, with the bits the dense matrix would hold. ``float32_ties``: the IoUs are exact
+    and the ``"float32"`` tie rule recomputes the near-best ones as mmcv's float32 kernel does (rotated);
+    False where the IoUs already are mmdet's float32 numbers (horizontal): both tie rules are then the
+    plain comparison.
+    """
+
+    box_dim: int
+    prepare: Callable[[Tensor], Tensor]
+    search_xyxy: Callable[[Tensor], Tensor]
+    aligned: Callable[[Tensor, Tensor], Tensor]
+    float32_ties: bool
+
+
+_PAIR_OVERLAPS = {
+    # mmrotate's RBboxOverlaps2D: sizes clamped to 1e-3, exact rotated IoU; any IoU > 0 needs the
+    # circumscribed horizontal boxes to touch.
+    "RBboxOverlaps2D": _PairOverlaps(
+        box_dim=5,
+        prepare=_clamp_sizes,
+        search_xyxy=lambda boxes: circumscribed_xyxy(boxes.to(torch.float64)),
+        aligned=lambda boxes1, boxes2: box_iou_rotated(boxes1, boxes2, aligned=True),
+        float32_ties=True,
+    ),
+    # mmdet's BboxOverlaps2D on xyxy boxes (Oriented R-CNN's RPN).
+    "BboxOverlaps2D": _PairOverlaps(
+        box_dim=4,
+        prepare=lambda boxes: boxes[:, :4].detach(),
+        search_xyxy=lambda boxes: boxes.to(torch.float64),
+        aligned=lambda boxes1, boxes2: bbox_overlaps(boxes1, boxes2, aligned=True),
+        float32_ties=False,
+    ),
+}
+
+
+def _iou_calculator_name(iou_calculator: str | Mapping[str, str]) -> str:
+    """The type of an ``iou_calculator`` given as its name or as mmdet's ``{type: ...}`` section."""
+    if isinstance(iou_calculator, Mapping):
+        if set(iou_calculator) != {"type"}:
+            raise ValueError(f"iou_calculator: only its type may be given, got {dict(iou_calculator)!r}")
+        iou_calculator = iou_calculator["type"]
+    if iou_calculator not in IOU_CALCULATORS:
+        raise ValueError(f"iou_calculator must be one of {list(IOU_CALCULATORS)}, got {iou_calculator!r}")
+    return iou_calculator
+
+
 class MaxIoUAssigner:
-    """mmdet 2.x ``MaxIoUAssigner`` on rotated IoU (``iou_calculator=RBboxOverlaps2D``).
+    """mmdet 2.x ``MaxIoUAssigner``, on rotated IoU (``iou_calculator="RBboxOverlaps2D"``, the
+    default: ``[*, 5]`` boxes) or horizontal IoU (``"BboxOverlaps2D"``, mmdet's ``bbox_overlaps``:
+    ``[*, 4]`` xyxy boxes, as Oriented R-CNN's RPN assigns). The rules below are the same for both.
 
     Rules, in mmdet's order, with ``IoU`` the ground-truth x anchor overlaps (``-1`` for every
     ground truth at anchors ignored by ``ignore_iof_thr``):
@@ -240,7 +300,8 @@ class MaxIoUAssigner:
     ``box_iou_rotated`` computes them (:func:`mmcv_box_iou_rotated_float32`, bit for bit), so that a
     small ground truth inside several equal anchors keeps those mmcv's rounding puts on top -- often
     not all of them. ``"exact"``: the exact IoUs decide, and every anchor of such a set is taken
-    (36-48 % more low-quality anchors for small non-integer boxes; README, Models).
+    (36-48 % more low-quality anchors for small non-integer boxes; README, Models). Horizontal IoUs
+    are mmdet's float32 numbers already: there both rules compare them as they are.
 
     Only pairs whose circumscribed horizontal boxes touch are computed; every other IoU is exactly 0
     and is accounted for without being stored, so memory grows with the overlapping pairs, not N x M.
@@ -256,7 +317,14 @@ class MaxIoUAssigner:
         ignore_iof_thr: float = -1,
         ignore_wrt_candidates: bool = True,
         low_quality_ties: str = "float32",
+        iou_calculator: str | Mapping[str, str] = "RBboxOverlaps2D",
     ) -> None:
+        self.iou_calculator = _iou_calculator_name(iou_calculator)
+        self._overlaps = _PAIR_OVERLAPS[self.iou_calculator]
+        if ignore_iof_thr > 0 and self.iou_calculator != "RBboxOverlaps2D":
+            raise ValueError(
+                f"ignore_iof_thr > 0 needs iou_calculator RBboxOverlaps2D, not {self.iou_calculator}"
+            )
         if isinstance(neg_iou_thr, tuple | list) and len(neg_iou_thr) != 2:
             raise ValueError(f"neg_iou_thr tuple must have 2 values, got {neg_iou_thr!r}")
         if low_quality_ties not in LOW_QUALITY_TIE_RULES:
@@ -277,7 +345,7 @@ class MaxIoUAssigner:
             f"MaxIoUAssigner(pos_iou_thr={self.pos_iou_thr}, neg_iou_thr={self.neg_iou_thr}, "
             f"min_pos_iou={self.min_pos_iou}, gt_max_assign_all={self.gt_max_assign_all}, "
             f"match_low_quality={self.match_low_quality}, ignore_iof_thr={self.ignore_iof_thr}, "
-            f"low_quality_ties={self.low_quality_ties!r})"
+            f"low_quality_ties={self.low_quality_ties!r}, iou_calculator={self.iou_calculator!r})"
         )
 
     def _ignored_anchors(self, anchors: Tensor, gt_boxes_ignore: Tensor | None) -> Tensor:
@@ -301,8 +369,10 @@ class MaxIoUAssigner:
         """Assign ``N`` anchors of one image to ``M`` ground truths (mmdet's call).
 
         Args:
-            anchors: ``[N, 5]`` rotated anchors (or predicted boxes, for R3Det's refine stage).
-            gt_boxes: ``[M, 5]`` rotated ground truths (already :func:`assign_targets_boxes`-converted).
+            anchors: ``[N, 5]`` rotated anchors (or predicted boxes, for R3Det's refine stage);
+                ``[N, 4]`` xyxy with ``BboxOverlaps2D``.
+            gt_boxes: ``[M, 5]`` rotated ground truths (already :func:`assign_targets_boxes`-converted);
+                ``[M, 4]`` xyxy with ``BboxOverlaps2D``.
             gt_labels: ``[M]`` int classes, or None.
             gt_boxes_ignore: ``[K, 5]`` ignore regions, used only when ``ignore_iof_thr > 0``.
 
@@ -335,7 +405,8 @@ class MaxIoUAssigner:
         for the whole batch (``num_level_anchors`` is not needed by this rule).
 
         Args:
-            anchors: ``[B, N, 5]``; gt_boxes: ``[B, G, 5]``; gt_valid: ``[B, G]``;
+            anchors: ``[B, N, 5]``; gt_boxes: ``[B, G, 5]`` (``[B, N, 4]`` and ``[B, G, 4]`` xyxy
+            with ``BboxOverlaps2D``); gt_valid: ``[B, G]``;
             anchor_valid: optional ``[B, N]`` (see :class:`Assigner`).
             ignored: optional ``[B, N]`` bool, anchors in ignore regions (mmdet's ``ignore_iof_thr``):
                 they take part, with every IoU ``-1``.
@@ -349,6 +420,12 @@ class MaxIoUAssigner:
         g = gt_boxes.shape[1]
         if g == 0 or n == 0:
             return _unmatched(anchors, anchor_valid, -1.0)
+        d = self._overlaps.box_dim
+        if anchors.shape[-1] != d or gt_boxes.shape[-1] != d:
+            raise ValueError(
+                f"MaxIoUAssigner({self.iou_calculator}) takes [*, {d}] boxes, got anchors "
+                f"{list(anchors.shape)} and ground truths {list(gt_boxes.shape)}"
+            )
         device = anchors.device
         valid = None if anchor_valid is None else anchor_valid.reshape(-1)
         g_idx, a_idx, iou = self._batch_pairs(anchors, gt_boxes, gt_valid, valid, ignored)
@@ -394,9 +471,13 @@ class MaxIoUAssigner:
             gt_inds = torch.where(valid, gt_inds, -1)
         return gt_inds.view(batch, n), max_overlaps.view(batch, n)
 
-    @staticmethod
     def _batch_pairs(
-        anchors: Tensor, gt_boxes: Tensor, gt_valid: Tensor, valid: Tensor | None, ignored: Tensor | None
+        self,
+        anchors: Tensor,
+        gt_boxes: Tensor,
+        gt_valid: Tensor,
+        valid: Tensor | None,
+        ignored: Tensor | None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Flat ``(gt, anchor, iou)`` ``[P]`` of the pairs of one image with IoU > 0 (the only
         ones stored; a pair left out has IoU 0, or -1 if its anchor is ignored), valid ground truths
@@ -404,10 +485,19 @@ class MaxIoUAssigner:
         batch, n = anchors.shape[:2]
         g = gt_boxes.shape[1]
         device = anchors.device
-        anchor_img = torch.arange(batch, device=device).repeat_interleave(n)
-        gt_img = torch.arange(batch, device=device).repeat_interleave(g)
+        # One image needs no separating of images: its search skips shifting every box (~20 ms of
+        # the RPN's single-image assign on 260k anchors, 1 CPU thread).
+        anchor_img = torch.arange(batch, device=device).repeat_interleave(n) if batch > 1 else None
+        gt_img = torch.arange(batch, device=device).repeat_interleave(g) if batch > 1 else None
+        d = self._overlaps.box_dim
         g_idx, a_idx, iou = _positive_pairs(
-            gt_boxes.reshape(-1, 5), anchors.reshape(-1, 5), gt_img, anchor_img, gt_valid.reshape(-1), valid
+            gt_boxes.reshape(-1, d),
+            anchors.reshape(-1, d),
+            gt_img,
+            anchor_img,
+            gt_valid.reshape(-1),
+            valid,
+            overlaps=self._overlaps,
         )
         if ignored is not None:  # known on the host: no selection (no host sync) when nothing is ignored
             keep = (~ignored.reshape(-1)[a_idx]).nonzero()[:, 0]
@@ -436,7 +526,7 @@ class MaxIoUAssigner:
         """
         g_idx, a_idx, iou = pairs
         best = gt_max[g_idx]
-        if self.low_quality_ties == "exact":
+        if self.low_quality_ties == "exact" or not self._overlaps.float32_ties:
             return positive_best[g_idx] & (iou == best)
         near = (positive_best[g_idx] & (iou >= best * (1 - _TIE_CANDIDATE_RTOL))).nonzero()[:, 0]
         gts = _clamp_sizes(gt_boxes.reshape(-1, 5)[g_idx[near]])
@@ -514,23 +604,25 @@ def _positive_pairs(
     groups2: Tensor | None = None,
     valid1: Tensor | None = None,
     valid2: Tensor | None = None,
+    overlaps: _PairOverlaps = _PAIR_OVERLAPS["RBboxOverlaps2D"],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(i, j, iou)`` for every pair with ``RBboxOverlaps2D(boxes1, boxes2)[i, j] > 0``.
+    """``(i, j, iou)`` for every pair with ``overlaps``' IoU (``RBboxOverlaps2D`` by default) of
+    ``boxes1[i]`` and ``boxes2[j]`` above 0.
 
     ``iou`` is in the dtype of ``boxes1`` (float32 for float32 input), computed exactly like the dense
     matrix; pairs whose circumscribed horizontal boxes do not touch have IoU 0 and are never computed.
     With ``groups1, groups2`` (e.g. the image of each box) only pairs of the same group are formed;
     rows with ``valid1 [N]`` False (padding) and columns with ``valid2 [M]`` False take part in none.
     """
-    c1, c2 = _clamp_sizes(boxes1), _clamp_sizes(boxes2.to(boxes1))
-    x1, x2 = circumscribed_xyxy(c1.to(torch.float64)), circumscribed_xyxy(c2.to(torch.float64))
+    c1, c2 = overlaps.prepare(boxes1), overlaps.prepare(boxes2.to(boxes1))
+    x1, x2 = overlaps.search_xyxy(c1), overlaps.search_xyxy(c2)
     if groups1 is not None:
         x1, x2 = separate_groups([x1, x2], [groups1, groups2])
     rows, cols, vals = [], [], []
     for r, c in hbb_overlap_pairs(x1, x2):
         rows.append(r)
         cols.append(c)
-        vals.append(box_iou_rotated(c1[r], c2[c], aligned=True))
+        vals.append(overlaps.aligned(c1[r], c2[c]))
     if not rows:
         empty = torch.zeros(0, dtype=torch.long, device=boxes1.device)
         dtype = boxes1.dtype if boxes1.is_floating_point() else torch.float32

@@ -67,7 +67,7 @@ class RCNNTrainConfig:
         c = dict(cfg)
         c.pop("debug", None)
         assigner = dict(c.pop("assigner"))
-        calculator = assigner.pop("iou_calculator", None) or {}
+        calculator = assigner.get("iou_calculator") or {}
         if calculator.get("type") != "RBboxOverlaps2D":
             raise ValueError("train_cfg.rcnn.assigner: the RoI head assigns on rotated IoU (RBboxOverlaps2D)")
         if assigner.get("type") != "MaxIoUAssigner":

@@ -9,8 +9,10 @@ Training (:meth:`OrientedRPNHead.loss`), image by image as mmdet does:
 
 1. the anchors inside the image (mmdet's ``anchor_inside_flags``: valid for the padded shape and,
    with ``allowed_border >= 0``, the whole box within ``img_shape`` grown by that border);
-2. :func:`max_iou_assign_hbb` of those anchors to the ground truths' circumscribed horizontal boxes
-   (``obb2xyxy`` in the head's angle version) with mmdet's horizontal IoU;
+2. :class:`~rotdet.models.assigners.MaxIoUAssigner` of those anchors to the ground truths'
+   circumscribed horizontal boxes (``obb2xyxy`` in the head's angle version) with mmdet's
+   horizontal IoU (``iou_calculator="BboxOverlaps2D"``: the rules of every MaxIoU caller, on
+   horizontal boxes);
 3. a random subset of positives and negatives (:class:`~rotdet.models.samplers.RandomSampler`);
 4. targets: label 0 (foreground) for sampled positives, 1 (background) elsewhere; the rotated ground
    truth encoded against its anchor by the midpoint-offset coder;
@@ -36,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rotdet.models.anchors import AnchorGenerator
-from rotdet.models.assigners import AssignResult
+from rotdet.models.assigners import MaxIoUAssigner, assigner_from_config
 from rotdet.models.config_keys import constructor_kwargs
 from rotdet.models.loss_reduction import EPS  # mmdet's weight_reduce_loss: sum / (avg_factor + eps)
 from rotdet.models.losses import smooth_l1_loss
@@ -49,74 +51,8 @@ __all__ = [
     "OrientedRPNHead",
     "ProposalConfig",
     "RPNTrainConfig",
-    "hbb_overlaps",
-    "max_iou_assign_hbb",
     "with_permutation",
 ]
-
-_OVERLAP_CHUNK = 1 << 22  # ground truth x anchor pairs per step of the RPN's IoU matrix
-
-
-def hbb_overlaps(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """mmdet's ``bbox_overlaps`` (mode ``iou``, not aligned) of ``[M, 4]`` and ``[N, 4]`` xyxy boxes
-    -> ``[M, N]``, with its float order (``area1 + area2 - overlap``, union at least eps)."""
-    area1 = (boxes1[:, 2] - boxes1[:, 0]) * (boxes1[:, 3] - boxes1[:, 1])
-    area2 = (boxes2[:, 2] - boxes2[:, 0]) * (boxes2[:, 3] - boxes2[:, 1])
-    lt = torch.max(boxes1[:, None, :2], boxes2[None, :, :2])
-    rb = torch.min(boxes1[:, None, 2:], boxes2[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    overlap = wh[..., 0] * wh[..., 1]
-    union = (area1[:, None] + area2[None, :] - overlap).clamp(min=1e-6)
-    return overlap / union
-
-
-def max_iou_assign_hbb(
-    anchors: Tensor,
-    gt_xyxy: Tensor,
-    pos_iou_thr: float,
-    neg_iou_thr: float,
-    min_pos_iou: float,
-    match_low_quality: bool = True,
-    gt_max_assign_all: bool = True,
-) -> Tensor:
-    """mmdet's ``MaxIoUAssigner`` on horizontal boxes: ``gt_inds [N]`` (0 negative, -1 ignored,
-    ``k + 1`` ground truth ``k``) of ``anchors [N, 4]`` against ``gt_xyxy [M, 4]``.
-
-    Rules in mmdet's order: below ``neg_iou_thr`` negative; at or above ``pos_iou_thr`` the
-    ground truth of the best IoU (``max`` over the ``[M, N]`` matrix, as mmdet); then, with
-    ``match_low_quality``, each ground truth in index order whose best IoU is at least
-    ``min_pos_iou`` takes every anchor at that best (or its first one)."""
-    n, m = anchors.shape[0], gt_xyxy.shape[0]
-    if m == 0 or n == 0:
-        return anchors.new_zeros(n, dtype=torch.long)
-    # [M, N] in mmdet's orientation, a few ground truths at a time: the pairwise temporaries
-    # ([rows, N, 2] corners) stay near _OVERLAP_CHUNK elements
-    overlaps = anchors.new_empty(m, n)
-    rows = max(1, _OVERLAP_CHUNK // n)
-    for start in range(0, m, rows):
-        overlaps[start : start + rows] = hbb_overlaps(gt_xyxy[start : start + rows], anchors)
-    max_overlaps, argmax = overlaps.max(dim=0)
-    gt_max, gt_argmax = overlaps.max(dim=1)
-    gt_inds = torch.full((n,), -1, dtype=torch.long, device=anchors.device)
-    gt_inds[(max_overlaps >= 0) & (max_overlaps < neg_iou_thr)] = 0
-    pos = max_overlaps >= pos_iou_thr
-    gt_inds[pos] = argmax[pos] + 1
-    if match_low_quality:
-        # mmdet visits the ground truths in index order, a later one overwriting: per anchor the
-        # highest-index eligible ground truth that picks it wins
-        eligible = gt_max >= min_pos_iou
-        gt_index = torch.arange(m, device=anchors.device)
-        winner = torch.full((n,), -1, dtype=torch.long, device=anchors.device)
-        if gt_max_assign_all:
-            for start in range(0, m, rows):
-                stop = min(m, start + rows)
-                picks = (overlaps[start:stop] == gt_max[start:stop, None]) & eligible[start:stop, None]
-                ids = torch.where(picks, gt_index[start:stop, None], -1)
-                winner = torch.maximum(winner, ids.amax(dim=0))
-        else:
-            winner.scatter_reduce_(0, gt_argmax, torch.where(eligible, gt_index, -1), reduce="amax")
-        gt_inds = torch.where(winner >= 0, winner + 1, gt_inds)
-    return gt_inds
 
 
 def with_permutation(sampler: RandomSampler, permutation: Permutation | None) -> RandomSampler:
@@ -130,14 +66,10 @@ def with_permutation(sampler: RandomSampler, permutation: Permutation | None) ->
 
 @dataclass(frozen=True)
 class RPNTrainConfig:
-    """``train_cfg.rpn``: the assigner's thresholds, the sampler, ``allowed_border``, ``pos_weight``."""
+    """``train_cfg.rpn``: the assigner (horizontal IoU), the sampler, ``allowed_border``, ``pos_weight``."""
 
+    assigner: MaxIoUAssigner
     sampler: RandomSampler
-    pos_iou_thr: float = 0.7
-    neg_iou_thr: float = 0.3
-    min_pos_iou: float = 0.3
-    match_low_quality: bool = True
-    gt_max_assign_all: bool = True
     allowed_border: float = 0
     pos_weight: float = -1
 
@@ -146,19 +78,21 @@ class RPNTrainConfig:
         c = dict(cfg)
         c.pop("debug", None)
         assigner = dict(c.pop("assigner"))
-        if assigner.pop("type", None) != "MaxIoUAssigner":
+        if assigner.get("type") != "MaxIoUAssigner":
             raise ValueError("train_cfg.rpn.assigner: only MaxIoUAssigner is supported")
-        if assigner.pop("ignore_iof_thr", -1) > 0:
+        if assigner.get("ignore_iof_thr", -1) > 0:  # the RPN is given no ignore regions
             raise ValueError("train_cfg.rpn.assigner: ignore_iof_thr > 0 is not supported")
-        if assigner.pop("iou_calculator", {"type": "BboxOverlaps2D"}).get("type") != "BboxOverlaps2D":
+        # mmdet's default calculator, and the only one the RPN's horizontal anchors take
+        calculator = assigner.setdefault("iou_calculator", {"type": "BboxOverlaps2D"})
+        if calculator.get("type") != "BboxOverlaps2D":
             raise ValueError("train_cfg.rpn.assigner: the RPN assigns on horizontal boxes (BboxOverlaps2D)")
         sampler = RandomSampler.from_config(c.pop("sampler"))
         if sampler.add_gt_as_proposals:  # the targets are per anchor: no gt can join them
             raise ValueError("train_cfg.rpn.sampler: add_gt_as_proposals must be false")
-        extra = (set(assigner) | set(c)) - set(cls.__dataclass_fields__)
+        extra = set(c) - set(cls.__dataclass_fields__)
         if extra:
             raise ValueError(f"train_cfg.rpn: unknown keys {sorted(extra)}")
-        return cls(sampler=sampler, **assigner, **c)
+        return cls(assigner=assigner_from_config(assigner), sampler=sampler, **c)
 
 
 @dataclass(frozen=True)
@@ -321,16 +255,7 @@ class OrientedRPNHead(nn.Module):
             raise ValueError("no anchor lies inside the image (allowed_border)")
         sub = anchors[inside_idx]
         gt_xyxy = obb2xyxy(gt_boxes, self.version)
-        gt_inds = max_iou_assign_hbb(
-            sub,
-            gt_xyxy,
-            cfg.pos_iou_thr,
-            cfg.neg_iou_thr,
-            cfg.min_pos_iou,
-            cfg.match_low_quality,
-            cfg.gt_max_assign_all,
-        )
-        assigned = AssignResult(gt_boxes.shape[0], gt_inds, sub.new_zeros(gt_inds.shape))
+        assigned = cfg.assigner.assign(sub, gt_xyxy)
         result = sampler.sample(assigned, sub, gt_xyxy)
         pos, neg = result.pos_inds, result.neg_inds
         pos_all, neg_all = inside_idx[pos], inside_idx[neg]

@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     _triton_iou = None
 
 __all__ = [
+    "bbox_overlaps",
     "box_iou_rotated",
     "circumscribed_xyxy",
     "hbb_overlap_pairs",
@@ -180,6 +181,25 @@ def _areas(boxes: Tensor) -> Tensor:
     """Float64 areas ``[K]``; 0 for boxes with a non-positive side."""
     w, h = boxes[:, 2].to(torch.float64), boxes[:, 3].to(torch.float64)
     return torch.where((w > 0) & (h > 0), w * h, torch.zeros_like(w))
+
+
+def bbox_overlaps(boxes1: Tensor, boxes2: Tensor, aligned: bool = False) -> Tensor:
+    """mmdet's ``bbox_overlaps`` (mode ``iou``) of horizontal xyxy boxes: ``[N, 4]`` and ``[M, 4]``
+    -> ``[N, M]``, or ``[N]`` for ``aligned`` pairs of ``[N, 4]`` and ``[N, 4]``.
+
+    mmdet's float order (``area1 + area2 - overlap``, the union at least 1e-6) in one formula for
+    both forms, so a pair's IoU has the same bits whether it is computed in a matrix or alone.
+    """
+    if not aligned:
+        boxes1, boxes2 = boxes1[:, None], boxes2[None]
+    area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
+    area2 = (boxes2[..., 2] - boxes2[..., 0]) * (boxes2[..., 3] - boxes2[..., 1])
+    lt = torch.max(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.min(boxes1[..., 2:], boxes2[..., 2:])
+    wh = (rb - lt).clamp(min=0)
+    overlap = wh[..., 0] * wh[..., 1]
+    union = (area1 + area2 - overlap).clamp(min=1e-6)
+    return overlap / union
 
 
 def circumscribed_xyxy(boxes: Tensor) -> Tensor:
