@@ -89,6 +89,16 @@ def num_candidates(level_anchors: Sequence[int], nms_pre: int) -> int:
     return sum(nms_pre if 0 < nms_pre < n else n for n in level_anchors)
 
 
+def _stable_top(values: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest of each row of ``values [B, N]``, equal values by index (a stable descending
+    sort): ONNX's TopK promises that order, so the ONNX export writes a TopK (whose exporter has no
+    stable sort); eager and ``torch.export`` sort."""
+    if torch.jit.is_tracing():
+        return values.topk(k, dim=1)
+    ranked, order = values.sort(dim=1, descending=True, stable=True)
+    return ranked[:, :k], order[:, :k]
+
+
 def _check_oriented_rcnn(model: OrientedRCNN) -> None:
     """ValueError (one line) for what the static graph does not restate."""
     rpn_cfg = model.rpn_head.test_cfg
@@ -295,7 +305,9 @@ class CandidateGraph(nn.Module):
             deltas = reg.float().permute(0, 2, 3, 1).reshape(batch, -1, 6)
             anchors = anchors[None].expand(batch, -1, -1)
             if 0 < self.nms_pre < scores.shape[1]:
-                scores, top = scores.topk(self.nms_pre, dim=1)
+                # the RPN's stable sort (ONNX's TopK also puts equal scores by index): the NMS
+                # then sees the proposals in the same order and keeps the same ones among ties
+                scores, top = _stable_top(scores, self.nms_pre)
                 deltas = deltas.gather(1, top[..., None].expand(-1, -1, 6))
                 anchors = anchors.gather(1, top[..., None].expand(-1, -1, 4))
             scores_l.append(scores)
@@ -308,7 +320,7 @@ class CandidateGraph(nn.Module):
         kept = batched_nms_hbb_mask(
             obb2xyxy(boxes, rpn.version), scores, [s.shape[1] for s in scores_l], rpn.test_cfg.iou_thr
         )
-        ranked, top = torch.where(kept, scores, -1.0).topk(self.num_candidates, dim=1)
+        ranked, top = _stable_top(torch.where(kept, scores, -1.0), self.num_candidates)
         proposals = boxes.gather(1, top[..., None].expand(-1, -1, 5))
         roi_feats = roi_head.bbox_roi_extractor.forward_static(feats[: roi_head._num_inputs()], proposals)
         cls_score, bbox_pred = roi_head.bbox_head(roi_feats)

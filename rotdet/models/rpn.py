@@ -20,7 +20,8 @@ Training (:meth:`OrientedRPNHead.loss`), image by image as mmdet does:
    the number of sampled anchors of the batch (``loss_rpn_cls``, ``loss_rpn_bbox``: ``[L]``).
 
 Proposals (:meth:`OrientedRPNHead.proposals`, mmrotate's ``_get_bboxes_single``): per level the
-``nms_pre`` best anchors by score (a full descending sort, as mmrotate), decoded (``max_shape`` the
+``nms_pre`` best anchors by score (a full descending sort, as mmrotate; stable, so that equal scores
+come by anchor index on every device and in the exported graph), decoded (``max_shape`` the
 image's), boxes narrower or lower than ``min_bbox_size`` dropped, NMS at ``nms.iou_threshold`` on the
 proposals' circumscribed horizontal boxes with the levels kept apart (mmcv's ``batched_nms``: its
 coordinate-offset trick below 10000 boxes, one NMS per level above), the ``max_per_img`` best kept:
@@ -336,7 +337,8 @@ class OrientedRPNHead(nn.Module):
                 scores = cls[i].float().permute(1, 2, 0).reshape(-1).sigmoid()
                 deltas = reg[i].float().permute(1, 2, 0).reshape(-1, 6)
                 if 0 < cfg.nms_pre < scores.shape[0]:
-                    ranked, order = scores.sort(descending=True)
+                    # stable: equal scores by anchor index, as the exported graph (ONNX's TopK) ranks
+                    ranked, order = scores.sort(descending=True, stable=True)
                     top = order[: cfg.nms_pre]
                     scores, deltas, anchors = ranked[: cfg.nms_pre], deltas[top], anchors[top]
                 scores_l.append(scores)
