@@ -101,3 +101,32 @@ def test_empty_and_single_images():
     assert nms_keep_mask(torch.zeros(2, 0, 4), torch.zeros(2, 0), 0.5).shape == (2, 0)
     keep = nms_keep_mask(torch.tensor([[[0.0, 0, 10, 10], [1, 1, 10, 10]]]), torch.tensor([[0.5, 0.9]]), 0.5)
     assert keep.tolist() == [[False, True]]
+
+
+def test_split_branch_keeps_mmcvs_shift():
+    """Above SPLIT_THR boxes mmcv runs one NMS per group but still on the shifted boxes: a pair whose
+    IoU crosses the threshold only through the shift's rounding is decided the shifted way."""
+    import torchvision
+
+    top = 2047.5  # group 0 fixes the largest coordinate: group 1 moves by top + 1
+    n0 = SPLIT_THR
+    x = torch.arange(n0, dtype=torch.float32) * (top - 1) / n0
+    filler = torch.stack([x, torch.zeros(n0), x + 0.01, torch.full((n0,), top)], dim=1)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20000):  # a pair at the threshold whose decision the shift's rounding flips
+        a = float(torch.rand((), generator=gen)) * 100
+        h = 8.0 + float(torch.randn((), generator=gen)) * 1e-4
+        pair = torch.tensor([[a, a, a + 10.0, a + 10.0], [a, a, a + 10.0, a + h]])
+        plain = float(torchvision.ops.box_iou(pair[:1], pair[1:]))
+        moved = float(torchvision.ops.box_iou(pair[:1] + top + 1, pair[1:] + top + 1))
+        if (plain > 0.8) != (moved > 0.8):
+            break
+    else:
+        pytest.fail("no pair at the threshold found")
+    boxes = torch.cat([filler, pair])
+    scores = torch.cat([torch.rand(n0, generator=gen) * 0.5, torch.tensor([0.9, 0.8])])
+    idxs = torch.cat([torch.zeros(n0, dtype=torch.long), torch.ones(2, dtype=torch.long)])
+    keep = batched_nms_hbb(boxes, scores, idxs, 0.8)
+    assert (n0 + 1 in keep.tolist()) == (not moved > 0.8)
+    mask = batched_nms_hbb_mask(boxes[None], scores[None], [n0, 2], 0.8)
+    assert torch.equal(mask[0].nonzero().flatten(), keep.sort().values)

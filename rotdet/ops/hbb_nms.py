@@ -2,10 +2,10 @@
 static shapes.
 
 mmcv keeps groups apart (the RPN's FPN levels) by shifting each group's boxes by
-``group * (max coordinate + 1)`` before one NMS when there are fewer than :data:`SPLIT_THR` boxes,
-and by one NMS per group otherwise; the shift rounds the coordinates, so which way is taken matters
-at the last bit and both are reproduced. The NMS itself is torchvision's (IoU strictly above the
-threshold suppresses, as mmcv's).
+``group * (max coordinate + 1)``, then runs one NMS when there are fewer than :data:`SPLIT_THR`
+boxes and one NMS per group (on the same shifted boxes) otherwise; the shift rounds the
+coordinates, so it is kept in both cases, to the last bit. The NMS itself is torchvision's (IoU
+strictly above the threshold suppresses, as mmcv's; equal scores: the lower index first).
 
 :func:`nms_keep_mask` is the same NMS on a batch of images with a static-shape result, a boolean
 mask ``[B, K]`` instead of a list of indices: what an exported graph needs between Oriented
@@ -39,12 +39,13 @@ def batched_nms_hbb(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_thr: float)
     different ``idxs`` never suppressing each other."""
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    shifted = group_offset_boxes(boxes, idxs)
     if boxes.shape[0] < SPLIT_THR:
-        return torchvision.ops.nms(group_offset_boxes(boxes, idxs), scores, iou_thr)
+        return torchvision.ops.nms(shifted, scores, iou_thr)
     kept = torch.zeros_like(scores, dtype=torch.bool)
     for i in torch.unique(idxs):
         mask = (idxs == i).nonzero().flatten()
-        kept[mask[torchvision.ops.nms(boxes[mask], scores[mask], iou_thr)]] = True
+        kept[mask[torchvision.ops.nms(shifted[mask], scores[mask], iou_thr)]] = True
     keep = kept.nonzero().flatten()
     return keep[scores[keep].sort(descending=True).indices]
 
@@ -71,12 +72,13 @@ def batched_nms_hbb_mask(boxes: Tensor, scores: Tensor, group_sizes: Sequence[in
     k = boxes.shape[1]
     if sum(group_sizes) != k:
         raise ValueError(f"group sizes {list(group_sizes)} do not add up to {k} boxes")
+    # a constant (repeat_interleave would give the graph a data-dependent size)
+    idxs = torch.tensor([g for g, n in enumerate(group_sizes) for _ in range(n)], device=boxes.device)
+    shifted = group_offset_boxes(boxes, idxs)
     if k < SPLIT_THR:
-        # a constant (repeat_interleave would give the graph a data-dependent size)
-        idxs = torch.tensor([g for g, n in enumerate(group_sizes) for _ in range(n)], device=boxes.device)
-        return nms_keep_mask(group_offset_boxes(boxes, idxs), scores, iou_thr)
+        return nms_keep_mask(shifted, scores, iou_thr)
     masks, start = [], 0
     for n in group_sizes:
-        masks.append(nms_keep_mask(boxes[:, start : start + n], scores[:, start : start + n], iou_thr))
+        masks.append(nms_keep_mask(shifted[:, start : start + n], scores[:, start : start + n], iou_thr))
         start += n
     return torch.cat(masks, dim=1)
