@@ -25,6 +25,7 @@ from rotdet.data.transforms import ImageReadError, load_image
 from rotdet.data.visualize import draw_detections
 from rotdet.engine.checkpoint import CheckpointError
 from rotdet.engine.inference import Detector, check_window, default_gap
+from rotdet.engine.runtime import resolve_test_amp
 from rotdet.export.runtime import is_export_path
 from rotdet.fileio import atomic_write_bytes
 from rotdet.geo import RasterError
@@ -130,8 +131,9 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--amp",
         choices=("none", "bf16", "fp16", "auto"),
-        default="none",
-        help="mixed precision for the network (auto: bf16 where native); not mmrotate's exact numbers",
+        default=None,
+        help="mixed precision for the network (auto: bf16 where native; default: fp16 on CUDA for a "
+        "config with an fp16 key, as mmrotate, else none); not mmrotate's exact numbers",
     )
     add_fast_argument(parser)
     add_raster_arguments(parser)
@@ -171,7 +173,7 @@ def _detector(args: argparse.Namespace, exported: bool):
     try:
         device = check_device(args.device)
         if exported:
-            if args.cfg_options or args.fast or args.amp != "none":
+            if args.cfg_options or args.fast or args.amp not in (None, "none"):
                 flag = "--cfg-options" if args.cfg_options else "--fast" if args.fast else "--amp"
                 raise ValueError(f"{flag} does not apply to an exported model (fixed at export time)")
             detector = Detector.from_export(args.config, device)
@@ -179,7 +181,7 @@ def _detector(args: argparse.Namespace, exported: bool):
             detector = Detector.from_config(args.config, args.checkpoint, device, args.cfg_options)
             if args.fast:
                 detector.optimize()
-            detector.set_amp(args.amp)
+            detector.set_amp(resolve_test_amp(args.amp, detector.cfg, detector.device))
         size = args.size if args.size is not None else detector.window_size
         check_window(size, args.gap if args.gap is not None else default_gap(size), args.batch_size)
     except (CheckpointError, ValueError, KeyError) as exc:
