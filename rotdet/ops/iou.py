@@ -183,13 +183,18 @@ def _areas(boxes: Tensor) -> Tensor:
     return torch.where((w > 0) & (h > 0), w * h, torch.zeros_like(w))
 
 
-def bbox_overlaps(boxes1: Tensor, boxes2: Tensor, aligned: bool = False) -> Tensor:
-    """mmdet's ``bbox_overlaps`` (mode ``iou``) of horizontal xyxy boxes: ``[N, 4]`` and ``[M, 4]``
-    -> ``[N, M]``, or ``[N]`` for ``aligned`` pairs of ``[N, 4]`` and ``[N, 4]``.
+def bbox_overlaps(
+    boxes1: Tensor, boxes2: Tensor, aligned: bool = False, mode: str = "iou", eps: float = 1e-6
+) -> Tensor:
+    """mmdet's ``bbox_overlaps`` (mode ``iou`` or ``giou``) of horizontal xyxy boxes: ``[N, 4]`` and
+    ``[M, 4]`` -> ``[N, M]``, or ``[N]`` for ``aligned`` pairs of ``[N, 4]`` and ``[N, 4]``.
 
-    mmdet's float order (``area1 + area2 - overlap``, the union at least 1e-6) in one formula for
-    both forms, so a pair's IoU has the same bits whether it is computed in a matrix or alone.
+    mmdet's float order (``area1 + area2 - overlap``, the union at least ``eps``; for ``giou`` the
+    enclosing box's area too) in one formula for both forms, so a pair's IoU has the same bits
+    whether it is computed in a matrix or alone.
     """
+    if mode not in ("iou", "giou"):
+        raise ValueError(f"bbox_overlaps: mode must be 'iou' or 'giou', got {mode!r}")
     if not aligned:
         boxes1, boxes2 = boxes1[:, None], boxes2[None]
     area1 = (boxes1[..., 2] - boxes1[..., 0]) * (boxes1[..., 3] - boxes1[..., 1])
@@ -198,8 +203,14 @@ def bbox_overlaps(boxes1: Tensor, boxes2: Tensor, aligned: bool = False) -> Tens
     rb = torch.min(boxes1[..., 2:], boxes2[..., 2:])
     wh = (rb - lt).clamp(min=0)
     overlap = wh[..., 0] * wh[..., 1]
-    union = (area1 + area2 - overlap).clamp(min=1e-6)
-    return overlap / union
+    union = (area1 + area2 - overlap).clamp(min=eps)
+    if mode == "iou":
+        return overlap / union
+    enclose = (
+        torch.max(boxes1[..., 2:], boxes2[..., 2:]) - torch.min(boxes1[..., :2], boxes2[..., :2])
+    ).clamp(min=0)
+    enclose_area = (enclose[..., 0] * enclose[..., 1]).clamp(min=eps)
+    return overlap / union - (enclose_area - union) / enclose_area
 
 
 def circumscribed_xyxy(boxes: Tensor) -> Tensor:
